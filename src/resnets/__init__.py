@@ -1,0 +1,11 @@
+"""resnets: the residual networks of He et al. (2015, 2016), exact and ready to use."""
+
+from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, cifar_resnet, create_model,
+                     freeze_batchnorm, get_model_spec, list_models, register_model)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FrozenBatchNorm2d", "Preprocessing", "ResNet", "ResNetFeatures", "__version__", "cifar_resnet",
+    "create_model", "freeze_batchnorm", "get_model_spec", "list_models", "register_model",
+]

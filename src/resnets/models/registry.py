@@ -1,0 +1,120 @@
+"""The model registry: names, builders and each model's default preprocessing."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input: resize the shorter side to
+    ``input_size / crop_pct``, center-crop ``input_size``, scale to [0, 1], normalise."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.input_size[-1] / self.crop_pct))
+
+
+IMAGENET_PREPROCESSING = Preprocessing((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR10_PREPROCESSING = Preprocessing((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                                      crop_pct=1.0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str  # "imagenet" or "cifar"
+    kind: str  # "residual", "plain" or "preact"
+    preprocessing: Preprocessing
+    description: str
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(family: str, kind: str, preprocessing: Preprocessing) -> Callable:
+    """Decorator registering a builder ``f(**kwargs) -> nn.Module`` under its own name."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _MODELS[name] = ModelSpec(name, builder, family, kind, preprocessing, doc[0] if doc else "")
+        return builder
+
+    return decorate
+
+
+def list_models(filter: Union[str, Sequence[str], None] = None, exclude: Union[str, Sequence[str], None] = None,
+                family: Optional[str] = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by glob pattern(s) and family."""
+
+    def patterns(value: Union[str, Sequence[str], None]) -> list[str]:
+        return [value] if isinstance(value, str) else list(value or [])
+
+    names: Iterable[str] = _MODELS
+    if filter:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns(filter))]
+    if exclude:
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in patterns(exclude))]
+    if family:
+        names = [n for n in names if _MODELS[n].family == family]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see resnets.list_models()"
+        raise ValueError(f"unknown model {name!r}{hint}") from None
+
+
+def create_model(name: str, *, features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
+                 **kwargs) -> nn.Module:
+    """Build a registered model by name.
+
+    Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
+    ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
+    returns a network giving the feature maps of ``out_indices`` (0: stem, k: stage k).
+    """
+    spec = get_model_spec(name)
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices is only used with features_only=True")
+    if features_only:
+        kwargs["features_only"] = True
+        kwargs["out_indices"] = out_indices
+    model = spec.builder(**kwargs)
+    preprocessing = spec.preprocessing
+    in_chans = kwargs.get("in_chans", 3)
+    if in_chans != 3:
+        mean = (sum(preprocessing.mean) / 3,) * in_chans
+        std = (sum(preprocessing.std) / 3,) * in_chans
+        preprocessing = replace(preprocessing, input_size=(in_chans, *preprocessing.input_size[1:]),
+                                mean=mean, std=std)
+    model.arch = name
+    model.arch_kwargs = {k: v for k, v in kwargs.items() if k not in ("features_only", "out_indices")}
+    model.preprocessing = preprocessing
+    return model

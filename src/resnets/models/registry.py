@@ -92,14 +92,22 @@ def get_model_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, *, features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
-                 **kwargs) -> nn.Module:
+def create_model(name: str, *, weights: Optional[str] = None, features_only: bool = False,
+                 out_indices: Optional[Sequence[int]] = None, **kwargs) -> nn.Module:
     """Build a registered model by name.
 
     Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
     ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
     returns a network giving the feature maps of ``out_indices`` (0: stem, k: stage k).
+    ``weights`` (a path or URL of any supported checkpoint format) loads weights, taking
+    the architecture options and classifier size from the file unless given here.
     """
+    if weights is not None:
+        # checkpoint formats live in resnets.weights, which calls back here without weights
+        from ..weights import create_model_with_weights
+
+        return create_model_with_weights(name, weights, features_only=features_only, out_indices=out_indices,
+                                         **kwargs)
     spec = get_model_spec(name)
     if out_indices is not None and not features_only:
         raise ValueError("out_indices is only used with features_only=True")

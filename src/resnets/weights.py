@@ -1,0 +1,560 @@
+"""Reading and writing checkpoints of every supported format.
+
+Formats are detected from a file's first bytes, never from its name:
+
+- ``safetensors``: our own files (with metadata: architecture, options, preprocessing,
+  classes) and foreign ones such as timm's ``model.safetensors``;
+- ``torch_zip``: ``torch.save`` since PyTorch 1.6 (torchvision ``.pth``, timm ``.pth`` /
+  ``pytorch_model.bin``, training checkpoints);
+- ``torch_legacy``: the pickle layout ``torch.save`` wrote before 1.6 (as the
+  pytorch_resnet_cifar10 checkpoints are).
+
+Everything is read without executing code: safetensors holds tensors only, and the torch
+formats go through ``torch.load(weights_only=True)``, which refuses any object outside a
+small allow-list. Key layouts are then mapped onto ours (torchvision's names): wrappers such
+as ``{"state_dict": ...}``, ``module.`` prefixes and the ``linear`` head of
+pytorch_resnet_cifar10 are undone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import struct
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+FORMAT_NAME = "resnets"
+FORMAT_VERSION = "1"
+PathOrUrl = Union[str, os.PathLike]
+
+# torch.save's legacy layout starts with a pickled magic number (protocol 2, LONG1 of 10 bytes)
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_RESERVED_METADATA = ("format", "format_version", "arch", "arch_kwargs", "preprocessing", "classes", "num_classes")
+# keys of the dictionaries that training scripts wrap a state dict in, in order of preference
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
+# prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
+_STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose loading would need to run code (refused, nothing executed)."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What was read from a checkpoint and how it was mapped onto the model."""
+
+    path: Path
+    format: str  # "safetensors", "torch_zip" or "torch_legacy"
+    layout: str  # "resnets", "torchvision", "pytorch_resnet_cifar10"
+    metadata: dict = field(default_factory=dict)
+    classes: Optional[list[str]] = None
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    skipped_keys: list[str] = field(default_factory=list)
+
+    @property
+    def arch(self) -> Optional[str]:
+        return self.metadata.get("arch")
+
+
+# -- format detection and raw reading --------------------------------------------------------
+
+
+def detect_format(path: PathOrUrl) -> str:
+    """The checkpoint format of ``path`` from its content: "safetensors", "torch_zip" or
+    "torch_legacy". Raises CheckpointError for anything else (including plain pickles,
+    which are never unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch_zip"
+    if head.startswith(_LEGACY_MAGIC):
+        return "torch_legacy"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_len <= size - 8 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80":
+        raise CheckpointError(f"{path}: a plain pickle, not a torch.save or safetensors checkpoint; "
+                              "refusing to unpickle it")
+    raise CheckpointError(f"{path}: unknown checkpoint format (expected safetensors, or torch.save's zip or "
+                          f"legacy layout; first bytes {head[:8]!r})")
+
+
+def _torch_load(path: Path, fmt: str) -> Any:
+    import pickle
+
+    # timm's training checkpoints carry their argparse arguments; a Namespace only holds data
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load, it contains objects that only code execution could build "
+            f"(torch.load weights_only=True said: {str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError) as error:
+        raise CheckpointError(f"{path}: cannot read this {fmt} checkpoint: {error}") from None
+
+
+def _decode_metadata(raw: Optional[Mapping[str, str]]) -> dict:
+    decoded = {}
+    for key, value in (raw or {}).items():
+        try:
+            decoded[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            decoded[key] = value  # foreign files store plain strings, e.g. {"format": "pt"}
+    return decoded
+
+
+def read_metadata(path: PathOrUrl) -> dict:
+    """The metadata of a safetensors checkpoint, JSON fields decoded (``arch``,
+    ``arch_kwargs``, ``preprocessing``, ``classes``, ``num_classes`` and the user's own)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt != "safetensors":
+        raise CheckpointError(f"{path}: metadata is only stored in safetensors files, this is {fmt}")
+    with safe_open(str(path), framework="pt") as f:
+        return _decode_metadata(f.metadata())
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        keys = ", ".join(map(repr, list(obj)[:10]))
+        raise CheckpointError(f"{path}: no state dict found; top-level keys are {keys} "
+                              f"(looked for a dict of tensors or one under {', '.join(_WRAPPER_KEYS)})")
+    raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+
+
+def _to_our_layout(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Map foreign key names onto torchvision's (ours); returns the dict and the layout name."""
+    for prefix in _STRIPPABLE_PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    layout = "torchvision"
+    if "linear.weight" in state_dict and "fc.weight" not in state_dict:
+        # pytorch_resnet_cifar10 names its classifier ``linear``
+        state_dict = {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v
+                      for k, v in state_dict.items()}
+        layout = "pytorch_resnet_cifar10"
+    if "conv1.0.weight" in state_dict:
+        raise CheckpointError(f"{path}: a deep-stem ResNet (three 3x3 convolutions, timm's resnet*d / *s "
+                              "variants); resnets has only the original 7x7 stem")
+    if any(k.startswith(("stem.", "stages.")) for k in state_dict):
+        raise CheckpointError(f"{path}: a timm ResNetV2 / BiT layout (stem.*, stages.*), which resnets does "
+                              "not implement; its pre-activation nets use torchvision-style names")
+    return state_dict, layout
+
+
+def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None,
+            offline: Optional[bool] = None, progress: bool = True) -> Path:
+    """A local path for ``path_or_url``: URLs are downloaded into the cache first."""
+    text = os.fspath(path_or_url)
+    if re.match(r"^https?://", text):
+        return download(text, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if sha256 is not None:
+        _check_hash(path, _sha256_of(path), sha256, text)
+    return path
+
+
+def load_checkpoint(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None,
+                    offline: Optional[bool] = None, progress: bool = True
+                    ) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Read a checkpoint of any supported format into a state dict with our key names,
+    and what it says about itself (format, layout, metadata, class names)."""
+    path = resolve(path_or_url, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress)
+    fmt = detect_format(path)
+    metadata: dict = {}
+    if fmt == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state_dict = load_file(str(path), device="cpu")
+        except SafetensorError as error:
+            raise CheckpointError(f"{path}: cannot read this safetensors file: {error}") from None
+        metadata = read_metadata(path)
+    else:
+        state_dict = _find_state_dict(_torch_load(path, fmt), path)
+    if metadata.get("format") == FORMAT_NAME:
+        layout = "resnets"
+    else:
+        state_dict, layout = _to_our_layout(state_dict, path)
+    classes = metadata.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: metadata 'classes' must be a list of strings")
+    info = CheckpointInfo(path=path, format=fmt, layout=layout, metadata=metadata, classes=classes)
+    return state_dict, info
+
+
+# -- matching a state dict against a model -----------------------------------------------------
+
+
+def _ignorable(key: str) -> bool:
+    # old torchvision and timm files have no BN step counters; they do not affect inference
+    return key.endswith("num_batches_tracked")
+
+
+def _shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items() if not _ignorable(k)}
+
+
+_SIGNATURES: dict[tuple[str, int, int], dict[str, tuple[int, ...]]] = {}
+
+
+def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The registered models whose parameter names and shapes a state dict matches exactly
+    (built on the meta device, so nothing is allocated), residual nets first. Several can
+    match: option-A shortcuts have no parameters, so resnet20 and plain20 look alike."""
+    from .models import create_model, get_model_spec, list_models
+
+    shapes = _shapes(state_dict)
+    conv1 = shapes.get("conv1.weight")
+    if conv1 is None or len(conv1) != 4:
+        return []
+    num_classes = shapes["fc.weight"][0] if "fc.weight" in shapes else 0
+    family = "imagenet" if conv1[-1] == 7 else "cifar"
+    matches = []
+    for name in list_models(family=family):
+        key = (name, num_classes, conv1[1])
+        if key not in _SIGNATURES:
+            try:
+                with torch.device("meta"):
+                    model = create_model(name, num_classes=num_classes, in_chans=conv1[1])
+                _SIGNATURES[key] = _shapes(model.state_dict())
+            except (ValueError, TypeError):
+                continue
+        if _SIGNATURES[key] == shapes:
+            matches.append(name)
+    order = {"residual": 0, "preact": 1, "plain": 2}
+    return sorted(matches, key=lambda n: order.get(get_model_spec(n).kind, 3))
+
+
+def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short description of what a state dict looks like: stem, blocks per stage, classes."""
+    fc = state_dict.get("fc.weight")
+    head = f"{fc.shape[0]} classes" if fc is not None else "no classifier"
+    matches = guess_architecture(state_dict)
+    if matches:
+        return f"{' or '.join(matches)} with {head}"
+    stages: dict[int, set[int]] = {}
+    for key in state_dict:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            stages.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    conv1 = state_dict.get("conv1.weight")
+    stem = "unknown stem" if conv1 is None else f"{tuple(conv1.shape)[-1]}x{tuple(conv1.shape)[-1]} stem"
+    block = "bottleneck" if any(".conv3." in k for k in state_dict) else "basic"
+    layers = tuple(len(stages[i]) for i in sorted(stages))
+    return f"no registered model; a {stem}, {block} blocks {layers}, {head}"
+
+
+def _format_keys(keys: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+                    exclude: Sequence[str] = (), source: str = "state dict",
+                    info: Optional[CheckpointInfo] = None) -> CheckpointInfo:
+    """Copy ``state_dict`` into ``model``, naming every missing, unexpected and wrongly
+    shaped key on a mismatch (shape mismatches are errors even with ``strict=False``).
+    Keys starting with a prefix in ``exclude`` are skipped on both sides."""
+    info = info or CheckpointInfo(path=Path(source), format="memory", layout="torchvision")
+    target = model.state_dict()
+
+    def excluded(key: str) -> bool:
+        return any(key.startswith(prefix) for prefix in exclude)
+
+    given = {k: v for k, v in state_dict.items() if not excluded(k)}
+    skipped = sorted(k for k in state_dict if excluded(k))
+    missing = sorted(k for k in target if k not in given and not excluded(k) and not _ignorable(k))
+    unexpected = sorted(k for k in given if k not in target)
+    wrong_shape = sorted(f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+                         for k, v in given.items() if k in target and tuple(v.shape) != tuple(target[k].shape))
+    if wrong_shape or (strict and (missing or unexpected)):
+        arch = getattr(model, "arch", type(model).__name__)
+        lines = [f"{source} does not fit {arch} ({info.layout} layout, {info.format}):"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+        if wrong_shape:
+            lines.append(f"  wrong shapes ({len(wrong_shape)}): {_format_keys(wrong_shape)}")
+        lines.append(f"  the file looks like: {describe_state_dict(state_dict)}")
+        raise CheckpointError("\n".join(lines))
+    loadable = {k: v for k, v in given.items() if k in target}
+    model.load_state_dict(loadable, strict=False)
+    info.missing_keys, info.unexpected_keys, info.skipped_keys = missing, unexpected, skipped
+    return info
+
+
+def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = True, exclude: Sequence[str] = (),
+                 sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None, offline: Optional[bool] = None,
+                 progress: bool = True) -> CheckpointInfo:
+    """Load a checkpoint of any supported format (path or URL) into ``model``.
+
+    Returns a CheckpointInfo (format, layout, metadata, class names, missing keys). The
+    file's class names, where it has them, are also set as ``model.classes``.
+    """
+    state_dict, info = load_checkpoint(path_or_url, sha256=sha256, cache_dir=cache_dir, offline=offline,
+                                       progress=progress)
+    load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
+    if info.classes is not None and not any(k.startswith("fc.") for k in info.skipped_keys):
+        model.classes = list(info.classes)
+    return info
+
+
+def create_model_with_weights(name: str, weights: PathOrUrl, *, features_only: bool = False,
+                              out_indices: Optional[Sequence[int]] = None, sha256: Optional[str] = None,
+                              strict: bool = True, **kwargs) -> nn.Module:
+    """``create_model(name, weights=...)``: build the model the checkpoint describes and load it.
+
+    Our own files supply the architecture options; the classifier size comes from the file
+    unless ``num_classes`` is given, in which case a different-sized head starts fresh
+    (fine-tuning) while the rest is loaded.
+    """
+    from .models import create_model
+
+    state_dict, info = load_checkpoint(weights, sha256=sha256)
+    options: dict = {}
+    if info.layout == "resnets":
+        arch = info.metadata.get("arch")
+        if arch and arch != name:
+            raise CheckpointError(f"{info.path} holds {arch} weights, not {name}; "
+                                  f"use create_model({arch!r}, weights=...)")
+        options.update(info.metadata.get("arch_kwargs") or {})
+    file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
+    options["num_classes"] = file_classes
+    options.update(kwargs)
+    exclude: tuple[str, ...] = ()
+    if features_only:
+        options.pop("num_classes", None)
+        model = create_model(name, features_only=True, out_indices=out_indices, **options)
+        # a feature extractor keeps the stages up to its last index; the rest of the file is unused
+        present = {k.split(".")[0] for k in model.state_dict()}
+        exclude = tuple(sorted({k.split(".")[0] + "." for k in state_dict} - {p + "." for p in present}))
+    else:
+        model = create_model(name, **options)
+        if options["num_classes"] != file_classes:
+            exclude = ("fc.",)
+    load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
+    if info.classes is not None and not exclude:
+        model.classes = list(info.classes)
+    model.checkpoint_info = info
+    return model
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _json_arch_kwargs(kwargs: Mapping[str, Any]) -> dict:
+    encodable = {}
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            raise ValueError(f"save_weights: arch_kwargs[{key!r}] = {value!r} cannot be stored as JSON; "
+                             "build the model with a named option (e.g. norm_layer='batchnorm')") from None
+        encodable[key] = value
+    return encodable
+
+
+def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequence[str]] = None,
+                 metadata: Optional[Mapping[str, Any]] = None) -> None:
+    """Write ``model``'s weights as a safetensors file with our metadata, atomically
+    (a temporary file in the same directory, fsync, rename).
+
+    Metadata: ``format``, ``format_version``, ``arch``, ``arch_kwargs``, ``preprocessing``,
+    ``classes``, ``num_classes`` and the entries of ``metadata``; each value JSON-encoded.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = dict(metadata or {})
+    clash = sorted(set(metadata) & set(_RESERVED_METADATA))
+    if clash:
+        raise ValueError(f"save_weights: metadata keys {clash} are reserved; pass classes= for class names")
+    num_classes = getattr(model, "num_classes", None)
+    if classes is None:
+        classes = getattr(model, "classes", None)
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if num_classes and len(classes) != num_classes:
+            raise ValueError(f"save_weights: {len(classes)} class names for a model with {num_classes} classes")
+    preprocessing = getattr(model, "preprocessing", None)
+    fields = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "arch": getattr(model, "arch", None),
+        "arch_kwargs": _json_arch_kwargs(getattr(model, "arch_kwargs", {}) or {}),
+        "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
+        "classes": classes,
+        "num_classes": num_classes,
+        **metadata,
+    }
+    try:
+        encoded = {k: json.dumps(v) for k, v in fields.items()}
+    except TypeError as error:
+        raise ValueError(f"save_weights: metadata must be JSON-encodable: {error}") from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=encoded)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # makes the rename itself durable; not possible on every platform
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- downloads --------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$RESNETS_CACHE`` or ``~/.cache/resnets/checkpoints``."""
+    env = os.environ.get("RESNETS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "resnets" / "checkpoints"
+
+
+def _offline_from_env() -> bool:
+    return os.environ.get("RESNETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _expected_hash(url: str, sha256: Optional[str]) -> Optional[str]:
+    if sha256:
+        sha256 = sha256.lower()
+        if not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
+            raise ValueError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
+        return sha256
+    match = _HASH_IN_NAME.search(Path(urllib.parse.urlparse(url).path).name)
+    return match.group(1) if match else None
+
+
+def _check_hash(path: Path, actual: str, expected: Optional[str], source: str) -> None:
+    if expected and not actual.startswith(expected):
+        raise CheckpointError(f"{source}: sha256 {actual} does not match the expected {expected}"
+                              f"{'...' if len(expected) < 64 else ''} ({path})")
+
+
+def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None,
+             offline: Optional[bool] = None, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``url`` into the cache (once) and return the cached path.
+
+    The sha256 is checked against ``sha256`` (full or a prefix) or, failing that, the hash
+    prefix in the file name (``name-<8+ hex>.ext``, as torchvision's URLs carry). The file
+    appears under its final name only when complete and verified. ``offline=True`` (or
+    ``RESNETS_OFFLINE=1``) never touches the network and uses the cache only.
+    """
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    offline = _offline_from_env() if offline is None else offline
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name:
+        raise ValueError(f"cannot derive a file name from the URL {url!r}")
+    expected = _expected_hash(url, sha256)
+    target = cache / name
+    if target.is_file():
+        _check_hash(target, _sha256_of(target), expected, url)
+        return target
+    if offline:
+        raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            bar = _progress_bar(total, name, enabled=progress)
+            try:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
+            out.flush()
+            os.fsync(out.fileno())
+            if total is not None and out.tell() != total:
+                raise CheckpointError(f"{url}: download incomplete ({out.tell()} of {total} bytes)")
+        _check_hash(Path(tmp), digest.hexdigest(), expected, url)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(cache)
+    return target
+
+
+def _progress_bar(total: Optional[int], name: str, *, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
+                disable=not enabled, leave=False)
+
+
+__all__ = [
+    "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "create_model_with_weights", "default_cache_dir",
+    "describe_state_dict", "detect_format", "download", "guess_architecture", "load_checkpoint", "load_state_dict",
+    "load_weights", "read_metadata", "resolve", "save_weights",
+]
+

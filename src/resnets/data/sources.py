@@ -335,6 +335,8 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
         if not path.startswith(prefix):
             continue
         rest = path[len(prefix):]
+        if not rest:  # the split folder's own directory entry
+            continue
         if rest.endswith("/"):  # a zip directory entry: a class folder that may be empty
             if rest.count("/") == 1:
                 by_class.setdefault(rest[:-1], [])

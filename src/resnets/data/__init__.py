@@ -222,12 +222,12 @@ def _build_small(cfg: DataConfig, train_source: ImageSource, val_source: Optiona
                                        bad_input=cfg.bad_input, cache_dir=cfg.cache_dir, use_cache=cfg.use_cache)
         val_images = val_decoded.images
         val_labels = torch.from_numpy(val_source.targets[val_decoded.index])
-        skipped = decoded.skipped + val_decoded.skipped
+        skipped = train_source.skipped + decoded.skipped + val_source.skipped + val_decoded.skipped
     else:
         val_rows = _rows(decoded, split.val_indices)
         val_images = decoded.images[val_rows]
         val_labels = torch.from_numpy(train_source.targets[decoded.index])[val_rows]
-        skipped = decoded.skipped
+        skipped = train_source.skipped + decoded.skipped
     if len(train_images) == 0:
         raise ValueError(f"{train_source.name}: no usable training images")
     if mean is None or std is None:

@@ -382,6 +382,7 @@ def load_zip(path: Union[str, Path], split: str = "train", bad_input: str = "ski
     except zipfile.BadZipFile as error:
         raise ValueError(f"{path}: not a readable zip archive ({error})") from None
     _, files, targets, classes, fingerprint, skipped = _build_tree(str(path), entries, split, bad_input)
+    skipped = [(f"{path}:{name}", reason) for name, reason in skipped]
     report_skipped(str(path), skipped, bad_input)
     return FileTreeSource(f"{path}:{split}", "", files, targets, classes, fingerprint, skipped, zip_path=path)
 
@@ -404,6 +405,7 @@ def load_folder(path: Union[str, Path], split: str = "train", bad_input: str = "
             stat = os.stat(os.path.join(directory, file))
             entries[rel + file] = (stat.st_size, stat.st_mtime_ns)
     _, files, targets, classes, fingerprint, skipped = _build_tree(str(path), entries, split, bad_input)
+    skipped = [(os.path.join(path, name), reason) for name, reason in skipped]
     report_skipped(str(path), skipped, bad_input)
     return FileTreeSource(f"{path}:{split}", str(path), files, targets, classes, fingerprint, skipped)
 

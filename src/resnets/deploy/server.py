@@ -1,0 +1,193 @@
+"""The HTTP service: ``POST /predict``, ``GET /health``, ``GET /metadata``.
+
+Requests that arrive together are run as one batch (dynamic batching): each request
+decodes its image in a worker thread, then waits on a queue that a single loop drains into
+batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from .images import ImageDecodeError, decode_image, preprocess
+from .session import InferenceSession
+
+RAW_CONTENT_TYPES = ("application/octet-stream",)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    top_k: int = 5
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    # run one batch of max_batch_size at start-up, so the backend choice is not paid by a client
+    warm_up: bool = True
+
+
+class DynamicBatcher:
+    """Collects single preprocessed images into batches for an InferenceSession."""
+
+    def __init__(self, session: InferenceSession, max_batch_size: int, max_wait_s: float):
+        self.session = session
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.batches_run = 0
+        self.images_run = 0
+        self._queue: Optional[asyncio.Queue] = None
+        self._task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, image: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The logits of one image and the size of the batch it ran in."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((image, future))
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(items) < self.max_batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except asyncio.TimeoutError:
+                    break
+            batch = torch.stack([image for image, _ in items])
+            try:
+                logits = await loop.run_in_executor(None, self.session.run, batch)
+            except Exception as error:  # one failing batch must not stop the server
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.batches_run += 1
+            self.images_run += len(items)
+            for row, (_, future) in zip(logits, items):
+                if not future.done():
+                    future.set_result((row, len(items)))
+
+
+def create_app(session: InferenceSession, config: Optional[ServerConfig] = None):
+    """The FastAPI application serving ``session``."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    config = config or ServerConfig()
+    batcher = DynamicBatcher(session, config.max_batch_size, config.max_wait_ms / 1000.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if config.warm_up:
+            shape = (config.max_batch_size, *session.preprocessing.input_size)
+            await run_in_threadpool(session.run, torch.zeros(shape))
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title=f"resnets: {session.arch}", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException):
+        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+    async def read_limited(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise HTTPException(413, f"request body of {declared} bytes is over the limit of "
+                                     f"{config.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > config.max_body_bytes:
+                raise HTTPException(413, f"request body is over the limit of {config.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def image_bytes(request: Request) -> tuple[bytes, str]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            body = await read_limited(request)
+
+            async def replay():
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            # the body is already read (and bounded); parse it from memory
+            try:
+                form = await Request(request.scope, replay).form(max_files=1, max_fields=8,
+                                                                 max_part_size=config.max_body_bytes)
+            except Exception as error:
+                raise HTTPException(400, f"malformed multipart body: {error}") from None
+            upload = form.get("file") or next((v for v in form.values() if hasattr(v, "read")), None)
+            if upload is None or not hasattr(upload, "read"):
+                raise HTTPException(400, "multipart body has no file field (send the image as 'file')")
+            return await upload.read(), upload.filename or "file"
+        if content_type.startswith("image/") or content_type in RAW_CONTENT_TYPES:
+            return await read_limited(request), "body"
+        raise HTTPException(415, f"unsupported content type {content_type or '(none)'!r}: send an image as "
+                                 "image/*, application/octet-stream or multipart/form-data with a 'file' field")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "backend": session.backend}
+
+    @app.get("/metadata")
+    async def metadata():
+        meta = session.metadata()
+        meta["server"] = asdict(config)
+        meta["batches_run"], meta["images_run"] = batcher.batches_run, batcher.images_run
+        return meta
+
+    @app.post("/predict")
+    async def predict(request: Request, top_k: Optional[int] = None):
+        k = config.top_k if top_k is None else top_k
+        if not 1 <= k <= session.num_classes:
+            raise HTTPException(422, f"top_k must be between 1 and {session.num_classes}, got {k}")
+        data, source = await image_bytes(request)
+        if not data:
+            raise HTTPException(400, "empty request body: send an image")
+        try:
+            image = await run_in_threadpool(lambda: preprocess(decode_image(data, source=source),
+                                                               session.preprocessing))
+        except ImageDecodeError as error:
+            raise HTTPException(400, str(error)) from None
+        if image.shape[0] != session.preprocessing.input_size[0]:
+            raise HTTPException(400, f"{source}: model expects {session.preprocessing.input_size[0]} channels")
+        logits, batch_size = await batcher.submit(image)
+        probabilities = torch.softmax(logits, dim=0)
+        values, indices = probabilities.topk(k)
+        return {"predictions": [{"label": int(i), "name": session.classes[int(i)], "probability": float(p)}
+                                for p, i in zip(values, indices)],
+                "arch": session.arch, "backend": session.backend, "batch_size": batch_size}
+
+    return app
+
+
+def serve(session: InferenceSession, config: Optional[ServerConfig] = None) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    config = config or ServerConfig()
+    uvicorn.run(create_app(session, config), host=config.host, port=config.port, log_level="info")

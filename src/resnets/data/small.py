@@ -121,14 +121,28 @@ class DeviceLoader:
             offsets, flips = offsets.to(self.device), flips.to(self.device)
         for b in range(start_batch, len(self)):
             part = slice(b * cfg.batch_size, min((b + 1) * cfg.batch_size, len(order)))
-            index = order[part]
+            yield self._batch(order[part], offsets[part] if offsets is not None else None,
+                              flips[part] if flips is not None else None)
+
+    def _batch(self, index: torch.Tensor, offsets: Optional[torch.Tensor],
+               flips: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        threads = torch.get_num_threads()
+        # on CPU a batch is a few small ops: one thread does them in about a millisecond, while
+        # several threads stall on any core that other work holds (and the model wants the threads)
+        if self.device.type == "cpu" and threads > 1:
+            torch.set_num_threads(1)
+        try:
             if offsets is None:
                 images = self.images[index]
                 if cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
             else:
-                images = self._augment(self.images[index], offsets[part], flips[part])
-            yield images.to(cfg.dtype).mul_(self._scale).add_(self._shift), self.labels[index]
+                images = self._augment(self.images[index], offsets, flips)
+            return images.to(cfg.dtype).mul_(self._scale).add_(self._shift), self.labels[index]
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
     def _augment(self, batch: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         pad = self.config.pad

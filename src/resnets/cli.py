@@ -34,6 +34,80 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_model_args(pairs: Sequence[str]) -> dict:
+    """``--model-arg key=value`` pairs; values parsed as JSON where they can be (numbers, booleans, lists)."""
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .train import TrainOptions, train
+
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = TrainOptions(
+        model=args.model, out=out, data=args.data, recipe=args.recipe, resume=args.resume, device=args.device,
+        iterations=args.iterations, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        evaluations=args.evaluations, val_size=args.val_size, amp=args.amp, channels_last=args.channels_last,
+        compile=args.compile, deterministic=args.deterministic, micro_batches=args.micro_batches,
+        sync_bn=args.sync_bn, model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers,
+        cache_dir=args.cache_dir, tensorboard=args.tensorboard, progress=args.progress)
+    result = train(options)
+    if result and int(__import__("os").environ.get("RANK", "0")) == 0:
+        summary = f"finished {args.model}: run in {out}"
+        if "val_top1" in result:
+            summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
+                       f"on {result['val_n']} images"
+        print(summary)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.model, args.weights, args.data, split=args.split, batch_size=args.batch_size,
+                                 mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
+                                 device=args.device, confusion_png=args.confusion, per_class=args.per_class,
+                                 num_workers=args.num_workers)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.model} on {args.data} ({args.split}, {result['n']} images): top-1 {result['top1']:.2f}%, "
+              f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+        for name, accuracy in (result.get("per_class_accuracy") or {}).items():
+            print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
+    return 0
+
+
+def _floats(text: Optional[str], option: str) -> Optional[tuple]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} expects comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train.plot import plot_runs
+
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "curves.png"
+    print(plot_runs(args.runs, out, title=args.title))
+    return 0
+
+
 def _session(args: argparse.Namespace, **kwargs):
     from .deploy import InferenceSession
 
@@ -110,6 +184,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_info)
 
+    p = sub.add_parser("train", help="train a model with a recipe; resumable, one or many processes (torchrun)")
+    p.add_argument("model")
+    p.add_argument("--data", help="data source (default: a small CIFAR-10 sample shipped with the package)")
+    p.add_argument("--recipe", help="shipped recipe name (paper-cifar, paper-imagenet, modern) or a TOML file")
+    p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=int, help="run length in iterations (the schedule is scaled)")
+    length.add_argument("--epochs", type=float, help="run length in epochs (the schedule is scaled)")
+    p.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--evaluations", type=int, help="evaluations (and checkpoints) over the run")
+    p.add_argument("--val-size", type=int, help="images carved out of train for validation")
+    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="off")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise resume)")
+    p.add_argument("--micro-batches", type=int, help="split each batch into N parts with averaged gradients")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)")
+    p.add_argument("--num-workers", type=int, help="data loader workers (large images)")
+    p.add_argument("--cache-dir", help="cache for decoded datasets (default ~/.cache/resnets)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal, outside CI)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, help="checkpoint path or URL (any supported format)")
+    p.add_argument("--data", required=True, help="data source")
+    p.add_argument("--split", default="val", help="val (carved from train, as recorded in the weights), "
+                                                  "all, or the source's own split name such as test")
+    p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
+    p.add_argument("--std", help="per-channel std (default: the weights' own)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--confusion", help="write the confusion matrix to this PNG")
+    p.add_argument("--per-class", action="store_true", help="per-class accuracy")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("plot", help="training and validation error against iterations (PNG)")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_plot)
+
     backends = ("auto", "torch", "onnxruntime")
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
@@ -153,6 +279,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"resnets {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        from .train import TrainingDiverged
+
+        if not isinstance(error, TrainingDiverged):
+            raise
+        print(f"resnets {args.command}: error: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""Run directories and checkpoints.
+
+A run directory holds::
+
+    config.json                      what the run is (model, recipe, data, split, seed, ...)
+    metrics.jsonl                    one line per evaluation
+    checkpoints/step-<N>.safetensors the weights (with preprocessing and class names)
+    checkpoints/step-<N>.state.pt    optimiser, step, RNG states, EMA, data position
+    last.json                        which checkpoint is the last complete one
+    last.safetensors, best.safetensors   the weights a user takes away
+
+Every file is written atomically and ``last.json`` is replaced only after both halves of a
+checkpoint are on disk, so a run killed at any moment resumes from a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .._io import atomic_path, atomic_write_text
+from ..weights import read_metadata, save_weights
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (another model's run, a corrupt checkpoint, ...)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_config(run_dir: Path) -> Optional[dict]:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{path} is not valid JSON ({error}); the run directory cannot be resumed") from None
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, step: int,
+                    classes: list[str], metadata: dict[str, Any]) -> Path:
+    """Write the weights and the training state of ``step``, then point ``last.json`` at them."""
+    folder = run_dir / "checkpoints"
+    weights = folder / f"step-{step:08d}.safetensors"
+    state_path = folder / f"step-{step:08d}.state.pt"
+    save_weights(model, weights, classes=classes, metadata={**metadata, "step": step})
+    state = {**state, "step": step, "weights_sha256": _sha256(weights)}
+    with atomic_path(state_path) as tmp:
+        torch.save(state, tmp)
+    previous = last_checkpoint(run_dir, verify=False)
+    atomic_write_text(run_dir / "last.json", json.dumps(
+        {"step": step, "weights": str(weights.relative_to(run_dir)), "state": str(state_path.relative_to(run_dir))}))
+    _link(weights, run_dir / "last.safetensors")
+    if previous is not None and previous["step"] != step:
+        for key in ("weights", "state"):
+            (run_dir / previous[key]).unlink(missing_ok=True)
+    return weights
+
+
+def _link(target: Path, link: Path) -> None:
+    """Point ``link`` at ``target``'s content atomically (a hard link, or a copy where links fail)."""
+    with atomic_path(link) as tmp:
+        tmp.unlink()
+        try:
+            os.link(target, tmp)
+        except OSError:
+            tmp.write_bytes(target.read_bytes())
+
+
+def last_checkpoint(run_dir: Path, verify: bool = True) -> Optional[dict]:
+    """The record of the last complete checkpoint, or None when the run has none yet."""
+    pointer = run_dir / "last.json"
+    if not pointer.exists():
+        return None
+    try:
+        record = json.loads(pointer.read_text())
+        record["step"] = int(record["step"])
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError) as error:
+        raise RunDirError(f"{pointer} is corrupt ({error}); cannot resume") from None
+    if verify:
+        for key in ("weights", "state"):
+            if not (run_dir / record[key]).is_file():
+                raise RunDirError(f"{pointer} names {record[key]}, which is missing; cannot resume")
+    return record
+
+
+def load_checkpoint_state(run_dir: Path, record: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and check a checkpoint: (model state dict, training state). Nothing is written."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, state_path = run_dir / record["weights"], run_dir / record["state"]
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which and why
+        raise RunDirError(f"checkpoint {state_path} is corrupt or unreadable: {error}") from None
+    if not isinstance(state, dict) or state.get("step") != record["step"]:
+        raise RunDirError(f"checkpoint {state_path} does not hold step {record['step']}")
+    if _sha256(weights) != state.get("weights_sha256"):
+        raise RunDirError(f"checkpoint {weights} does not match its state file (corrupt or replaced)")
+    try:
+        tensors = load_file(str(weights))
+        read_metadata(weights)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise RunDirError(f"checkpoint {weights} is corrupt: {error}") from None
+    return tensors, state
+
+
+def save_best(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: dict[str, Any]) -> None:
+    save_weights(model, run_dir / "best.safetensors", classes=classes, metadata=metadata)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise RunDirError(f"{path}, line {number}: not valid JSON") from None
+    return rows
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint a run resumes from."""
+    rows = read_metrics(run_dir)
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(rows):
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,204 @@
+"""Training recipes: data files (TOML) describing the optimiser, schedule and regularisation.
+
+Shipped recipes live in ``resnets/recipes/*.toml`` and are named by their file stem
+(``paper-cifar``, ``paper-imagenet``, ``modern``); a path to a user's own file works too.
+Keys may be grouped in tables (``[optimizer]``, ``[schedule]``, ...) for readability; every
+key must be a field of :class:`Recipe`, with the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+SECTIONS = ("optimizer", "schedule", "regularization", "data", "evaluation")
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be trusted: unknown key, wrong type, inconsistent values."""
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    # length: exactly one of the two; milestones and warm-up are in the same unit
+    iterations: Optional[int] = None
+    epochs: Optional[float] = None
+    batch_size: int = 128
+    # optimizer: SGD with momentum, as both papers
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_weight_decay_on_norm_and_bias: bool = False
+    # schedule: "step" (divide by 1/gamma at each milestone), "cosine" or "constant"
+    schedule: str = "step"
+    milestones: list = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    # warm-up: "linear" from 0 to lr, or "constant" at warmup_lr (the paper's ResNet-110 trick);
+    # only for models of at least warmup_min_depth layers
+    warmup: float = 0.0
+    warmup_mode: str = "linear"
+    warmup_lr: float = 0.01
+    warmup_min_depth: int = 0
+    # regularization
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha); 0: off
+    cutmix: float = 0.0
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0: off
+    # data
+    val_size: Optional[int] = None  # images carved out of train for validation
+    val_fraction: float = 0.1
+    augment: bool = True
+    trivial_augment: bool = False
+    random_erasing: float = 0.0
+    # evaluation: evenly spaced over the run, each followed by a checkpoint
+    evaluations: int = 32
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if (self.iterations is None) == (self.epochs is None):
+            raise RecipeError(f"recipe {self.name!r}: give exactly one of 'iterations' and 'epochs'")
+        length = self.length
+        if length <= 0:
+            raise RecipeError(f"recipe {self.name!r}: the run length must be positive, got {length}")
+        if self.schedule not in ("step", "cosine", "constant"):
+            raise RecipeError(f"recipe {self.name!r}: schedule must be 'step', 'cosine' or 'constant', "
+                              f"got {self.schedule!r}")
+        if self.warmup_mode not in ("linear", "constant"):
+            raise RecipeError(f"recipe {self.name!r}: warmup_mode must be 'linear' or 'constant', "
+                              f"got {self.warmup_mode!r}")
+        if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
+            raise RecipeError(f"recipe {self.name!r}: milestones must be positive and increasing, "
+                              f"got {self.milestones}")
+        for key in ("batch_size", "evaluations"):
+            if getattr(self, key) < 1:
+                raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
+        for key in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "warmup", "min_lr"):
+            if getattr(self, key) < 0:
+                raise RecipeError(f"recipe {self.name!r}: {key} must not be negative, got {getattr(self, key)}")
+        if not 0 <= self.ema_decay < 1 or not 0 <= self.momentum < 1 or not 0 <= self.label_smoothing < 1:
+            raise RecipeError(f"recipe {self.name!r}: ema_decay, momentum and label_smoothing must lie in [0, 1)")
+
+    @property
+    def unit(self) -> str:
+        return "iterations" if self.iterations is not None else "epochs"
+
+    @property
+    def length(self) -> float:
+        return self.iterations if self.iterations is not None else self.epochs
+
+    def with_length(self, iterations: Optional[int] = None, epochs: Optional[float] = None) -> "Recipe":
+        """A copy running for another length. Milestones and warm-up keep their place
+        relative to the run when the unit stays; switching unit rescales them as fractions."""
+        if iterations is None and epochs is None:
+            return self
+        if iterations is not None and epochs is not None:
+            raise RecipeError("give --iterations or --epochs, not both")
+        new_length = iterations if iterations is not None else epochs
+        scale = new_length / self.length
+        return dataclasses.replace(
+            self, iterations=iterations, epochs=epochs,
+            milestones=[m * scale for m in self.milestones],
+            # the deep-net warm-up is a fixed number of iterations in the paper; it keeps its
+            # length unless it would take more than a tenth of the shorter run
+            warmup=min(self.warmup, 0.1 * new_length) if self.warmup_mode == "constant" else self.warmup * scale)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Check a TOML value against a field's annotation (as written in the dataclass)."""
+    number = (int, float)
+    checks = {
+        "str": lambda v: isinstance(v, str),
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, number) and not isinstance(v, bool),
+        "list": lambda v: isinstance(v, list) and all(isinstance(x, number) and not isinstance(x, bool) for x in v),
+    }
+    optional = annotation.startswith("Optional[")
+    base = annotation[len("Optional["):-1] if optional else annotation
+    if value is None:
+        return optional
+    return checks[base](value)
+
+
+def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
+    """Build a Recipe from a (possibly sectioned) mapping, naming any unknown key or wrong type."""
+    flat: dict[str, Any] = {}
+    known = {f.name: f for f in fields(Recipe)}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                flat[inner] = (f"{key}.{inner}", inner_value)
+        else:
+            flat[key] = (key, value)
+    values = {}
+    for key, (where, value) in flat.items():
+        if key not in known:
+            raise RecipeError(f"{source}: unknown key {where!r}; known keys: {', '.join(sorted(known))}")
+        annotation = str(known[key].type)
+        if not _type_ok(value, annotation):
+            raise RecipeError(f"{source}: {where!r} must be {annotation}, got {value!r} ({type(value).__name__})")
+        values[key] = float(value) if annotation in ("float", "Optional[float]") and value is not None else value
+    try:
+        return Recipe(**values)
+    except RecipeError as error:
+        raise RecipeError(f"{source}: {error}") from None
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: Union[str, Path]) -> Recipe:
+    """A shipped recipe by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = RECIPE_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())}, "
+                              f"or give a path to a .toml file")
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: not valid TOML: {error}") from None
+    data.setdefault("name", path.stem)
+    return recipe_from_dict(data, str(path))
+
+
+def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_unit: float, depth: int = 0) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): a pure function of the step,
+    so a resumed run needs no scheduler state."""
+    warmup_steps = recipe.warmup * steps_per_unit
+    if warmup_steps > 0 and step < warmup_steps and depth >= recipe.warmup_min_depth:
+        if recipe.warmup_mode == "constant":
+            return recipe.warmup_lr
+        return recipe.lr * (step + 1) / warmup_steps
+    if recipe.schedule == "constant":
+        return recipe.lr
+    if recipe.schedule == "step":
+        passed = sum(1 for m in recipe.milestones if step >= m * steps_per_unit)
+        return recipe.lr * recipe.gamma ** passed
+    # cosine from the end of the warm-up to the end of the run
+    start = warmup_steps if depth >= recipe.warmup_min_depth else 0
+    progress = min(1.0, max(0.0, (step - start) / max(1.0, total_steps - start)))
+    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))

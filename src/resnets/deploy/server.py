@@ -1,6 +1,6 @@
 """The HTTP service: ``POST /predict``, ``GET /health``, ``GET /metadata``.
 
-Requests that arrive together are run as one batch (dynamic batching): each request
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together are run as one batch (dynamic batching): each request
 decodes its image in a worker thread, then waits on a queue that a single loop drains into
 batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
 """
@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from .images import ImageDecodeError, decode_image, preprocess
 from .session import InferenceSession
@@ -90,10 +93,6 @@ class DynamicBatcher:
 
 def create_app(session: InferenceSession, config: Optional[ServerConfig] = None):
     """The FastAPI application serving ``session``."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
-
     config = config or ServerConfig()
     batcher = DynamicBatcher(session, config.max_batch_size, config.max_wait_ms / 1000.0)
 

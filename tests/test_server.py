@@ -1,0 +1,138 @@
+"""The HTTP service, run for real: uvicorn on 127.0.0.1, an ephemeral port, urllib clients."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import resnets
+from resnets.deploy import InferenceSession, load_batch
+from resnets.deploy.server import ServerConfig, create_app
+
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+CLASSES = [f"kind{i}" for i in range(10)]
+
+
+def _jpeg(size=(32, 32), color=(200, 30, 30)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _request(url: str, data: bytes = None, content_type: str = None, timeout: float = 30.0) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model = resnets.create_model("resnet20").eval()
+    model.classes = CLASSES
+    session = InferenceSession(model, backend="torch")
+    config = ServerConfig(max_body_bytes=200_000, max_batch_size=8, max_wait_ms=30.0, top_k=3)
+    app = create_app(session, config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    instance = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not instance.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", model, app
+    instance.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_health_and_metadata(server):
+    url, _, _ = server
+    assert _request(f"{url}/health") == (200, {"status": "ok", "backend": "torch"})
+    status, meta = _request(f"{url}/metadata")
+    assert status == 200 and meta["arch"] == "resnet20" and meta["classes"] == CLASSES
+    assert meta["preprocessing"]["input_size"] == [3, 32, 32] and meta["server"]["max_batch_size"] == 8
+
+
+def test_predict_raw_and_multipart_match_pytorch(server, tmp_path):
+    url, model, _ = server
+    image = _jpeg((40, 36), (20, 180, 60))
+    (tmp_path / "x.jpg").write_bytes(image)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(load_batch([tmp_path / "x.jpg"], model.preprocessing)), 1)[0]
+    expected_top = probabilities.topk(3)
+    for body, content_type in [(image, "image/jpeg"), (image, "application/octet-stream"),
+                               _multipart("file", "x.jpg", image)]:
+        status, result = _request(f"{url}/predict", body, content_type)
+        assert status == 200, result
+        assert [p["label"] for p in result["predictions"]] == expected_top.indices.tolist()
+        assert result["predictions"][0]["name"] == CLASSES[int(expected_top.indices[0])]
+        assert abs(result["predictions"][0]["probability"] - expected_top.values[0].item()) < 1e-5
+    status, result = _request(f"{url}/predict?top_k=10", image, "image/png")  # content decides, not the type
+    assert status == 200 and len(result["predictions"]) == 10
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
+    url, _, _ = server
+    image = _jpeg()
+    cases = [
+        (b"x" * 300_000, "image/jpeg", 413, "over the limit"),
+        (b"{\"image\": 1}", "application/json", 415, "unsupported content type"),
+        (b"plain text", "text/plain", 415, "unsupported content type"),
+        (b"this is not an image", "image/jpeg", 400, "not a recognised image"),
+        (image[: len(image) // 2], "image/jpeg", 400, "cannot decode"),
+        (b"", "image/jpeg", 400, "empty request body"),
+        (_multipart("file", "x.jpg", image)[0], "multipart/form-data; boundary=zzz", 400, "malformed multipart"),
+    ]
+    body, content_type = _multipart("file", "x.jpg", image)
+    no_file = body.replace(b'name="file"; filename="x.jpg"', b'name="other"')
+    cases += [
+        (no_file, content_type, 400, "no file field"),
+    ]
+    for body, content_type, code, message in cases:
+        status, result = _request(f"{url}/predict", body, content_type)
+        assert status == code, (content_type, result)
+        assert message in result["error"]
+        assert _request(f"{url}/predict", image, "image/jpeg")[0] == 200
+    assert _request(f"{url}/predict?top_k=11", image, "image/jpeg")[0] == 422
+
+
+def test_concurrent_requests_are_batched(server):
+    url, _, app = server
+    images = [_jpeg((32, 32), (i * 20, 100, 200 - i * 20)) for i in range(8)]
+    before = app.state.batcher.batches_run
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda body: _request(f"{url}/predict", body, "image/jpeg"), images * 3))
+    assert all(status == 200 for status, _ in results)
+    assert max(result["batch_size"] for _, result in results) > 1
+    assert app.state.batcher.batches_run - before < len(results)

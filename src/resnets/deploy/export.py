@@ -69,6 +69,8 @@ def onnx_session(path: Union[str, os.PathLike], num_threads: Optional[int] = Non
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    # idle worker threads sleep instead of spinning, leaving the cores to the rest of the process
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

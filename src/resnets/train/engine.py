@@ -314,10 +314,10 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     totals = dict(loss=0.0, correct=0.0, seen=0)  # since the last evaluation
     step_time, step_images = 0.0, 0
     model.train()
+    tick = time.perf_counter()  # step times include fetching the batch, so images/s is end to end
     while step < total_steps:
         epoch, batch_index = divmod(step, steps_per_epoch)
         for images, labels in train_loader.epoch_batches(epoch, start_batch=batch_index):
-            tick = time.perf_counter()
             lr = learning_rate(recipe, step, total_steps, steps_per_unit, depth)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -342,7 +342,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
             step += 1
             pending_steps += 1
             pending_seen += len(labels) * dist.world_size
-            step_time += time.perf_counter() - tick
+            now = time.perf_counter()
+            step_time += now - tick
+            tick = now
             step_images += len(labels) * dist.world_size
             evaluate_now = step % eval_interval == 0 or step == total_steps
             if step % check_every == 0 or evaluate_now:
@@ -378,6 +380,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                 last_eval = row
                 totals = dict(loss=0.0, correct=0.0, seen=0)
                 step_time, step_images = 0.0, 0
+                tick = time.perf_counter()
             if step >= total_steps:
                 break
     progress.close()

@@ -341,6 +341,6 @@ def test_create_model_from_url(tmp_path, loopback_server, monkeypatch):
     save_weights(model, served / "r20.safetensors", classes=[str(i) for i in range(10)])
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "env_cache"))
     loaded = resnets.create_model("resnet20", weights=f"{base}/r20.safetensors")
-    assert (tmp_path / "env_cache" / "r20.safetensors").is_file()
+    assert (tmp_path / "env_cache" / "checkpoints" / "r20.safetensors").is_file()
     assert _same_outputs(model, loaded, 32) == 0.0
     assert json.loads(json.dumps(loaded.classes)) == [str(i) for i in range(10)]

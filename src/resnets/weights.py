@@ -463,9 +463,10 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def default_cache_dir() -> Path:
-    """``$RESNETS_CACHE`` or ``~/.cache/resnets/checkpoints``."""
-    env = os.environ.get("RESNETS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "resnets" / "checkpoints"
+    """``checkpoints`` under the package's cache root (``$RESNETS_CACHE`` or ``~/.cache/resnets``,
+    shared with the data layer's caches)."""
+    root = Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")).expanduser()
+    return root / "checkpoints"
 
 
 def _offline_from_env() -> bool:

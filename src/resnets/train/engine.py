@@ -214,6 +214,11 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     out = Path(options.out)
     device = dist.device
     record, checkpoint = _resolve_run(options, dist)
+    if options.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     recipe = Recipe(**record["recipe"])
     seed = record["seed"]
     micro_batches = record["micro_batches"]
@@ -290,7 +295,6 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
             truncate_metrics(out, start_step)
     writer = None
     if options.tensorboard and dist.is_main:
-        from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tensorboard"))
 
     net = dist.wrap(model)

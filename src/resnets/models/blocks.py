@@ -86,7 +86,25 @@ def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int,
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), norm_layer(out_channels))
 
 
-class BasicBlock(nn.Module):
+class PostActivationBlock(nn.Module):
+    """The 2015 paper's unit: the addition, then the ReLU. Subclasses define F(x)."""
+
+    relu: nn.Module
+    downsample: Optional[nn.Module]
+    residual: bool
+
+    def residual_function(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual_function(x)
+        if self.residual:
+            # y = F(x) + x, eq. (1); or F(x) + W_s x, eq. (2)
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class BasicBlock(PostActivationBlock):
     """Two 3x3 convolutions (paper Fig. 2 / Fig. 5 left)."""
 
     expansion = 1
@@ -111,19 +129,12 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual_function(x)
-        if self.residual:
-            # y = F(x) + x, eq. (1); or F(x) + W_s x, eq. (2)
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
-
     def zero_init_last(self) -> None:
         """Zero the last BN's scale so that the block starts as its shortcut (Goyal et al. 2017)."""
         nn.init.zeros_(self.bn2.weight)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(PostActivationBlock):
     """1x1 reduce, 3x3, 1x1 expand (paper Fig. 5 right).
 
     ``stride_in_1x1=True`` is the 2015 paper's layout (ResNet v1); the default puts the
@@ -153,12 +164,6 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.residual_function(x)
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)

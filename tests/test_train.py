@@ -177,6 +177,13 @@ def test_eval_reproduces_the_runs_validation_accuracy(tmp_path):
     assert metrics["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(metrics["per_class_accuracy"]) == 10
+    through_onnx = run_cli("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
+                           "--json", "--backend", "onnxruntime")
+    assert through_onnx.returncode == 0, through_onnx.stderr
+    onnx_metrics = json.loads(through_onnx.stdout)
+    assert onnx_metrics["backend"] == "onnxruntime" and onnx_metrics["n"] == 64
+    assert abs(onnx_metrics["top1"] - metrics["top1"]) <= 100 / 64  # at most one borderline image differs
+    assert onnx_metrics["loss"] == pytest.approx(metrics["loss"], rel=1e-3)
     plotted = run_cli("plot", str(run_dir))
     assert plotted.returncode == 0, plotted.stderr
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -78,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.model, args.weights, args.data, split=args.split, batch_size=args.batch_size,
                                  mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
                                  device=args.device, confusion_png=args.confusion, per_class=args.per_class,
-                                 num_workers=args.num_workers)
+                                 num_workers=args.num_workers, backend=args.backend)
     if args.json:
         print(json.dumps(result))
     else:
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--confusion", help="write the confusion matrix to this PNG")
     p.add_argument("--per-class", action="store_true", help="per-class accuracy")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
+                   help="evaluate through an inference session (BN folded; ONNX Runtime) instead of the plain model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
 

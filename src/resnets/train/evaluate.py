@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,16 +21,21 @@ def autocast_context(device: torch.device, amp: str):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int, *,
+def evaluate(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
+             batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int, *,
              amp: str = "off", confusion: bool = False, device: Optional[torch.device] = None) -> dict:
     """Mean cross-entropy, top-1 and top-5 accuracy (percent) and the image count.
 
-    ``confusion=True`` adds ``confusion`` (rows: true class, columns: predicted) and
-    ``per_class_accuracy`` (percent, None for a class with no image).
+    ``model`` is a module (put in eval mode for the duration) or any callable from a batch
+    to logits, such as an InferenceSession's ``run``. ``confusion=True`` adds ``confusion``
+    (rows: true class, columns: predicted) and ``per_class_accuracy`` (percent, None for a
+    class with no image).
     """
-    was_training = model.training
-    model.eval()
-    device = device or next(model.parameters()).device
+    is_module = isinstance(model, nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
+    device = device or (next(model.parameters()).device if is_module else torch.device("cpu"))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     top5 = torch.zeros((), dtype=torch.int64, device=device)
@@ -40,7 +45,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     for images, labels in batches:
         with autocast_context(device, amp):
             logits = model(images)
-        logits = logits.float()
+        logits = logits.float().to(device)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         best = logits.topk(k, dim=1).indices
         hits = best == labels[:, None]
@@ -50,7 +55,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         if matrix is not None:
             matrix += torch.bincount(labels * num_classes + best[:, 0], minlength=num_classes ** 2).view(
                 num_classes, num_classes)
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     if count == 0:
         raise ValueError("evaluation got no images")
     result = dict(loss=loss_sum.item() / count, top1=100.0 * top1.item() / count,
@@ -67,7 +73,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "val", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
-                        num_workers: Optional[int] = None, amp: str = "off") -> dict:
+                        num_workers: Optional[int] = None, amp: str = "off", backend: Optional[str] = None) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
@@ -100,8 +106,15 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     if model.num_classes != len(classes):
         raise ValueError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
     model.to(torch_device)
-    result = evaluate(model, loader.epoch_batches(0), len(classes), amp=amp,
-                      confusion=per_class or confusion_png is not None)
+    predictor: Union[nn.Module, Callable] = model
+    if backend is not None:
+        from ..deploy import InferenceSession
+
+        predictor = InferenceSession(model, backend=backend, device=device).run
+    result = evaluate(predictor, loader.epoch_batches(0), len(classes), amp=amp,
+                      confusion=per_class or confusion_png is not None, device=torch_device)
+    if backend is not None:
+        result["backend"] = predictor.__self__.backend
     if per_class:
         result["per_class_accuracy"] = dict(zip(classes, result["per_class_accuracy"]))
     else:

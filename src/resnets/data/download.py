@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
+from .._io import atomic_path
 from .sources import default_cache_dir
 
 # the official archives (https://www.cs.toronto.edu/~kriz/cifar.html) and their published md5 sums
@@ -42,24 +41,18 @@ def download(url: str, md5: str, directory: Union[str, Path], filename: Optional
     path = directory / (filename or url.rstrip("/").rsplit("/", 1)[-1])
     if path.is_file() and file_md5(path) == md5:
         return path
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     try:
-        digest = hashlib.md5()
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != md5:
-            raise DownloadError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; nothing written")
-        os.replace(tmp, path)
-    except BaseException as error:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(error, OSError) and not isinstance(error, DownloadError):
-            raise DownloadError(f"{url}: download failed ({error})") from error
-        raise
+        with atomic_path(path) as tmp:
+            digest = hashlib.md5()
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                while block := response.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != md5:
+                raise DownloadError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
+                                    f"nothing written")
+    except OSError as error:  # unreachable host, HTTP error, timeout, disk full
+        raise DownloadError(f"{url}: download failed ({error})") from error
     return path
 
 

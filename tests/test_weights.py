@@ -331,6 +331,8 @@ def test_url_download_with_hash_prefix_cache_and_offline(tmp_path, loopback_serv
         download(f"{base}/tmp.safetensors", cache_dir=cache, sha256="0" * 64, progress=False)
     assert download(f"{base}/tmp.safetensors", cache_dir=cache, sha256=digest, progress=False).is_file()
 
+    with pytest.raises(CheckpointError, match="missing.pth: download failed .*404"):
+        download(f"{base}/missing.pth", cache_dir=cache, progress=False)
     with pytest.raises(FileNotFoundError, match="offline mode"):
         download(f"{base}/other.pth", cache_dir=cache, offline=True)
 

@@ -26,6 +26,7 @@ import re
 import struct
 import sys
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -538,6 +539,10 @@ def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[Path
                 raise CheckpointError(f"{url}: download incomplete ({out.tell()} of {total} bytes)")
         _check_hash(Path(tmp), digest.hexdigest(), expected, url)
         os.replace(tmp, target)
+    except urllib.error.URLError as error:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CheckpointError(f"{url}: download failed ({error})") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

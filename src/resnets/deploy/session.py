@@ -60,7 +60,7 @@ class InferenceSession:
                  config: Optional[SessionConfig] = None, **model_kwargs):
         from ..models import create_model
 
-        self.config = config or SessionConfig(backend=backend, device=device)
+        self.config = config or SessionConfig(backend=backend, device=str(torch.device(device)))
         if self.config.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
         if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -63,6 +64,14 @@ def test_save_and_create_model_round_trip(tmp_path):
     loaded = resnets.create_model("resnet20", weights=str(path))
     assert loaded.num_classes == 7 and loaded.shortcut == "B" and loaded.classes == classes
     assert _same_outputs(model, loaded, 32) == 0.0
+
+    assert loaded.preprocessing == model.preprocessing
+
+    # the preprocessing a model was trained with travels with it
+    model.preprocessing = dataclasses.replace(model.preprocessing, input_size=(3, 40, 40), crop_pct=0.8)
+    save_weights(model, tmp_path / "r20_40px.safetensors")
+    assert resnets.create_model("resnet20", weights=str(tmp_path / "r20_40px.safetensors")).preprocessing \
+        == model.preprocessing
 
     # a different head size: the backbone loads, the head starts fresh
     finetune = resnets.create_model("resnet20", weights=str(path), num_classes=3)

@@ -335,7 +335,21 @@ def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = Tru
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
     if info.classes is not None and not any(k.startswith("fc.") for k in info.skipped_keys):
         model.classes = list(info.classes)
+    _apply_preprocessing(model, info)
     return info
+
+
+def _apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
+    # the preprocessing a model was trained with travels with its weights and wins over the default
+    from .models import Preprocessing
+
+    stored = info.metadata.get("preprocessing") if info.layout == "resnets" else None
+    if not stored:
+        return
+    try:
+        model.preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
+    except TypeError as error:
+        raise CheckpointError(f"{info.path}: metadata 'preprocessing' is not valid: {error}") from None
 
 
 def create_model_with_weights(name: str, weights: PathOrUrl, *, features_only: bool = False,
@@ -374,6 +388,7 @@ def create_model_with_weights(name: str, weights: PathOrUrl, *, features_only: b
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
     if info.classes is not None and not exclude:
         model.classes = list(info.classes)
+    _apply_preprocessing(model, info)
     model.checkpoint_info = info
     return model
 

@@ -59,7 +59,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model, out=out, data=args.data, recipe=args.recipe, resume=args.resume, device=args.device,
         iterations=args.iterations, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         evaluations=args.evaluations, val_size=args.val_size, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, deterministic=args.deterministic, micro_batches=args.micro_batches,
+        compile=args.compile, compile_mode=args.compile_mode, pipeline=args.pipeline,
+        deterministic=args.deterministic, micro_batches=args.micro_batches,
         sync_bn=args.sync_bn, model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers,
         cache_dir=args.cache_dir, tensorboard=args.tensorboard, progress=args.progress)
     result = train(options)
@@ -69,6 +70,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
             summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
                        f"on {result['val_n']} images"
         print(summary)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .transfer import FinetuneOptions, finetune
+
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    options = FinetuneOptions(
+        model=args.model, weights=args.weights, data=args.data, out=out, strategy=args.strategy,
+        freeze_bn=args.freeze_bn, head_lr_mult=args.head_lr_mult, recipe=args.recipe, iterations=args.iterations,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, evaluations=args.evaluations,
+        val_size=args.val_size, seed=args.seed, image_size=args.image_size, device=args.device, resume=args.resume,
+        model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers, cache_dir=args.cache_dir,
+        progress=args.progress)
+    result = finetune(options)
+    summary = f"finished fine-tuning {args.model} ({args.strategy}): run in {out}"
+    if result and "val_top1" in result:
+        summary += f", validation accuracy {result['val_top1']:.2f}% on {result['val_n']} images"
+    print(summary)
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from .transfer import compute_features
+
+    features = compute_features(args.model, args.data, weights=args.weights, stage=args.stage,
+                                batch_size=args.batch_size, device=args.device, image_size=args.image_size,
+                                num_workers=args.num_workers)
+    written = features.save(args.out)
+    print(f"wrote {len(features.files)} x {features.features.shape[1]} features of {args.model} "
+          f"({'pooled' if args.stage is None else f'stage {args.stage}, average-pooled'}) to "
+          f"{', '.join(map(str, written))}")
     return 0
 
 
@@ -161,6 +197,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import studies
+
+    out = Path(args.out)
+    if args.study == "degradation":
+        result = studies.run_degradation(studies.DegradationConfig(
+            out=out, models=args.models or studies.degradation.DEFAULT_MODELS, data=args.data, budget=args.budget,
+            recipe=args.recipe, iterations=args.iterations, evaluations=args.evaluations, val_size=args.val_size,
+            batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress))
+        for f in result["findings"]:
+            print(f"{f['kind']}: {f['deep']} train error {f['deep_train_error']:.2f}% vs {f['shallow']} "
+                  f"{f['shallow_train_error']:.2f}%")
+    elif args.study == "gradients":
+        result = studies.run_gradients(studies.GradientConfig(
+            out=out, depths=args.depths, models=args.models, data=args.data, batch_size=args.batch_size,
+            batches=args.batches, seed=args.seed, device=args.device,
+            trained_from=Path(args.trained_from) if args.trained_from else None))
+        for e in result["models"]:
+            print(f"{e['model']:<12} {e['when']:<8} input / last-block gradient norm {e['input_over_last_block']:.3g}")
+    elif args.study == "responses":
+        result = studies.run_responses(studies.ResponseConfig(
+            out=out, runs_from=Path(args.runs_from), models=args.models, images=args.images,
+            batch_size=args.batch_size, device=args.device))
+        for e in result["models"]:
+            print(f"{e['model']:<12} mean response std {sum(e['std']) / len(e['std']):.3f}")
+    else:
+        studies.run_table(args.models, out, input_size=args.input_size)
+        print((out / "table.md").read_text())
+        return 0
+    print(f"report: {out / 'README.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -202,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="off")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs")
+    p.add_argument("--pipeline", choices=["auto", "small", "large"], default="auto",
+                   help="data pipeline: on-device tensors (small images) or DataLoader workers (large)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise resume)")
     p.add_argument("--micro-batches", type=int, help="split each batch into N parts with averaged gradients")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
@@ -213,6 +288,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal, outside CI)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune pretrained weights on a labelled image set (new classifier)")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, help="pretrained checkpoint, any supported format (path or URL)")
+    p.add_argument("--data", required=True, help="data source; its class folders become the new classes")
+    p.add_argument("--out", help="run directory (default: runs/MODEL-finetune-TIMESTAMP)")
+    p.add_argument("--strategy", choices=["linear-probe", "full", "gradual"], default="full",
+                   help="linear-probe: frozen backbone, cached features; full: every layer, backbone at --lr; "
+                        "gradual: unfreeze stage by stage from the last (default: full)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep the pretrained BatchNorm statistics and affine parameters (small batches)")
+    p.add_argument("--head-lr-mult", type=float, default=10.0, help="classifier lr = lr x this (default 10)")
+    p.add_argument("--recipe", help="recipe name or TOML file (default: finetune)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=int)
+    length.add_argument("--epochs", type=float, help="run length in epochs (default 30)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="backbone learning rate (default 0.01)")
+    p.add_argument("--evaluations", type=int)
+    p.add_argument("--val-size", type=int, help="images held out for validation (default: 20%%)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--image-size", type=int, help="input side (default: the weights' own preprocessing)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--cache-dir")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")
+    p.add_argument("model")
+    p.add_argument("--weights", help="checkpoint, any supported format (default: random initialisation)")
+    p.add_argument("--data", required=True, help="data source")
+    p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
+    p.add_argument("--stage", type=int, help="average-pooled output of stage K (0: stem) instead of the pooled "
+                                             "features the classifier sees")
+    p.add_argument("--image-size", type=int, help="input side (default: the weights' own preprocessing)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-workers", type=int)
+    p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
     p.add_argument("model")
@@ -270,6 +387,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
+    studies = p.add_subparsers(dest="study", metavar="STUDY")
+    studies.required = True
+    q = studies.add_parser("degradation", help="plain vs residual nets trained alike (paper Figure 6)")
+    q.add_argument("--models", nargs="+", help="models to train (default: plain20 plain56 resnet20 resnet56)")
+    q.add_argument("--data", default="sample:cifar10", help="data source (default: the shipped CIFAR-10 sample)")
+    q.add_argument("--budget", choices=["quick", "paper"], default="quick",
+                   help="quick: about 30 min on a 2-core CPU; paper: the full 64k-iteration schedule")
+    q.add_argument("--recipe", default="paper-cifar")
+    q.add_argument("--iterations", type=int, help="override the budget's iterations")
+    q.add_argument("--evaluations", type=int, help="override the budget's evaluations")
+    q.add_argument("--val-size", type=int, help="override the budget's validation images")
+    q.add_argument("--batch-size", type=int, help="override the budget's batch size")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    q.add_argument("--out", required=True, help="study directory (re-run the same command to resume)")
+    q = studies.add_parser("gradients", help="per-layer gradient norms of plain vs residual nets (log scale)")
+    q.add_argument("--depths", nargs="+", type=int, default=[20, 56, 110],
+                   help="CIFAR depths; plainD and resnetD each (default: 20 56 110)")
+    q.add_argument("--models", nargs="+", help="any registered models instead of --depths")
+    q.add_argument("--data", default="sample:cifar10", help="images to take the gradients on")
+    q.add_argument("--batch-size", type=int, default=128)
+    q.add_argument("--batches", type=int, default=2, help="batches to average over")
+    q.add_argument("--trained-from", help="a degradation study directory: also measure its trained runs")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--out", required=True, help="study directory")
+    q = studies.add_parser("responses", help="std of each residual function's output, trained nets (Figure 7)")
+    q.add_argument("--from", dest="runs_from", required=True, help="a degradation study directory")
+    q.add_argument("--models", nargs="+", help="which of its runs (default: all)")
+    q.add_argument("--images", type=int, default=1000, help="validation images to measure on")
+    q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--out", required=True, help="study directory")
+    q = studies.add_parser("table", help="Table 1 (stages, blocks, parameters, multiply-adds) as Markdown")
+    q.add_argument("--models", nargs="+", default=["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
+    q.add_argument("--input-size", type=int, help="square input side (default: each model's own)")
+    q.add_argument("--out", required=True, help="study directory")
+    p.set_defaults(func=_cmd_study)
     return parser
 
 

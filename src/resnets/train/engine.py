@@ -22,14 +22,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import create_model, get_model_spec
+from ..models import create_model, freeze_batchnorm, get_model_spec
 from ..models.summary import _depth
 from .checkpoint import (RunDirError, append_metrics, last_checkpoint, load_checkpoint_state, read_config,
                          save_best, save_checkpoint, truncate_metrics, write_config)
@@ -69,6 +69,8 @@ class TrainOptions:
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: Optional[str] = None  # torch.compile mode; "reduce-overhead" uses CUDA graphs
+    pipeline: str = "auto"  # data pipeline: "auto", "small" (on-device tensors) or "large" (DataLoader workers)
     deterministic: bool = False
     micro_batches: Optional[int] = None
     sync_bn: bool = False
@@ -78,10 +80,36 @@ class TrainOptions:
     tensorboard: bool = False
     progress: Optional[bool] = None  # None: a bar only on a terminal and outside CI
     log: Any = None  # where progress lines go (default: stderr)
+    # fine-tuning (None: a plain run from scratch; recorded in config.json, taken from it on resume)
+    transfer: Optional["Transfer"] = None
+    on_step: Optional[Callable[[int, nn.Module], None]] = None  # called after each optimiser step (not recorded)
+
+
+@dataclass
+class Transfer:
+    """Start from pretrained weights and choose which parameters train, when and how fast.
+
+    Prefixes name modules of the state dict (``fc``, ``layer4``, ``conv1``...). A parameter
+    trains from step 0 if it matches ``trainable`` (None: every parameter), or from
+    ``fraction x run length`` for each ``[fraction, [prefixes]]`` of ``unfreeze``. A BatchNorm
+    whose parameters are all frozen at a step normalises with its running statistics and
+    leaves them alone, so a frozen module is frozen entirely.
+    """
+
+    init_weights: Optional[str] = None  # checkpoint of any supported format; its classifier is replaced
+    trainable: Optional[list] = None
+    unfreeze: list = field(default_factory=list)
+    lr_mult: dict = field(default_factory=dict)  # {prefix: learning-rate multiplier}, e.g. {"fc": 10.0}
+    freeze_bn: bool = False  # every BatchNorm becomes FrozenBatchNorm2d: pretrained statistics and affine kept
+    cache_features: bool = False  # only the classifier trains: pooled features computed once, no augmentation
+    image_size: Optional[int] = None  # input side (default: the pretrained weights' own)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 # what identifies a run: a resumed run must match the record on each of these
-RUN_KEYS = ("model", "data", "recipe", "seed", "micro_batches", "world_size", "model_kwargs")
+RUN_KEYS = ("model", "data", "recipe", "seed", "micro_batches", "world_size", "model_kwargs", "transfer")
 
 
 def _resolve_run(options: TrainOptions, dist: Distributed) -> tuple[dict, Optional[dict]]:
@@ -102,7 +130,8 @@ def _resolve_run(options: TrainOptions, dist: Distributed) -> tuple[dict, Option
 
     if recorded is not None:
         given = {"data": options.data, "seed": options.seed, "micro_batches": options.micro_batches,
-                 "world_size": dist.world_size, "model_kwargs": options.model_kwargs or None}
+                 "world_size": dist.world_size, "model_kwargs": options.model_kwargs or None,
+                 "transfer": options.transfer.to_dict() if options.transfer is not None else None}
         clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
                    if v is not None and recorded.get(k) != v]
         recipe = _build_recipe(options, base=recorded["recipe"])
@@ -122,7 +151,8 @@ def _resolve_run(options: TrainOptions, dist: Distributed) -> tuple[dict, Option
     record = dict(model=options.model, data=options.data or DEFAULT_DATA, recipe=recipe.to_dict(),
                   recipe_name=options.recipe or DEFAULT_RECIPE, seed=options.seed if options.seed is not None else 0,
                   micro_batches=options.micro_batches or 1, world_size=dist.world_size,
-                  model_kwargs=options.model_kwargs or {})
+                  model_kwargs=options.model_kwargs or {},
+                  transfer=options.transfer.to_dict() if options.transfer is not None else None)
     return record, None
 
 
@@ -134,17 +164,57 @@ def _build_recipe(options: TrainOptions, base: Optional[dict] = None) -> Recipe:
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    if not recipe.no_weight_decay_on_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": recipe.weight_decay}]
-    decay, no_decay = [], []
-    for module in model.modules():
+def _param_groups(model: nn.Module, recipe: Recipe, lr_mult: Optional[dict] = None) -> list[dict]:
+    """SGD groups by weight decay (none on norm layers and biases where the recipe says so) and by
+    learning-rate multiplier (``{module prefix: multiplier}``; each group carries its ``lr_mult``)."""
+    groups: dict[tuple[float, float], list] = {}
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
-            (no_decay if is_norm or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            no_decay = recipe.no_weight_decay_on_norm_and_bias and (is_norm or name == "bias")
+            mult = next((float(m) for prefix, m in (lr_mult or {}).items()
+                         if _matches(f"{module_name}.{name}" if module_name else name, [prefix])), 1.0)
+            groups.setdefault((0.0 if no_decay else recipe.weight_decay, mult), []).append(p)
+    if recipe.no_weight_decay_on_norm_and_bias:
+        # both groups even where one is empty, as earlier runs' optimiser states have them
+        for decay in (recipe.weight_decay, 0.0):
+            groups.setdefault((decay, 1.0), [])
+    return [{"params": params, "weight_decay": decay, "lr_mult": mult} for (decay, mult), params in groups.items()]
+
+
+def _matches(name: str, prefixes: list) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def _training_starts(model: nn.Module, transfer: Transfer, total_steps: int) -> dict[str, Optional[int]]:
+    """The step from which each parameter trains (None: never), from ``trainable`` and ``unfreeze``."""
+    names = [name for name, _ in model.named_parameters()]
+    schedule = [(0, transfer.trainable)] if transfer.trainable is not None else [(0, [""])]
+    schedule += [(int(fraction * total_steps), prefixes) for fraction, prefixes in transfer.unfreeze]
+    for _, prefixes in schedule:
+        unknown = [p for p in prefixes if p and not any(_matches(n, [p]) for n in names)]
+        if unknown:
+            top = list(dict.fromkeys(n.split(".")[0] for n in names))
+            raise ValueError(f"no parameters under {unknown} in {getattr(model, 'arch', 'the model')}; "
+                             f"its modules are {top}")
+    starts: dict[str, Optional[int]] = {}
+    for name in names:
+        steps = [step for step, prefixes in schedule if "" in prefixes or _matches(name, prefixes)]
+        starts[name] = min(steps) if steps else None
+    return starts
+
+
+def _freeze_for_step(model: nn.Module, starts: dict[str, Optional[int]], step: int) -> None:
+    """Set which parameters train at ``step``. A BatchNorm whose parameters are all frozen is put
+    in eval mode, so that it neither normalises with batch statistics nor updates its own."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(starts[name] is not None and step >= starts[name])
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            module.train(model.training and not (params and not any(p.requires_grad for p in params)))
 
 
 def _mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe, seed: int, step: int,
@@ -232,17 +302,35 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         raise ValueError(f"batch size {recipe.batch_size} must divide evenly over {dist.world_size} processes "
                          f"x {micro_batches} micro-batches")
 
+    transfer = Transfer(**record["transfer"]) if record.get("transfer") else None
+    caching = transfer is not None and transfer.cache_features
+    if transfer is not None and dist.world_size > 1 and (caching or transfer.unfreeze):
+        raise ValueError("a linear probe on cached features and gradual unfreezing run in one process, "
+                         "not under torchrun")
+
     # data: each process takes its share of every global batch
     spec = get_model_spec(options.model)
-    with torch.device("meta"):
-        preprocessing = create_model(options.model).preprocessing
+    pretrained = None
+    if transfer is not None and transfer.init_weights:
+        from ..transfer.pretrained import load_pretrained
+
+        pretrained = load_pretrained(options.model, transfer.init_weights, image_size=transfer.image_size,
+                                     **record["model_kwargs"])
+        preprocessing = pretrained.preprocessing
+    else:
+        with torch.device("meta"):
+            preprocessing = create_model(options.model).preprocessing
     data_options = dict(
         seed=seed, device=device, val_size=recipe.val_size, val_fraction=recipe.val_fraction,
-        augment=recipe.augment, trivial_augment=recipe.trivial_augment, random_erasing=recipe.random_erasing,
+        # cached features are computed once, so a linear probe sees every image unaugmented
+        augment=recipe.augment and not caching, drop_last=not caching,
+        trivial_augment=recipe.trivial_augment, random_erasing=recipe.random_erasing,
         channels_last=options.channels_last, num_workers=options.num_workers, cache_dir=options.cache_dir,
+        pipeline=options.pipeline,
         split=record.get("split"),
-        # CIFAR-family nets normalise with the training set's own statistics (the paper's mean subtraction)
-        preprocessing=preprocessing if spec.family == "imagenet" else None)
+        # CIFAR-family nets normalise with the training set's own statistics (the paper's mean subtraction);
+        # pretrained weights with the statistics they were trained with
+        preprocessing=preprocessing if spec.family == "imagenet" or pretrained is not None else None)
     train_loader, val_loader, info = build_loaders(record["data"], batch_size=recipe.batch_size // dist.world_size,
                                                    rank=dist.rank, world_size=dist.world_size, **data_options)
     if dist.world_size > 1 and dist.is_main:
@@ -261,9 +349,15 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     steps_per_unit = 1.0 if recipe.iterations is not None else float(steps_per_epoch)
     eval_interval = max(1, total_steps // recipe.evaluations)
 
-    # model, initialised from the seed (He et al. 2015)
+    # model, initialised from the seed (He et al. 2015), or pretrained with a fresh head for these classes
     torch.manual_seed(seed)
-    model = create_model(options.model, num_classes=info.num_classes, **record["model_kwargs"])
+    if pretrained is not None:
+        model = pretrained
+        model.reset_classifier(info.num_classes)
+    else:
+        model = create_model(options.model, num_classes=info.num_classes, **record["model_kwargs"])
+    if transfer is not None and transfer.freeze_bn:
+        model = freeze_batchnorm(model)
     model.preprocessing = dataclasses.replace(model.preprocessing, mean=tuple(info.mean), std=tuple(info.std),
                                               input_size=(info.channels, *info.image_size))
     model.classes = list(info.classes)
@@ -273,7 +367,13 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     model.to(device)
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(model, recipe), lr=recipe.lr, momentum=recipe.momentum,
+    starts = _training_starts(model, transfer, total_steps) if transfer is not None else None
+    if starts is not None:
+        # the optimiser holds every parameter that trains at some step; frozen ones have no gradient
+        for name, p in model.named_parameters():
+            p.requires_grad_(starts[name] is not None)
+    optimizer = torch.optim.SGD(_param_groups(model, recipe, transfer.lr_mult if transfer else None),
+                                lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
     ema = copy.deepcopy(model).eval().requires_grad_(False) if recipe.ema_decay > 0 else None
@@ -297,11 +397,19 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if options.tensorboard and dist.is_main:
         writer = SummaryWriter(str(out / "tensorboard"))
 
-    net = dist.wrap(model)
-    if options.compile:
-        net = torch.compile(net)
+    if caching:
+        from ..transfer.features import cached_feature_loaders
+
+        # linear probe: the frozen backbone runs once; the steps train the classifier on its features
+        train_loader, val_loader = cached_feature_loaders(model, train_loader, val_loader, out / "features.safetensors",
+                                                          batch_size=recipe.batch_size, seed=seed)
+    net = dist.wrap(model) if not caching else model.fc
+    if options.compile or options.compile_mode:
+        net = torch.compile(net, mode=options.compile_mode)
     metadata = dict(run=str(out), recipe=record["recipe_name"], data=record["data"], split=info.split,
                     seed=seed, depth=depth)
+    if pretrained is not None:
+        metadata["pretrained"] = transfer.init_weights
     progress = _Progress(total_steps, start_step, options.progress if dist.is_main else False, options.log)
     progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
                   f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
@@ -324,7 +432,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         for images, labels in train_loader.epoch_batches(epoch, start_batch=batch_index):
             lr = learning_rate(recipe, step, total_steps, steps_per_unit, depth)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            if starts is not None:
+                _freeze_for_step(model, starts, step)
             targets = labels
             if recipe.mixup > 0 or recipe.cutmix > 0:
                 images, targets = _mix(images, labels, info.num_classes, recipe, seed, step)
@@ -344,6 +454,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
             if ema is not None:
                 _update_ema(ema, model, recipe.ema_decay)
             step += 1
+            if options.on_step is not None:
+                options.on_step(step, model)
             pending_steps += 1
             pending_seen += len(labels) * dist.world_size
             now = time.perf_counter()
@@ -371,7 +483,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                            images_per_sec=round(step_images / max(step_time, 1e-9), 1))
                 if dist.is_main:
                     row, best_top1 = _evaluate_and_save(
-                        out, row, model, ema, val_loader, info, options, best_top1, metadata,
+                        out, row, model, ema, val_loader, info, options, best_top1, metadata, caching,
                         state=dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                                    ema=ema.state_dict() if ema is not None else None,
                                    torch_rng=torch.get_rng_state()))
@@ -402,12 +514,15 @@ def _format_row(row: dict, total_steps: int) -> str:
 
 
 def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.Module], val_loader, info,
-                       options: TrainOptions, best_top1: float, metadata: dict, state: dict) -> tuple[dict, float]:
+                       options: TrainOptions, best_top1: float, metadata: dict, on_features: bool,
+                       state: dict) -> tuple[dict, float]:
     """Evaluate on the validation split, append the metrics line, write the checkpoint
-    (and ``best.safetensors`` when the validation accuracy improved). Rank 0 only."""
+    (and ``best.safetensors`` when the validation accuracy improved). Rank 0 only.
+    ``on_features``: the validation loader yields cached features, for the classifier alone."""
     evaluated = ema if ema is not None else model
     if val_loader is not None:
-        result = evaluate(evaluated, val_loader.epoch_batches(0), info.num_classes, amp=options.amp)
+        result = evaluate(evaluated.fc if on_features else evaluated, val_loader.epoch_batches(0), info.num_classes,
+                          amp=options.amp)
         row.update(val_loss=result["loss"], val_top1=result["top1"], val_top5=result["top5"],
                    val_error=100.0 - result["top1"], val_n=result["n"])
     append_metrics(out, row)

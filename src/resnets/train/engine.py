@@ -243,12 +243,13 @@ def _mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: R
 class _Progress:
     """A tqdm bar on a terminal; plain lines at each evaluation elsewhere (and under CI)."""
 
-    def __init__(self, total: int, initial: int, enabled: Optional[bool], stream):
+    def __init__(self, total: int, initial: int, enabled: Optional[bool], stream, silent: bool = False):
         self.stream = stream or sys.stderr
+        self.silent = silent  # processes other than rank 0 say nothing
         if enabled is None:
             enabled = self.stream.isatty() and not os.environ.get("CI")
         self.bar = None
-        if enabled:
+        if enabled and not silent:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, unit="it", file=self.stream, dynamic_ncols=True)
 
@@ -259,6 +260,8 @@ class _Progress:
                 self.bar.set_postfix(postfix, refresh=False)
 
     def line(self, text: str) -> None:
+        if self.silent:
+            return
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
@@ -410,7 +413,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     seed=seed, depth=depth)
     if pretrained is not None:
         metadata["pretrained"] = transfer.init_weights
-    progress = _Progress(total_steps, start_step, options.progress if dist.is_main else False, options.log)
+    progress = _Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
     progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
                   f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
                   f"{recipe.batch_size} on {dist.world_size} x {device}"

@@ -474,8 +474,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                 totals["loss"] += loss_sum
                 totals["correct"] += correct
                 totals["seen"] += pending_seen
-                progress.update(pending_steps, loss=f"{loss_sum / pending_seen:.3f}", lr=f"{lr:.3g}",
-                                ips=f"{step_images / max(step_time, 1e-9):.0f}")
+                progress.update(pending_steps, loss=f"{loss_sum / pending_seen:.3f}",
+                                acc=f"{100.0 * correct / pending_seen:.1f}%", lr=f"{lr:.3g}",
+                                img_s=f"{step_images / max(step_time, 1e-9):.0f}")
                 pending_loss.zero_()
                 pending_correct.zero_()
                 pending_steps, pending_seen = 0, 0

@@ -1,0 +1,239 @@
+"""The degradation study (paper section 4.2, Figure 6): plain and residual nets of several
+depths trained under one recipe and budget, training error (thin) and validation error
+(bold) against iterations.
+
+Each network is one run of the training engine in ``OUT/runs/MODEL``; a run that already
+finished is read back, one that was interrupted resumes from its last checkpoint, so
+re-running the same command after a kill continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..models import get_model_spec, list_models
+from .report import fmt, line_data, markdown_table, pyplot, read_json, write_csv, write_json, write_report
+
+DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
+DEFAULT_DATA = "sample:cifar10"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each network trains: iterations of ``batch_size`` images, evaluated
+    ``evaluations`` times on ``val_size`` held-out training images."""
+
+    iterations: int
+    evaluations: int
+    val_size: int
+    batch_size: int = 128
+    description: str = ""
+
+
+BUDGETS = {
+    # about 30 minutes for the four default nets on a 2-core CPU (measured in docs/studies/)
+    "quick": Budget(iterations=500, evaluations=10, val_size=2000,
+                    description="500 iterations of 128 (1.4 epochs), schedule compressed to the same shape"),
+    # the paper: 64k iterations, lr / 10 at 32k and 48k, 45k/5k split (for a GPU)
+    "paper": Budget(iterations=64000, evaluations=64, val_size=5000,
+                    description="the paper's full schedule: 64k iterations of 128, lr / 10 at 32k and 48k"),
+}
+
+
+@dataclass
+class DegradationConfig:
+    """One degradation study. ``iterations``, ``evaluations``, ``val_size`` and
+    ``batch_size`` override the budget's values."""
+
+    out: Path
+    models: Sequence[str] = DEFAULT_MODELS
+    data: str = DEFAULT_DATA
+    budget: str = "quick"
+    recipe: str = "paper-cifar"
+    iterations: Optional[int] = None
+    evaluations: Optional[int] = None
+    val_size: Optional[int] = None
+    batch_size: Optional[int] = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: Optional[bool] = False
+    log: object = None
+
+    def resolved_budget(self) -> Budget:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        base = BUDGETS[self.budget]
+        changes = {k: getattr(self, k) for k in ("iterations", "evaluations", "val_size", "batch_size")
+                   if getattr(self, k) is not None}
+        for key, value in changes.items():
+            if value < (0 if key == "val_size" else 1):
+                raise ValueError(f"--{key.replace('_', '-')} must be positive, got {value}")
+        return dataclasses.replace(base, **changes) if changes else base
+
+
+def check_models(models: Sequence[str]) -> list[str]:
+    """The names, checked against the registry (the studies need CIFAR/ImageNet ResNet blocks)."""
+    known = set(list_models())
+    models = list(models)
+    if not models:
+        raise ValueError("--models: give at least one model")
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; see `resnets list`")
+    if len(set(models)) != len(models):
+        raise ValueError(f"--models: a model is listed twice in {models}")
+    return models
+
+
+def _is_plain(model: str) -> bool:
+    return get_model_spec(model).kind == "plain"
+
+
+def _run_finished(run_dir: Path, iterations: int) -> bool:
+    from ..train.checkpoint import last_checkpoint
+
+    record = last_checkpoint(run_dir, verify=False) if run_dir.exists() else None
+    return record is not None and record["step"] >= iterations
+
+
+def run_degradation(config: DegradationConfig) -> dict:
+    """Train (or resume, or read back) every run, then write ``degradation.json``,
+    ``degradation.csv``, ``degradation.png`` and ``README.md`` into ``config.out``."""
+    from ..train import TrainOptions, read_metrics, train
+
+    models = check_models(config.models)
+    budget = config.resolved_budget()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    timing_path = out / "timing.json"
+    timing = read_json(timing_path) if timing_path.exists() else {}
+
+    runs = []
+    for model in models:
+        run_dir = out / "runs" / model
+        if not _run_finished(run_dir, budget.iterations):
+            started = time.perf_counter()
+            train(TrainOptions(
+                model=model, out=run_dir, data=config.data, recipe=config.recipe,
+                resume=(run_dir / "config.json").exists(), device=config.device, iterations=budget.iterations,
+                batch_size=budget.batch_size, evaluations=budget.evaluations, val_size=budget.val_size,
+                seed=config.seed, progress=config.progress, log=config.log))
+            # wall-clock seconds spent training this net, summed over resumptions
+            timing[model] = timing.get(model, 0.0) + time.perf_counter() - started
+            write_json(timing_path, timing)
+        rows = read_metrics(run_dir)
+        runs.append(dict(
+            model=model, kind="plain" if _is_plain(model) else "residual",
+            depth=_depth_of(model), run_dir=str(Path("runs") / model),
+            steps=[r["step"] for r in rows], lr=[r["lr"] for r in rows],
+            train_error=[r["train_error"] for r in rows], val_error=[r.get("val_error") for r in rows],
+            train_loss=[r["train_loss"] for r in rows], images_per_sec=[r.get("images_per_sec") for r in rows],
+            train_seconds=timing.get(model)))
+
+    result = dict(study="degradation", data=config.data, recipe=config.recipe, budget=config.budget,
+                  settings=dataclasses.asdict(budget), seed=config.seed, device=config.device, runs=runs)
+    result["findings"] = findings(result)
+    write_json(out / "degradation.json", result)
+    write_csv(out / "degradation.csv", ["model", "kind", "depth", "step", "lr", "train_error", "val_error"],
+              [(r["model"], r["kind"], r["depth"], s, lr, te, ve)
+               for r in runs for s, lr, te, ve in zip(r["steps"], r["lr"], r["train_error"], r["val_error"])])
+    plot_degradation(result, out / "degradation.png")
+    _write_degradation_report(out, result)
+    return result
+
+
+def _depth_of(model: str) -> int:
+    import torch
+
+    from ..models import create_model
+    from ..models.summary import _depth
+
+    with torch.device("meta"):
+        return _depth(create_model(model))
+
+
+def findings(result: dict) -> list[dict]:
+    """For each kind (plain, residual), the deepest net against the shallowest on their last
+    evaluation: does the deeper one train worse? Computed from the numbers, never assumed."""
+    out = []
+    for kind in ("plain", "residual"):
+        runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["steps"]), key=lambda r: r["depth"])
+        if len(runs) < 2:
+            continue
+        shallow, deep = runs[0], runs[-1]
+        out.append(dict(kind=kind, shallow=shallow["model"], deep=deep["model"],
+                        shallow_train_error=shallow["train_error"][-1], deep_train_error=deep["train_error"][-1],
+                        shallow_val_error=shallow["val_error"][-1], deep_val_error=deep["val_error"][-1],
+                        deeper_trains_worse=deep["train_error"][-1] > shallow["train_error"][-1]))
+    return out
+
+
+def plot_degradation(result: dict, png: Union[str, Path]) -> dict[str, tuple[list[float], list[float]]]:
+    """Figure 6's layout from a degradation result (the JSON): plain nets left, residual
+    nets right, one colour per depth, training error thin and dashed, validation error bold.
+    Returns the plotted lines by label."""
+    plt = pyplot()
+    kinds = [k for k in ("plain", "residual") if any(r["kind"] == k for r in result["runs"])]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), dpi=120, sharey=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    depths = sorted({r["depth"] for r in result["runs"]})
+    for axis, kind in zip(axes[0], kinds):
+        for run in sorted((r for r in result["runs"] if r["kind"] == kind), key=lambda r: r["depth"]):
+            color = colors[depths.index(run["depth"]) % len(colors)]
+            axis.plot(run["steps"], run["train_error"], color=color, linewidth=0.9, linestyle="--",
+                      label=f"{run['model']} train")
+            val = [(s, e) for s, e in zip(run["steps"], run["val_error"]) if e is not None]
+            if val:
+                axis.plot([s for s, _ in val], [e for _, e in val], color=color, linewidth=2.2,
+                          label=f"{run['model']} val")
+        axis.set_title("plain networks" if kind == "plain" else "residual networks (ResNets)")
+        axis.set_xlabel("iterations")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("error (%)")
+    figure.suptitle(f"{result['data']}: training (dashed) and validation (bold) error, "
+                    f"{result['settings']['iterations']} iterations of {result['settings']['batch_size']}",
+                    fontsize=9)
+    figure.tight_layout()
+    lines = line_data(figure)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png)
+    plt.close(figure)
+    return lines
+
+
+def _write_degradation_report(out: Path, result: dict) -> None:
+    settings = result["settings"]
+    rows = []
+    for r in result["runs"]:
+        minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") else "-"
+        rows.append((r["model"], r["kind"], r["depth"], r["steps"][-1] if r["steps"] else 0,
+                     fmt(r["train_error"][-1]) if r["steps"] else "-",
+                     fmt(r["val_error"][-1]) if r["steps"] else "-",
+                     fmt(min(e for e in r["val_error"] if e is not None)) if any(
+                         e is not None for e in r["val_error"]) else "-", minutes))
+    text = []
+    for f in result["findings"]:
+        verdict = ("the deeper net trains worse (degradation)" if f["deeper_trains_worse"]
+                   else "the deeper net does not train worse")
+        text.append(f"- {f['kind']}: {f['deep']} ends at {fmt(f['deep_train_error'])}% training error against "
+                    f"{fmt(f['shallow_train_error'])}% for {f['shallow']}: {verdict}; validation error "
+                    f"{fmt(f['deep_val_error'])}% against {fmt(f['shallow_val_error'])}%.")
+    write_report(out / "README.md", "Degradation: plain vs residual networks", [
+        f"Data `{result['data']}`, recipe `{result['recipe']}` ({result['budget']} budget: "
+        f"{settings['iterations']} iterations of {settings['batch_size']}, {settings['evaluations']} evaluations on "
+        f"{settings['val_size']} held-out training images, learning-rate milestones scaled with the run "
+        f"length), seed {result['seed']}, device {result['device']}.",
+        "![training and validation error against iterations](degradation.png)",
+        "Training error is averaged over the iterations since the previous evaluation (with augmentation); "
+        "validation error is measured on the held-out images at each evaluation.",
+        markdown_table(["model", "kind", "depth", "iterations", "final train error (%)", "final val error (%)",
+                        "best val error (%)", "training minutes"], rows),
+        "Findings (last evaluation):\n\n" + ("\n".join(text) if text else "- fewer than two depths of a kind."),
+        "Numbers: `degradation.json` (what the figure plots), `degradation.csv`; runs: `runs/MODEL/`.",
+    ])

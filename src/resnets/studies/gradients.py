@@ -1,0 +1,221 @@
+"""Gradient flow (paper section 4.1 and Figure 1's motivation): the norm of the gradient at
+every layer of plain and residual networks, at initialisation (and, given a degradation
+study, for its trained weights), against the layer's depth on a log scale.
+
+Two quantities per network, averaged over a few batches of real images, with batch
+normalisation in training mode as during SGD:
+
+- weight gradients: ‖dL/dW‖ of each convolution of the main path and of the classifier;
+- activation gradients: ‖dL/dx‖ at the input image, the stem's output and each block's
+  output, the signal back-propagation carries down the network. In a residual block the
+  shortcut adds the identity to the block's Jacobian (dx_{l+1}/dx_l = 1 + dF/dx_l, from
+  y = F(x) + x, eq. (1)), which is what keeps this signal at the classifier's scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..models import create_model, get_model_spec, list_models
+from ..models.summary import _depth
+from ._common import block_layers, blocks, image_batches, weighted_layers
+from .report import line_data, markdown_table, pyplot, write_csv, write_json, write_report
+
+DEFAULT_DEPTHS = (20, 56, 110)
+
+
+@dataclass
+class GradientConfig:
+    """A gradient-flow study. ``models`` (any registered ResNets) replaces the
+    plain/residual pairs built from ``depths``; ``trained_from`` names a degradation study
+    directory whose trained runs are measured too."""
+
+    out: Path
+    depths: Sequence[int] = DEFAULT_DEPTHS
+    models: Optional[Sequence[str]] = None
+    data: str = "sample:cifar10"
+    batch_size: int = 128
+    batches: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    trained_from: Optional[Path] = None
+
+
+def models_for_depths(depths: Sequence[int]) -> list[str]:
+    """plainD and resnetD for each depth, where registered (there is no plain1202)."""
+    known = set(list_models())
+    models = []
+    for depth in depths:
+        found = [name for name in (f"plain{depth}", f"resnet{depth}") if name in known]
+        if not found or get_model_spec(found[-1]).family != "cifar":
+            raise ValueError(f"--depths: no CIFAR network of depth {depth}; CIFAR depths are 6n+2 such as "
+                             f"20, 32, 44, 56, 110 (1202 for ResNets only)")
+        models += found
+    return models
+
+
+def measure(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Mean gradient norms over ``batches``: weights per weighted layer, activations at the
+    input, the stem's output and every block's output. Batch norm is in training mode."""
+    model.train()
+    layers = weighted_layers(model)
+    named_blocks = blocks(model)
+    weight_norms = torch.zeros(len(layers), dtype=torch.float64)
+    activation_norms = torch.zeros(len(named_blocks) + 2, dtype=torch.float64)
+    for images, labels in batches:
+        captured: list[Optional[torch.Tensor]] = [None] * (len(named_blocks) + 1)
+
+        def keep(index: int, tensor: torch.Tensor) -> None:
+            tensor.retain_grad()
+            captured[index] = tensor
+
+        # the stem's output is the first block's input; then every block's output
+        handles = [named_blocks[0][1].register_forward_pre_hook(lambda _m, inputs: keep(0, inputs[0]))]
+        handles += [block.register_forward_hook(lambda _m, _i, output, index=i + 1: keep(index, output))
+                    for i, (_, block) in enumerate(named_blocks)]
+        images = images.detach().clone().requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        try:
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        for i, (_, layer) in enumerate(layers):
+            weight_norms[i] += layer.weight.grad.double().norm()
+        activation_norms[0] += images.grad.double().norm()
+        for i, tensor in enumerate(captured):
+            activation_norms[i + 1] += tensor.grad.double().norm()
+    model.zero_grad(set_to_none=True)
+    n = len(batches)
+    # each measurement's position in weighted layers from the input: the stem is layer 1,
+    # a block's output sits after its last convolution
+    ends, total = [], 1
+    for _, block in named_blocks:
+        total += block_layers(block)
+        ends.append(total)
+    return dict(
+        weight_layers=[name for name, _ in layers], weight_depth=list(range(1, len(layers) + 1)),
+        weight_grad_norm=(weight_norms / n).tolist(),
+        activation_points=["input", "stem", *[name for name, _ in named_blocks]],
+        activation_depth=[0, 1, *ends],
+        activation_grad_norm=(activation_norms / n).tolist())
+
+
+def _entry(name: str, model: torch.nn.Module, batches, when: str) -> dict:
+    result = measure(model, batches)
+    grads = result["activation_grad_norm"]
+    weights = result["weight_grad_norm"]
+    return dict(model=name, kind=get_model_spec(name).kind, depth=_depth(model), when=when, **result,
+                # how the signal changes from the top of the network to the bottom
+                input_over_last_block=grads[0] / grads[-1], first_conv_over_classifier=weights[0] / weights[-1])
+
+
+def run_gradients(config: GradientConfig) -> dict:
+    """Measure every model at initialisation (and trained, where asked), then write
+    ``gradients.json``, ``gradients.csv``, ``gradients-init.png`` (and
+    ``gradients-trained.png``) and ``README.md`` into ``config.out``."""
+    from .degradation import check_models
+
+    models = check_models(config.models) if config.models else models_for_depths(config.depths)
+    for key in ("batch_size", "batches"):
+        if getattr(config, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    batches, num_classes = image_batches(config.data, config.batch_size, config.batches, config.seed,
+                                         config.device)
+    entries = []
+    for name in models:
+        torch.manual_seed(config.seed)  # the same initialisation as a training run with this seed
+        model = create_model(name, num_classes=num_classes).to(config.device)
+        entries.append(_entry(name, model, batches, "init"))
+    if config.trained_from is not None:
+        runs = Path(config.trained_from) / "runs"
+        found = sorted(p.parent.name for p in runs.glob("*/last.safetensors"))
+        if not found:
+            raise ValueError(f"--trained-from {config.trained_from}: no runs/MODEL/last.safetensors there")
+        for name in found:
+            model = create_model(name, weights=str(runs / name / "last.safetensors")).to(config.device)
+            entries.append(_entry(name, model, batches, "trained"))
+
+    result = dict(study="gradients", data=config.data, batch_size=config.batch_size, batches=config.batches,
+                  seed=config.seed, models=entries)
+    write_json(out / "gradients.json", result)
+    write_csv(out / "gradients.csv", ["model", "when", "quantity", "position", "depth", "grad_norm"],
+              [(e["model"], e["when"], q, p, d, v) for e in entries for q, names, depths, values in (
+                  ("weight", e["weight_layers"], e["weight_depth"], e["weight_grad_norm"]),
+                  ("activation", e["activation_points"], e["activation_depth"], e["activation_grad_norm"]))
+               for p, d, v in zip(names, depths, values)])
+    plot_gradients(result, out / "gradients-init.png", when="init")
+    if any(e["when"] == "trained" for e in entries):
+        plot_gradients(result, out / "gradients-trained.png", when="trained")
+    _write_gradients_report(out, result)
+    return result
+
+
+def plot_gradients(result: dict, png: Union[str, Path], when: str = "init",
+                   ) -> dict[str, tuple[list[float], list[float]]]:
+    """Rows: weight gradients, activation gradients; columns: plain, residual; log scale,
+    one colour per depth. Draws the entries of ``result`` (the JSON) measured ``when``;
+    returns the plotted lines by label."""
+    plt = pyplot()
+    entries = [e for e in result["models"] if e["when"] == when]
+    if not entries:
+        raise ValueError(f"no gradient measurements {when!r} to plot")
+    kinds = [k for k in ("plain", "residual") if any(e["kind"] == k for e in entries)]
+    figure, axes = plt.subplots(2, len(kinds), figsize=(6 * len(kinds), 8), dpi=120, sharey="row", squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    depths = sorted({e["depth"] for e in entries})
+    for column, kind in enumerate(kinds):
+        for e in sorted((e for e in entries if e["kind"] == kind), key=lambda e: e["depth"]):
+            color = colors[depths.index(e["depth"]) % len(colors)]
+            axes[0][column].plot(e["weight_depth"], e["weight_grad_norm"], color=color, marker=".", markersize=3,
+                                 linewidth=1.2, label=f"{e['model']} weights")
+            axes[1][column].plot(e["activation_depth"], e["activation_grad_norm"], color=color, marker=".",
+                                 markersize=3, linewidth=1.2, label=f"{e['model']} activations")
+        title = "plain networks" if kind == "plain" else "residual networks"
+        axes[0][column].set_title(f"{title}: ‖dL/dW‖ per layer")
+        axes[1][column].set_title(f"{title}: ‖dL/dx‖ at input, stem, block outputs")
+        for row in (0, 1):
+            axes[row][column].set_yscale("log")
+            axes[row][column].set_xlabel("layer (from the input)")
+            axes[row][column].grid(alpha=0.3, which="both")
+            axes[row][column].legend(fontsize=8)
+    axes[0][0].set_ylabel("gradient norm")
+    axes[1][0].set_ylabel("gradient norm")
+    figure.suptitle(f"gradient norms {'at initialisation' if when == 'init' else 'after training'}, "
+                    f"{result['data']}, batch {result['batch_size']}, mean of {result['batches']} batches, "
+                    f"BN in training mode", fontsize=9)
+    figure.tight_layout()
+    lines = line_data(figure)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png)
+    plt.close(figure)
+    return lines
+
+
+def _write_gradients_report(out: Path, result: dict) -> None:
+    rows = [(e["model"], e["when"], e["depth"], f"{e['activation_grad_norm'][-1]:.3g}",
+             f"{e['activation_grad_norm'][0]:.3g}", f"{e['input_over_last_block']:.3g}",
+             f"{e['weight_grad_norm'][-1]:.3g}", f"{e['weight_grad_norm'][0]:.3g}",
+             f"{e['first_conv_over_classifier']:.3g}") for e in result["models"]]
+    figures = ["![gradient norms at initialisation](gradients-init.png)"]
+    if (out / "gradients-trained.png").exists() and any(e["when"] == "trained" for e in result["models"]):
+        figures.append("![gradient norms after training](gradients-trained.png)")
+    write_report(out / "README.md", "Gradient flow: plain vs residual networks", [
+        f"Data `{result['data']}`, {result['batches']} batch(es) of {result['batch_size']} images, batch "
+        f"normalisation in training mode (as during SGD), cross-entropy loss, seed {result['seed']}.",
+        *figures,
+        markdown_table(["model", "weights", "depth", "‖dL/dx‖ last block", "‖dL/dx‖ input", "input / last block",
+                        "‖dL/dW‖ classifier", "‖dL/dW‖ first conv", "first conv / classifier"], rows),
+        "A ratio far above 1 means the gradient grows on its way down (explodes), far below 1 that it "
+        "vanishes; the figure shows where along the depth it happens.",
+        "Numbers: `gradients.json` (what the figures plot), `gradients.csv`.",
+    ])

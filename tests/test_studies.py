@@ -1,0 +1,192 @@
+"""The studies end to end on tiny budgets: files written, plotted numbers equal to the JSON,
+an interrupted degradation study resumed, measurements checked against direct computation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnets import create_model
+from resnets.cli import main
+from resnets.studies import (DegradationConfig, GradientConfig, ResponseConfig, plot_degradation, plot_gradients,
+                             plot_responses, run_degradation, run_gradients, run_responses, run_table)
+from resnets.studies.responses import response_stds
+
+DATA = "synthetic:32x32:10:256"
+TINY = dict(models=("plain20", "resnet20"), data=DATA, iterations=4, evaluations=2, val_size=32, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def degradation_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("degradation")
+    torch.manual_seed(0)
+    run_degradation(DegradationConfig(out=out, **TINY))
+    return out
+
+
+def _same_lines(plotted: dict, expected: dict) -> None:
+    assert set(plotted) == set(expected)
+    for label, (x, y) in expected.items():
+        assert plotted[label][0] == pytest.approx(x, abs=0, rel=1e-12), label
+        assert plotted[label][1] == pytest.approx(y, abs=0, rel=1e-12), label
+
+
+def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, tmp_path: Path):
+    for name in ("degradation.json", "degradation.csv", "degradation.png", "README.md"):
+        assert (degradation_dir / name).is_file(), name
+    result = json.loads((degradation_dir / "degradation.json").read_text())
+    assert [r["model"] for r in result["runs"]] == ["plain20", "resnet20"]
+    assert [r["kind"] for r in result["runs"]] == ["plain", "residual"]
+    expected = {}
+    for run in result["runs"]:
+        # the JSON holds exactly the engine's metrics
+        metrics = [json.loads(line) for line in (degradation_dir / run["run_dir"] / "metrics.jsonl").read_text()
+                   .splitlines()]
+        assert run["steps"] == [m["step"] for m in metrics] == [2, 4]
+        assert run["train_error"] == [m["train_error"] for m in metrics]
+        assert run["val_error"] == [m["val_error"] for m in metrics]
+        expected[f"{run['model']} train"] = (run["steps"], run["train_error"])
+        expected[f"{run['model']} val"] = (run["steps"], run["val_error"])
+    _same_lines(plot_degradation(result, tmp_path / "again.png"), expected)
+    with open(degradation_dir / "degradation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and float(rows[0]["train_error"]) == result["runs"][0]["train_error"][0]
+    report = (degradation_dir / "README.md").read_text()
+    assert "degradation.png" in report and "plain20" in report
+
+
+def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
+    import resnets.train as train_package
+    import resnets.train.engine as engine
+
+    real_evaluate = engine._evaluate_and_save
+    calls = []
+
+    def interrupt_resnet20_after_first_evaluation(out, row, *args, **kwargs):
+        result = real_evaluate(out, row, *args, **kwargs)
+        if Path(out).name == "resnet20" and row["step"] == 2:
+            raise KeyboardInterrupt  # as if killed right after the step-2 checkpoint
+        return result
+
+    monkeypatch.setattr(engine, "_evaluate_and_save", interrupt_resnet20_after_first_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        run_degradation(DegradationConfig(out=tmp_path, **TINY))
+    plain_metrics = (tmp_path / "runs/plain20/metrics.jsonl").read_text()
+    plain_weights = (tmp_path / "runs/plain20/last.safetensors").read_bytes()
+    first_line = (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in first_line] == [2]
+
+    monkeypatch.setattr(engine, "_evaluate_and_save", real_evaluate)
+    real_train = train_package.train
+    monkeypatch.setattr(train_package, "train", lambda options: calls.append(options) or real_train(options))
+    log = io.StringIO()
+    result = run_degradation(DegradationConfig(out=tmp_path, log=log, **TINY))
+    # the finished plain20 run is not trained again; resnet20 continues from step 2
+    assert [c.model for c in calls] == ["resnet20"] and calls[0].resume
+    assert "resuming at step 2" in log.getvalue()
+    assert (tmp_path / "runs/plain20/metrics.jsonl").read_text() == plain_metrics
+    assert (tmp_path / "runs/plain20/last.safetensors").read_bytes() == plain_weights
+    lines = (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines()
+    assert lines[0] == first_line[0] and [json.loads(line)["step"] for line in lines] == [2, 4]
+    assert [r["steps"] for r in result["runs"]] == [[2, 4], [2, 4]]
+
+    # a third call finds everything finished and trains nothing
+    calls.clear()
+    run_degradation(DegradationConfig(out=tmp_path, **TINY))
+    assert calls == []
+
+
+def test_gradients_at_init_plot_the_json_and_show_the_shortcut_effect(tmp_path: Path):
+    result = run_gradients(GradientConfig(out=tmp_path, depths=(20, 56), data=DATA, batch_size=16, batches=1))
+    for name in ("gradients.json", "gradients.csv", "gradients-init.png", "README.md"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "gradients.json").read_text())
+    assert [e["model"] for e in saved["models"]] == ["plain20", "resnet20", "plain56", "resnet56"]
+    expected = {}
+    for e in saved["models"]:
+        assert len(e["weight_grad_norm"]) == e["depth"]  # every conv of the main path and the classifier
+        assert len(e["activation_grad_norm"]) == 2 + (e["depth"] - 2) // 2  # input, stem, each block
+        assert e["activation_depth"][-1] == e["depth"] - 1
+        expected[f"{e['model']} weights"] = (e["weight_depth"], e["weight_grad_norm"])
+        expected[f"{e['model']} activations"] = (e["activation_depth"], e["activation_grad_norm"])
+    _same_lines(plot_gradients(saved, tmp_path / "again.png"), expected)
+    ratio = {e["model"]: e["input_over_last_block"] for e in saved["models"]}
+    # without shortcuts the gradient's scale changes by orders of magnitude across 56 layers
+    assert ratio["plain56"] > 20 * ratio["resnet56"]
+    assert ratio["plain56"] > ratio["plain20"]
+
+    # the classifier's weight gradient, computed directly, is the plotted last point
+    torch.manual_seed(0)  # the study's seed: the same initialisation
+    model = create_model("resnet20", num_classes=10).train()
+    from resnets.studies._common import image_batches
+
+    (images, labels), = image_batches(DATA, 16, 1, 0)[0]
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    resnet20 = saved["models"][1]
+    assert resnet20["weight_grad_norm"][-1] == pytest.approx(model.fc.weight.grad.norm().item(), rel=1e-5)
+    assert resnet20["weight_grad_norm"][0] == pytest.approx(model.conv1.weight.grad.norm().item(), rel=1e-5)
+
+
+def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
+    result = run_gradients(GradientConfig(out=tmp_path, depths=(20,), data=DATA, batch_size=16, batches=1,
+                                          trained_from=degradation_dir))
+    assert [(e["model"], e["when"]) for e in result["models"]] == [
+        ("plain20", "init"), ("resnet20", "init"), ("plain20", "trained"), ("resnet20", "trained")]
+    assert (tmp_path / "gradients-trained.png").is_file()
+
+
+def test_responses_of_trained_runs(degradation_dir: Path, tmp_path: Path):
+    result = run_responses(ResponseConfig(out=tmp_path, runs_from=degradation_dir, images=24, batch_size=10))
+    for name in ("responses.json", "responses.csv", "responses.png", "README.md"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "responses.json").read_text())
+    expected = {}
+    for e in saved["models"]:
+        assert e["images"] == 24 and len(e["std"]) == 9  # resnet20 / plain20: 9 blocks
+        assert e["std_sorted"] == sorted(e["std"], reverse=True)
+        expected[e["model"]] = (e["layer"], e["std"])
+        expected[f"{e['model']} sorted"] = (e["layer"], e["std_sorted"])
+    _same_lines(plot_responses(saved, tmp_path / "again.png"), expected)
+
+    # the first block's std computed by hand: stem, then F(x) = bn2(conv2(relu(bn1(conv1(x)))))
+    model = create_model("resnet20", weights=str(degradation_dir / "runs/resnet20/last.safetensors")).eval()
+    images = torch.randn(12, 3, 32, 32)
+    with torch.no_grad():
+        response = model.layer1[0].residual_function(model.forward_stem(images))
+    assert response_stds(model, [(images, None)])[0] == pytest.approx(response.double().std().item(), rel=1e-6)
+
+
+def test_table_of_any_models(tmp_path: Path):
+    table = run_table(["resnet20", "plain20", "resnet56"], tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert "| resnet20 | 20 |" in text and "269,722" in text and "853,018" in text
+    # option A shortcuts have no parameters: plain20 and resnet20 have the same count
+    params = {s["name"]: s["params"] for s in table["models"]}
+    assert params["plain20"] == params["resnet20"] == 269_722
+    assert json.loads((tmp_path / "table.json").read_text())["models"][2]["params"] == 853_018
+
+
+def test_cli_study_commands_and_bad_arguments(tmp_path: Path, degradation_dir: Path, capsys):
+    assert main(["study", "table", "--models", "resnet32", "--out", str(tmp_path / "t")]) == 0
+    assert "464,154" in capsys.readouterr().out
+    assert main(["study", "degradation", "--models", "plain20", "nosuch", "--out", str(tmp_path / "d")]) == 2
+    assert "--models" in capsys.readouterr().err
+    assert main(["study", "gradients", "--depths", "21", "--out", str(tmp_path / "g")]) == 2
+    assert "--depths" in capsys.readouterr().err
+    assert main(["study", "responses", "--from", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert main(["study", "degradation", "--iterations", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--iterations" in capsys.readouterr().err
+    # the CLI over a finished study reads it back without training
+    copy = tmp_path / "copy"
+    shutil.copytree(degradation_dir, copy)
+    args = ["study", "degradation", "--models", "plain20", "resnet20", "--data", DATA, "--iterations", "4",
+            "--evaluations", "2", "--val-size", "32", "--batch-size", "16", "--out", str(copy)]
+    assert main(args) == 0
+    assert "report:" in capsys.readouterr().out

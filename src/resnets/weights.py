@@ -36,6 +36,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ._io import atomic_path, fsync_dir
+
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
 PathOrUrl = Union[str, os.PathLike]
@@ -411,7 +413,7 @@ def _json_arch_kwargs(kwargs: Mapping[str, Any]) -> dict:
 def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequence[str]] = None,
                  metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Write ``model``'s weights as a safetensors file with our metadata, atomically
-    (a temporary file in the same directory, fsync, rename).
+    (``resnets._io.atomic_path``: a temporary file in the same directory, fsync, rename).
 
     Metadata: ``format``, ``format_version``, ``arch``, ``arch_kwargs``, ``preprocessing``,
     ``classes``, ``num_classes`` and the entries of ``metadata``; each value JSON-encoded.
@@ -446,33 +448,8 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
     except TypeError as error:
         raise ValueError(f"save_weights: metadata must be JSON-encodable: {error}") from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=encoded)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # makes the rename itself durable; not possible on every platform
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=encoded)
 
 
 # -- downloads --------------------------------------------------------------------------------
@@ -562,7 +539,7 @@ def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[Path
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(cache)
+    fsync_dir(cache)
     return target
 
 

@@ -219,3 +219,23 @@ def test_features_command_writes_embeddings_with_files_and_labels(tmp_path, pret
     torch.testing.assert_close(pooled.features[:1], by_hand, rtol=1e-4, atol=1e-4)
     assert main(["features", "resnet20", "--data", str(data), "--out", str(tmp_path / "x.npy"), "--stage", "4"]) == 2
     assert "--stage 4: resnet20 has stages 1..3" in capsys.readouterr().err
+
+
+def test_an_interrupted_gradual_finetune_resumes_exactly(tmp_path, pretrained):
+    common = dict(weights=str(pretrained), data=SYNTHETIC, strategy="gradual", iterations=8, batch_size=32,
+                  evaluations=4, val_size=64, progress=False)
+    finetune(FinetuneOptions("resnet20", out=tmp_path / "whole", **common))
+
+    def stop(step, model):
+        if step == 5:  # after the checkpoint of step 4, in the middle of the unfreezing schedule
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(FinetuneOptions("resnet20", out=tmp_path / "cut", on_step=stop, **common))
+    with pytest.raises(resnets.train.RunDirError, match="other options"):
+        finetune(FinetuneOptions("resnet20", out=tmp_path / "cut", resume=True, **{**common, "strategy": "full"}))
+    finetune(FinetuneOptions("resnet20", out=tmp_path / "cut", resume=True, **common))
+    whole, cut = (load_file(str(tmp_path / d / "last.safetensors")) for d in ("whole", "cut"))
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert [r["val_top1"] for r in resnets.train.read_metrics(tmp_path / "whole")] == \
+        [r["val_top1"] for r in resnets.train.read_metrics(tmp_path / "cut")]

@@ -56,11 +56,11 @@ class InferenceSession:
     """
 
     def __init__(self, model: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None, *,
-                 backend: str = "auto", device: str = "cpu", calibration: Optional[torch.Tensor] = None,
+                 backend: str = "auto", device: Union[str, torch.device, None] = "cpu", calibration: Optional[torch.Tensor] = None,
                  config: Optional[SessionConfig] = None, **model_kwargs):
         from ..models import create_model
 
-        self.config = config or SessionConfig(backend=backend, device=str(torch.device(device)))
+        self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
         if self.config.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
         if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):

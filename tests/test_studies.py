@@ -83,6 +83,12 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     assert [json.loads(line)["step"] for line in first_line] == [2]
 
     monkeypatch.setattr(engine, "_evaluate_and_save", real_evaluate)
+    # drawing without training shows the interrupted run as in progress and draws no conclusion from it
+    partial = run_degradation(DegradationConfig(out=tmp_path, train=False, **TINY))
+    assert [(r["model"], r["complete"], r["steps"]) for r in partial["runs"]] == [
+        ("plain20", True, [2, 4]), ("resnet20", False, [2])]
+    assert "2 of 4 (in progress)" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines() == first_line
     real_train = train_package.train
     monkeypatch.setattr(train_package, "train", lambda options: calls.append(options) or real_train(options))
     log = io.StringIO()

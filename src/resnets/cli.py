@@ -207,7 +207,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         result = studies.run_degradation(studies.DegradationConfig(
             out=out, models=args.models or studies.degradation.DEFAULT_MODELS, data=args.data, budget=args.budget,
             recipe=args.recipe, iterations=args.iterations, evaluations=args.evaluations, val_size=args.val_size,
-            batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress))
+            batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress,
+            train=not args.no_train))
         for f in result["findings"]:
             print(f"{f['kind']}: {f['deep']} train error {f['deep_train_error']:.2f}% vs {f['shallow']} "
                   f"{f['shallow_train_error']:.2f}%")
@@ -403,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu")
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    q.add_argument("--no-train", action="store_true",
+                   help="train nothing: draw the runs in --out as they are (e.g. while the study runs elsewhere)")
     q.add_argument("--out", required=True, help="study directory (re-run the same command to resume)")
     q = studies.add_parser("gradients", help="per-layer gradient norms of plain vs residual nets (log scale)")
     q.add_argument("--depths", nargs="+", type=int, default=[20, 56, 110],

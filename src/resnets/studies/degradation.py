@@ -62,6 +62,8 @@ class DegradationConfig:
     device: str = "cpu"
     progress: Optional[bool] = False
     log: object = None
+    # False: train nothing, draw the runs as they are on disk (a study still running elsewhere)
+    train: bool = True
 
     def resolved_budget(self) -> Budget:
         if self.budget not in BUDGETS:
@@ -115,7 +117,7 @@ def run_degradation(config: DegradationConfig) -> dict:
     runs = []
     for model in models:
         run_dir = out / "runs" / model
-        if not _run_finished(run_dir, budget.iterations):
+        if config.train and not _run_finished(run_dir, budget.iterations):
             started = time.perf_counter()
             train(TrainOptions(
                 model=model, out=run_dir, data=config.data, recipe=config.recipe,
@@ -125,14 +127,18 @@ def run_degradation(config: DegradationConfig) -> dict:
             # wall-clock seconds spent training this net, summed over resumptions
             timing[model] = timing.get(model, 0.0) + time.perf_counter() - started
             write_json(timing_path, timing)
-        rows = read_metrics(run_dir)
+        rows = read_metrics(run_dir) if run_dir.exists() else []
+        if not rows:
+            continue  # only when not training: a run that has not reached its first evaluation
         runs.append(dict(
             model=model, kind="plain" if _is_plain(model) else "residual",
             depth=_depth_of(model), run_dir=str(Path("runs") / model),
             steps=[r["step"] for r in rows], lr=[r["lr"] for r in rows],
             train_error=[r["train_error"] for r in rows], val_error=[r.get("val_error") for r in rows],
             train_loss=[r["train_loss"] for r in rows], images_per_sec=[r.get("images_per_sec") for r in rows],
-            train_seconds=timing.get(model)))
+            train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations))
+    if not runs:
+        raise ValueError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
 
     result = dict(study="degradation", data=config.data, recipe=config.recipe, budget=config.budget,
                   settings=dataclasses.asdict(budget), seed=config.seed, device=config.device, runs=runs)
@@ -161,7 +167,7 @@ def findings(result: dict) -> list[dict]:
     evaluation: does the deeper one train worse? Computed from the numbers, never assumed."""
     out = []
     for kind in ("plain", "residual"):
-        runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["steps"]), key=lambda r: r["depth"])
+        runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["complete"]), key=lambda r: r["depth"])
         if len(runs) < 2:
             continue
         shallow, deep = runs[0], runs[-1]
@@ -212,7 +218,8 @@ def _write_degradation_report(out: Path, result: dict) -> None:
     rows = []
     for r in result["runs"]:
         minutes = f"{r['train_seconds'] / 60:.1f}" if r.get("train_seconds") else "-"
-        rows.append((r["model"], r["kind"], r["depth"], r["steps"][-1] if r["steps"] else 0,
+        done = f"{r['steps'][-1]}" + ("" if r["complete"] else f" of {settings['iterations']} (in progress)")
+        rows.append((r["model"], r["kind"], r["depth"], done,
                      fmt(r["train_error"][-1]) if r["steps"] else "-",
                      fmt(r["val_error"][-1]) if r["steps"] else "-",
                      fmt(min(e for e in r["val_error"] if e is not None)) if any(
@@ -233,7 +240,10 @@ def _write_degradation_report(out: Path, result: dict) -> None:
         "Training error is averaged over the iterations since the previous evaluation (with augmentation); "
         "validation error is measured on the held-out images at each evaluation.",
         markdown_table(["model", "kind", "depth", "iterations", "final train error (%)", "final val error (%)",
-                        "best val error (%)", "training minutes"], rows),
-        "Findings (last evaluation):\n\n" + ("\n".join(text) if text else "- fewer than two depths of a kind."),
+                        "best val error (%)", "wall-clock minutes"], rows),
+        "Wall-clock minutes are those of this machine as it was when the runs trained, including any "
+        "other work it was running at the time.",
+        "Findings (last evaluation of finished runs):\n\n" + (
+            "\n".join(text) if text else "- no kind has two finished depths to compare yet."),
         "Numbers: `degradation.json` (what the figure plots), `degradation.csv`; runs: `runs/MODEL/`.",
     ])

@@ -216,6 +216,10 @@ def _write_gradients_report(out: Path, result: dict) -> None:
         markdown_table(["model", "weights", "depth", "‖dL/dx‖ last block", "‖dL/dx‖ input", "input / last block",
                         "‖dL/dW‖ classifier", "‖dL/dW‖ first conv", "first conv / classifier"], rows),
         "A ratio far above 1 means the gradient grows on its way down (explodes), far below 1 that it "
-        "vanishes; the figure shows where along the depth it happens.",
+        "vanishes; the figure shows where along the depth it happens. Here, from the last block to the "
+        "input:\n\n" + "\n".join(
+            f"- {e['model']} ({e['when']}): {'grows' if e['input_over_last_block'] > 1 else 'shrinks'} by a factor "
+            f"of {max(e['input_over_last_block'], 1 / e['input_over_last_block']):.3g}"
+            for e in result["models"]),
         "Numbers: `gradients.json` (what the figures plot), `gradients.csv`.",
     ])

@@ -153,7 +153,8 @@ def test_finetune_from_a_torchvision_checkpoint(tmp_path, capsys):
                  "--strategy", "full", *common]) == 0
     full = load_file(str(tmp_path / "full" / "last.safetensors"))
     assert not torch.equal(full["conv1.weight"], expected["conv1.weight"])
-    assert resnets.read_metadata(tmp_path / "full" / "last.safetensors")["classes"] == ["green", "red"]
+    meta = resnets.read_metadata(tmp_path / "full" / "last.safetensors")
+    assert meta["classes"] == ["green", "red"] and meta["arch_kwargs"].get("num_classes", 2) == 2
     capsys.readouterr()
 
 

@@ -357,6 +357,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if pretrained is not None:
         model = pretrained
         model.reset_classifier(info.num_classes)
+        if "num_classes" in model.arch_kwargs:  # the file's head size would otherwise be recorded
+            model.arch_kwargs = {**model.arch_kwargs, "num_classes": info.num_classes}
     else:
         model = create_model(options.model, num_classes=info.num_classes, **record["model_kwargs"])
     if transfer is not None and transfer.freeze_bn:

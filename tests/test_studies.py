@@ -181,13 +181,14 @@ def test_table_of_any_models(tmp_path: Path):
 def test_cli_study_commands_and_bad_arguments(tmp_path: Path, degradation_dir: Path, capsys):
     assert main(["study", "table", "--models", "resnet32", "--out", str(tmp_path / "t")]) == 0
     assert "464,154" in capsys.readouterr().out
-    assert main(["study", "degradation", "--models", "plain20", "nosuch", "--out", str(tmp_path / "d")]) == 2
+    assert main(["study", "degradation", "--models", "plain20", "nosuch", "--data", DATA,
+                 "--out", str(tmp_path / "d")]) == 2
     assert "--models" in capsys.readouterr().err
     assert main(["study", "gradients", "--depths", "21", "--out", str(tmp_path / "g")]) == 2
     assert "--depths" in capsys.readouterr().err
     assert main(["study", "responses", "--from", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "--from" in capsys.readouterr().err
-    assert main(["study", "degradation", "--iterations", "0", "--out", str(tmp_path / "d")]) == 2
+    assert main(["study", "degradation", "--iterations", "0", "--data", DATA, "--out", str(tmp_path / "d")]) == 2
     assert "--iterations" in capsys.readouterr().err
     # the CLI over a finished study reads it back without training
     copy = tmp_path / "copy"

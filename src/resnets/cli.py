@@ -393,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     studies.required = True
     q = studies.add_parser("degradation", help="plain vs residual nets trained alike (paper Figure 6)")
     q.add_argument("--models", nargs="+", help="models to train (default: plain20 plain56 resnet20 resnet56)")
-    q.add_argument("--data", default="sample:cifar10", help="data source (default: the shipped CIFAR-10 sample)")
+    q.add_argument("--data", required=True,
+                   help="data source, e.g. ../shared/datasets/cifar10-jpeg-train.zip or cifar10")
     q.add_argument("--budget", choices=["quick", "paper"], default="quick",
                    help="quick: about 30 min on a 2-core CPU; paper: the full 64k-iteration schedule")
     q.add_argument("--recipe", default="paper-cifar")

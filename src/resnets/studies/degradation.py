@@ -19,7 +19,6 @@ from ..models import get_model_spec, list_models
 from .report import fmt, line_data, markdown_table, pyplot, read_json, write_csv, write_json, write_report
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
-DEFAULT_DATA = "sample:cifar10"
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,9 @@ class DegradationConfig:
     ``batch_size`` override the budget's values."""
 
     out: Path
+    # no default: the budgets' validation sizes are made for CIFAR-10's 50,000 images
+    data: str
     models: Sequence[str] = DEFAULT_MODELS
-    data: str = DEFAULT_DATA
     budget: str = "quick"
     recipe: str = "paper-cifar"
     iterations: Optional[int] = None
@@ -201,8 +201,8 @@ def plot_degradation(result: dict, png: Union[str, Path]) -> dict[str, tuple[lis
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     axes[0][0].set_ylabel("error (%)")
-    figure.suptitle(f"{result['data']}: training (dashed) and validation (bold) error, "
-                    f"{result['settings']['iterations']} iterations of {result['settings']['batch_size']}",
+    figure.suptitle(f"{Path(result['data']).name}, {result['settings']['iterations']} iterations of "
+                    f"{result['settings']['batch_size']}\ntraining error (dashed), validation error (bold)",
                     fontsize=9)
     figure.tight_layout()
     lines = line_data(figure)

@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import resnets
+import resnets.data
+import resnets.train
 from resnets.cli import main
 from resnets.transfer import FinetuneOptions, finetune, load_features, load_pretrained
 
@@ -240,3 +242,15 @@ def test_an_interrupted_gradual_finetune_resumes_exactly(tmp_path, pretrained):
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     assert [r["val_top1"] for r in resnets.train.read_metrics(tmp_path / "whole")] == \
         [r["val_top1"] for r in resnets.train.read_metrics(tmp_path / "cut")]
+
+
+def test_features_of_large_images_leave_out_unreadable_files_by_name(tmp_path, pretrained):
+    from resnets.transfer import compute_features
+
+    data = write_images(tmp_path / "images", {"a": 3, "b": 3}, size=80)  # larger than 64 px: the large pipeline
+    (data / "a" / "001.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(resnets.data.BadInputWarning, match="001.png"):
+        result = compute_features("resnet20", str(data), weights=str(pretrained), num_workers=0)
+    assert result.features.shape == (5, 64) and result.labels.tolist() == [0, 0, 1, 1, 1]
+    assert [Path(f).parent.name + "/" + Path(f).name for f in result.files] == \
+        ["a/000.png", "a/002.png", "b/000.png", "b/001.png", "b/002.png"]

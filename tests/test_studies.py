@@ -197,3 +197,15 @@ def test_cli_study_commands_and_bad_arguments(tmp_path: Path, degradation_dir: P
             "--evaluations", "2", "--val-size", "32", "--batch-size", "16", "--out", str(copy)]
     assert main(args) == 0
     assert "report:" in capsys.readouterr().out
+
+
+def test_budgets_and_overrides(tmp_path: Path):
+    quick = DegradationConfig(out=tmp_path, data=DATA).resolved_budget()
+    paper = DegradationConfig(out=tmp_path, data=DATA, budget="paper").resolved_budget()
+    assert (quick.iterations, quick.batch_size) == (500, 128)
+    assert (paper.iterations, paper.val_size, paper.batch_size) == (64000, 5000, 128)  # the paper's schedule
+    assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
+    with pytest.raises(ValueError, match="--budget"):
+        DegradationConfig(out=tmp_path, data=DATA, budget="slow").resolved_budget()
+    with pytest.raises(ValueError, match="--batch-size"):
+        DegradationConfig(out=tmp_path, data=DATA, batch_size=0).resolved_budget()

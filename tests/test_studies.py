@@ -109,7 +109,7 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
 
 
 def test_gradients_at_init_plot_the_json_and_show_the_shortcut_effect(tmp_path: Path):
-    result = run_gradients(GradientConfig(out=tmp_path, depths=(20, 56), data=DATA, batch_size=16, batches=1))
+    run_gradients(GradientConfig(out=tmp_path, depths=(20, 56), data=DATA, batch_size=16, batches=1))
     for name in ("gradients.json", "gradients.csv", "gradients-init.png", "README.md"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "gradients.json").read_text())
@@ -148,7 +148,7 @@ def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
 
 
 def test_responses_of_trained_runs(degradation_dir: Path, tmp_path: Path):
-    result = run_responses(ResponseConfig(out=tmp_path, runs_from=degradation_dir, images=24, batch_size=10))
+    run_responses(ResponseConfig(out=tmp_path, runs_from=degradation_dir, images=24, batch_size=10))
     for name in ("responses.json", "responses.csv", "responses.png", "README.md"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "responses.json").read_text())

@@ -70,7 +70,7 @@ def measure(model: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, torch.
     for images, labels in batches:
         captured: list[Optional[torch.Tensor]] = [None] * (len(named_blocks) + 1)
 
-        def keep(index: int, tensor: torch.Tensor) -> None:
+        def keep(index: int, tensor: torch.Tensor, captured: list = captured) -> None:
             tensor.retain_grad()
             captured[index] = tensor
 

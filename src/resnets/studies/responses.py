@@ -147,7 +147,7 @@ def comparisons(entries: Sequence[dict]) -> list[str]:
     for e in entries:
         by_depth.setdefault(e["depth"], {})[e["kind"]] = e["model"]
     lines = []
-    for depth, kinds in sorted(by_depth.items()):
+    for _depth_key, kinds in sorted(by_depth.items()):
         if "plain" in kinds and "residual" in kinds:
             plain, residual = kinds["plain"], kinds["residual"]
             relation = "smaller than" if mean[residual] < mean[plain] else "not smaller than"

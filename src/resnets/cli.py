@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True,
                    help="data source, e.g. ../shared/datasets/cifar10-jpeg-train.zip or cifar10")
     q.add_argument("--budget", choices=["quick", "paper"], default="quick",
-                   help="quick: about 30 min on a 2-core CPU; paper: the full 64k-iteration schedule")
+                   help="quick: 500 iterations (an estimated 25 min on an idle 2-core CPU); "
+                        "paper: the full 64k-iteration schedule, for a GPU")
     q.add_argument("--recipe", default="paper-cifar")
     q.add_argument("--iterations", type=int, help="override the budget's iterations")
     q.add_argument("--evaluations", type=int, help="override the budget's evaluations")

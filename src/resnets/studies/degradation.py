@@ -34,7 +34,8 @@ class Budget:
 
 
 BUDGETS = {
-    # about 30 minutes for the four default nets on a 2-core CPU (measured in docs/studies/)
+    # an estimated 25 minutes for the four default nets on an idle 2-core CPU, from the
+    # measured training-step rates of ResNet-20 (~420 images/s) and ResNet-56 (~120 images/s)
     "quick": Budget(iterations=500, evaluations=10, val_size=2000,
                     description="500 iterations of 128 (1.4 epochs), schedule compressed to the same shape"),
     # the paper: 64k iterations, lr / 10 at 32k and 48k, 45k/5k split (for a GPU)

@@ -88,6 +88,7 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     assert [(r["model"], r["complete"], r["steps"]) for r in partial["runs"]] == [
         ("plain20", True, [2, 4]), ("resnet20", False, [2])]
     assert "2 of 4 (in progress)" in (tmp_path / "README.md").read_text()
+    assert partial["findings"] == []  # one depth of each kind: nothing to compare
     assert (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines() == first_line
     real_train = train_package.train
     monkeypatch.setattr(train_package, "train", lambda options: calls.append(options) or real_train(options))
@@ -209,3 +210,22 @@ def test_budgets_and_overrides(tmp_path: Path):
         DegradationConfig(out=tmp_path, data=DATA, budget="slow").resolved_budget()
     with pytest.raises(ValueError, match="--batch-size"):
         DegradationConfig(out=tmp_path, data=DATA, batch_size=0).resolved_budget()
+
+
+def test_findings_compare_at_the_latest_common_evaluation():
+    from resnets.studies.degradation import findings
+
+    def run(model, kind, depth, steps, train, complete):
+        return dict(model=model, kind=kind, depth=depth, steps=steps, train_error=train,
+                    val_error=[e + 1 for e in train], complete=complete)
+
+    result = dict(runs=[run("plain20", "plain", 20, [50, 100, 150], [80.0, 70.0, 60.0], True),
+                        run("plain56", "plain", 56, [50, 100], [88.0, 69.0], False),
+                        run("resnet20", "residual", 20, [50, 100, 150], [80.0, 70.0, 60.0], True),
+                        run("resnet56", "residual", 56, [50, 100, 150], [79.0, 68.0, 59.0], True)])
+    plain, residual = findings(result)
+    assert (plain["step"], plain["deep_train_error"], plain["shallow_train_error"]) == (100, 69.0, 70.0)
+    assert not plain["deeper_trains_worse"] and not plain["complete"]
+    assert (residual["step"], residual["complete"], residual["deeper_trains_worse"]) == (150, True, False)
+    result["runs"][3]["train_error"][-1] = 61.0
+    assert findings(result)[1]["deeper_trains_worse"]

@@ -164,18 +164,25 @@ def _depth_of(model: str) -> int:
 
 
 def findings(result: dict) -> list[dict]:
-    """For each kind (plain, residual), the deepest net against the shallowest on their last
-    evaluation: does the deeper one train worse? Computed from the numbers, never assumed."""
+    """For each kind (plain, residual), the deepest net against the shallowest at the latest
+    evaluation both have reached: does the deeper one train worse? Computed from the
+    numbers, never assumed; ``complete`` says whether both runs had finished."""
     out = []
     for kind in ("plain", "residual"):
-        runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["complete"]), key=lambda r: r["depth"])
-        if len(runs) < 2:
+        runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["steps"]), key=lambda r: r["depth"])
+        if len(runs) < 2 or runs[0]["depth"] == runs[-1]["depth"]:
             continue
         shallow, deep = runs[0], runs[-1]
-        out.append(dict(kind=kind, shallow=shallow["model"], deep=deep["model"],
-                        shallow_train_error=shallow["train_error"][-1], deep_train_error=deep["train_error"][-1],
-                        shallow_val_error=shallow["val_error"][-1], deep_val_error=deep["val_error"][-1],
-                        deeper_trains_worse=deep["train_error"][-1] > shallow["train_error"][-1]))
+        common = sorted(set(shallow["steps"]) & set(deep["steps"]))
+        if not common:
+            continue
+        step = common[-1]
+        i, j = shallow["steps"].index(step), deep["steps"].index(step)
+        out.append(dict(kind=kind, shallow=shallow["model"], deep=deep["model"], step=step,
+                        complete=shallow["complete"] and deep["complete"],
+                        shallow_train_error=shallow["train_error"][i], deep_train_error=deep["train_error"][j],
+                        shallow_val_error=shallow["val_error"][i], deep_val_error=deep["val_error"][j],
+                        deeper_trains_worse=deep["train_error"][j] > shallow["train_error"][i]))
     return out
 
 
@@ -229,9 +236,10 @@ def _write_degradation_report(out: Path, result: dict) -> None:
     for f in result["findings"]:
         verdict = ("the deeper net trains worse (degradation)" if f["deeper_trains_worse"]
                    else "the deeper net does not train worse")
-        text.append(f"- {f['kind']}: {f['deep']} ends at {fmt(f['deep_train_error'])}% training error against "
-                    f"{fmt(f['shallow_train_error'])}% for {f['shallow']}: {verdict}; validation error "
-                    f"{fmt(f['deep_val_error'])}% against {fmt(f['shallow_val_error'])}%.")
+        when = "at the end of both runs" if f["complete"] else "(runs still in progress)"
+        text.append(f"- {f['kind']}, iteration {f['step']} {when}: {f['deep']} {fmt(f['deep_train_error'])}% "
+                    f"training error against {fmt(f['shallow_train_error'])}% for {f['shallow']}: {verdict}; "
+                    f"validation error {fmt(f['deep_val_error'])}% against {fmt(f['shallow_val_error'])}%.")
     write_report(out / "README.md", "Degradation: plain vs residual networks", [
         f"Data `{result['data']}`, recipe `{result['recipe']}` ({result['budget']} budget: "
         f"{settings['iterations']} iterations of {settings['batch_size']}, {settings['evaluations']} evaluations on "
@@ -244,7 +252,7 @@ def _write_degradation_report(out: Path, result: dict) -> None:
                         "best val error (%)", "wall-clock minutes"], rows),
         "Wall-clock minutes are those of this machine as it was when the runs trained, including any "
         "other work it was running at the time.",
-        "Findings (last evaluation of finished runs):\n\n" + (
-            "\n".join(text) if text else "- no kind has two finished depths to compare yet."),
+        "Findings (deepest against shallowest of each kind, at the latest evaluation both reached):\n\n" + (
+            "\n".join(text) if text else "- no kind has two depths to compare yet."),
         "Numbers: `degradation.json` (what the figure plots), `degradation.csv`; runs: `runs/MODEL/`.",
     ])

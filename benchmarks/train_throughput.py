@@ -104,6 +104,8 @@ def main() -> None:
         variants["resnets engine, channels_last"] = {"channels_last": True}
     if args.compile:
         variants["resnets engine, torch.compile"] = {"compile": True}
+    if args.compile and args.channels_last:
+        variants["resnets engine, torch.compile + channels_last"] = {"compile": True, "channels_last": True}
     results: dict[str, list[float]] = {"baseline: eager loop + DataLoader": [], **{k: [] for k in variants}}
     for round_index in range(args.repeats):
         results["baseline: eager loop + DataLoader"].append(

@@ -191,7 +191,7 @@ def main() -> int:
     print("\n## small-image pipeline, CIFAR-10 zip (45,000 training images, batch 128)")
     print(f"decode once into the cache: {first:.1f} s; later builds from the cache: {cached:.1f} s")
     print("medians of the rounds:")
-    print(f"| pipeline | images/s | vs baseline |\n| --- | --- | --- |")
+    print("| pipeline | images/s | vs baseline |\n| --- | --- | --- |")
     print(f"| torchvision per-sample transforms, DataLoader {workers} workers, decoded in memory | "
           f"{in_memory:,.0f} | 1.0x |")
     print(f"| torchvision per-sample transforms, DataLoader {workers} workers, JPEG decoded per sample | "

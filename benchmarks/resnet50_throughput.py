@@ -13,6 +13,7 @@ JPEGs through the large-image pipeline (decoding included). Inference: images/s 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import tempfile
 import time
@@ -56,7 +57,7 @@ def engine(args, data: str, pipeline: str) -> float:
                                  device=args.device, iterations=2 * args.steps, batch_size=args.batch_size,
                                  evaluations=2, val_size=args.batch_size, amp=args.amp,
                                  channels_last=args.channels_last, compile=args.compile, pipeline=pipeline,
-                                 num_workers=args.workers, progress=False, log=open(os.devnull, "w")))
+                                 num_workers=args.workers, progress=False, log=io.StringIO()))
     return row["images_per_sec"]
 
 

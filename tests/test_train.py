@@ -1,6 +1,7 @@
 """The training engine: recipes, exact resume, torchrun, real learning, bad input."""
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -14,7 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from resnets.train import Recipe, RecipeError, RunDirError, TrainingDiverged, TrainOptions, learning_rate, train
+from resnets.train import (
+    Recipe,
+    RecipeError,
+    RunDirError,
+    TrainingDiverged,
+    TrainOptions,
+    learning_rate,
+    train,
+)
 from resnets.train.recipe import list_recipes, load_recipe
 
 SYNTHETIC = "synthetic:32x32:10:384"
@@ -97,7 +106,7 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
             import shutil
             shutil.rmtree(killed_run)
         process = subprocess.Popen([sys.executable, "-m", "resnets", "train", "resnet20", *SMALL_RUN,
-                                    "--out", str(killed_run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    "--out", str(killed_run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
         # a random moment between start-up and the end of the reference run's duration
         delay = rng.uniform(0.35, 0.9) * duration / (attempt + 1)
@@ -154,7 +163,7 @@ def test_loss_falls_on_real_images(tmp_path):
     # the CIFAR-10 sample shipped with the package: 2,000 real images
     result = train(TrainOptions(model="resnet20", out=tmp_path / "run", data="sample:cifar10", iterations=60,
                                 batch_size=64, evaluations=3, val_size=400, progress=False,
-                                log=open(os.devnull, "w")))
+                                log=io.StringIO()))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.15
     assert result["val_top1"] > 20.0  # chance is 10%
@@ -224,7 +233,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     options = TrainOptions(model="resnet20", out=run_dir, data=SYNTHETIC, batch_size=32, val_size=64, iterations=20,
-                           evaluations=20, lr=1e30, progress=False, log=open(os.devnull, "w"))
+                           evaluations=20, lr=1e30, progress=False, log=io.StringIO())
     with pytest.raises(TrainingDiverged, match=r"became (nan|inf) at step (\d+).*last good checkpoint \(step \d+\)") \
             as caught:
         train(options)
@@ -240,7 +249,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_resume_with_other_options_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     common = dict(model="resnet20", out=run_dir, data=SYNTHETIC, batch_size=32, val_size=64, progress=False,
-                  log=open(os.devnull, "w"))
+                  log=io.StringIO())
     train(TrainOptions(**common, iterations=2, evaluations=1))
     with pytest.raises(RunDirError, match="seed"):
         train(TrainOptions(**common, iterations=2, evaluations=1, resume=True, seed=5))

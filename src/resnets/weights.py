@@ -36,7 +36,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ._io import atomic_path, fsync_dir
+from ._io import atomic_path, fsync_dir, sha256_file
 
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
@@ -188,7 +188,7 @@ def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if sha256 is not None:
-        _check_hash(path, _sha256_of(path), sha256, text)
+        _check_hash(path, sha256_file(path), sha256, text)
     return path
 
 
@@ -466,14 +466,6 @@ def _offline_from_env() -> bool:
     return os.environ.get("RESNETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _expected_hash(url: str, sha256: Optional[str]) -> Optional[str]:
     if sha256:
         sha256 = sha256.lower()
@@ -507,7 +499,7 @@ def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[Path
     expected = _expected_hash(url, sha256)
     target = cache / name
     if target.is_file():
-        _check_hash(target, _sha256_of(target), expected, url)
+        _check_hash(target, sha256_file(target), expected, url)
         return target
     if offline:
         raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..models import get_model_spec, list_models
-from .report import fmt, line_data, markdown_table, pyplot, read_json, write_csv, write_json, write_report
+from .report import (
+    fmt,
+    markdown_table,
+    pyplot,
+    read_json,
+    save_figure,
+    write_csv,
+    write_json,
+    write_report,
+)
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -212,13 +221,7 @@ def plot_degradation(result: dict, png: Union[str, Path]) -> dict[str, tuple[lis
     figure.suptitle(f"{Path(result['data']).name}, {result['settings']['iterations']} iterations of "
                     f"{result['settings']['batch_size']}\ntraining error (dashed), validation error (bold)",
                     fontsize=9)
-    figure.tight_layout()
-    lines = line_data(figure)
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png)
-    plt.close(figure)
-    return lines
+    return save_figure(figure, png)
 
 
 def _write_degradation_report(out: Path, result: dict) -> None:

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from ..models import create_model, get_model_spec, list_models
 from ..models.summary import _depth
 from ._common import block_layers, blocks, image_batches, weighted_layers
-from .report import line_data, markdown_table, pyplot, write_csv, write_json, write_report
+from .report import (
+    markdown_table,
+    pyplot,
+    save_figure,
+    write_csv,
+    write_json,
+    write_report,
+)
 
 DEFAULT_DEPTHS = (20, 56, 110)
 
@@ -192,13 +199,7 @@ def plot_gradients(result: dict, png: Union[str, Path], when: str = "init",
     figure.suptitle(f"gradient norms {'at initialisation' if when == 'init' else 'after training'}, "
                     f"{result['data']}, batch {result['batch_size']}, mean of {result['batches']} batches, "
                     f"BN in training mode", fontsize=9)
-    figure.tight_layout()
-    lines = line_data(figure)
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png)
-    plt.close(figure)
-    return lines
+    return save_figure(figure, png)
 
 
 def _write_gradients_report(out: Path, result: dict) -> None:

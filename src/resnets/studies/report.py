@@ -77,3 +77,16 @@ def line_data(figure) -> dict[str, tuple[list[float], list[float]]]:
             if label and not label.startswith("_"):
                 lines[label] = ([float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()])
     return lines
+
+
+def save_figure(figure, png: Union[str, Path]) -> dict[str, tuple[list[float], list[float]]]:
+    """Lay out, write and close a figure; returns its :func:`line_data`."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    lines = line_data(figure)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png)
+    plt.close(figure)
+    return lines

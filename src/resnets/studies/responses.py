@@ -19,7 +19,15 @@ import torch
 from ..models import create_model, get_model_spec
 from ..models.summary import _depth
 from ._common import blocks
-from .report import fmt, line_data, markdown_table, pyplot, write_csv, write_json, write_report
+from .report import (
+    fmt,
+    markdown_table,
+    pyplot,
+    save_figure,
+    write_csv,
+    write_json,
+    write_report,
+)
 
 
 @dataclass
@@ -180,10 +188,4 @@ def plot_responses(result: dict, png: Union[str, Path]) -> dict[str, tuple[list[
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     top.set_title("standard deviation of each residual function's output (after its last BN)", fontsize=10)
-    figure.tight_layout()
-    lines = line_data(figure)
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png)
-    plt.close(figure)
-    return lines
+    return save_figure(figure, png)

@@ -15,7 +15,6 @@ checkpoint are on disk, so a run killed at any moment resumes from a complete ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,20 +23,12 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, sha256_file
 from ..weights import read_metadata, save_weights
 
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (another model's run, a corrupt checkpoint, ...)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_config(run_dir: Path) -> Optional[dict]:
@@ -61,7 +52,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, s
     weights = folder / f"step-{step:08d}.safetensors"
     state_path = folder / f"step-{step:08d}.state.pt"
     save_weights(model, weights, classes=classes, metadata={**metadata, "step": step})
-    state = {**state, "step": step, "weights_sha256": _sha256(weights)}
+    state = {**state, "step": step, "weights_sha256": sha256_file(weights)}
     with atomic_path(state_path) as tmp:
         torch.save(state, tmp)
     previous = last_checkpoint(run_dir, verify=False)
@@ -113,7 +104,7 @@ def load_checkpoint_state(run_dir: Path, record: dict) -> tuple[dict[str, torch.
         raise RunDirError(f"checkpoint {state_path} is corrupt or unreadable: {error}") from None
     if not isinstance(state, dict) or state.get("step") != record["step"]:
         raise RunDirError(f"checkpoint {state_path} does not hold step {record['step']}")
-    if _sha256(weights) != state.get("weights_sha256"):
+    if sha256_file(weights) != state.get("weights_sha256"):
         raise RunDirError(f"checkpoint {weights} does not match its state file (corrupt or replaced)")
     try:
         tensors = load_file(str(weights))

@@ -21,6 +21,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .batching import EpochBatches
 from .sources import BadImageError, BadInputWarning, ImageSource, check_policy, mix_seed
 
 
@@ -129,7 +130,7 @@ class ResumableSampler(Sampler):
         return iter(self.order(self.epoch)[self.start:])
 
 
-class ImageLoader:
+class ImageLoader(EpochBatches):
     """A DataLoader over an image source with the ``epoch_batches(epoch, start_batch)`` contract."""
 
     def __init__(self, source: ImageSource, indices: Sequence[int], *, mean: Sequence[float], std: Sequence[float],
@@ -157,19 +158,8 @@ class ImageLoader:
         self.skipped: dict[str, str] = {}  # every bad file met so far, path -> reason
         self.epoch = 0
 
-    @property
-    def num_samples(self) -> int:
-        return math.ceil(len(self.dataset) / self.config.world_size)
-
-    def __len__(self) -> int:
-        n, b = self.num_samples, self.config.batch_size
-        return n // b if self.config.drop_last else math.ceil(n / b)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return self.epoch_batches(self.epoch)
+    def _total_images(self) -> int:
+        return len(self.dataset)
 
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of ``epoch`` from ``start_batch`` on, on the device.

@@ -10,13 +10,13 @@ exactly the remaining batches.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from .batching import EpochBatches
 from .sources import mix_seed
 
 
@@ -34,7 +34,7 @@ class DeviceLoaderConfig:
     world_size: int = 1
 
 
-class DeviceLoader:
+class DeviceLoader(EpochBatches):
     """Batches of (normalised images, int64 labels) from tensors held on ``device``.
 
     ``images`` is uint8 (N, C, H, W); ``mean``/``std`` are per channel on the 0..1 scale.
@@ -75,20 +75,8 @@ class DeviceLoader:
         self._cols = torch.arange(width, device=self.device)
         self._cols_flipped = self._cols.flip(0)
 
-    @property
-    def num_samples(self) -> int:
-        """Images this rank sees per epoch."""
-        return math.ceil(len(self.images) / self.config.world_size)
-
-    def __len__(self) -> int:
-        n, b = self.num_samples, self.config.batch_size
-        return n // b if self.config.drop_last else math.ceil(n / b)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch_batches(self.epoch)
+    def _total_images(self) -> int:
+        return len(self.images)
 
     def _plan(self, epoch: int) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         cfg = self.config

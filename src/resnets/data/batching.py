@@ -1,0 +1,38 @@
+"""What the two loaders share: how many images and batches one process gets per epoch.
+
+Both must agree on this for the resume contract (a step number maps to the same epoch and
+batch index whichever pipeline feeds the run).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+
+class EpochBatches:
+    """Base of DeviceLoader and ImageLoader. Subclasses set ``config`` (with ``batch_size``,
+    ``drop_last``, ``world_size``) and ``epoch``, and define ``_total_images`` and ``epoch_batches``."""
+
+    def _total_images(self) -> int:
+        raise NotImplementedError
+
+    def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    @property
+    def num_samples(self) -> int:
+        """Images this rank sees per epoch (padded by repetition to the same count on every rank)."""
+        return math.ceil(self._total_images() / self.config.world_size)
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.config.batch_size
+        return n // b if self.config.drop_last else math.ceil(n / b)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch_batches(self.epoch)

@@ -82,16 +82,12 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     """
     from ..data.evaluation import build_eval_loader
     from ..models import create_model
-    from ..weights import CheckpointError, read_metadata
-
-    try:
-        metadata = read_metadata(weights)
-    except (CheckpointError, OSError, ValueError):
-        metadata = {}
     model = create_model(model_name, weights=weights)
-    preprocessing = metadata.get("preprocessing") or model.preprocessing.to_dict()
-    mean = tuple(mean) if mean is not None else tuple(preprocessing["mean"])
-    std = tuple(std) if std is not None else tuple(preprocessing["std"])
+    # the file's metadata (empty for foreign formats), already read by the loader; its
+    # recorded preprocessing is already on the model
+    metadata = model.checkpoint_info.metadata
+    mean = tuple(mean) if mean is not None else tuple(model.preprocessing.mean)
+    std = tuple(std) if std is not None else tuple(model.preprocessing.std)
     if len(mean) != len(std):
         raise ValueError(f"--mean has {len(mean)} values but --std has {len(std)}")
     torch_device = torch.device(device)

@@ -16,6 +16,7 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.studies import (DegradationConfig, GradientConfig, ResponseConfig, plot_degradation, plot_gradients,
                              plot_responses, run_degradation, run_gradients, run_responses, run_table)
+from resnets.studies.gradients import plot_gradients_during_training
 from resnets.studies.responses import response_stds
 
 DATA = "synthetic:32x32:10:256"
@@ -102,6 +103,13 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     lines = (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines()
     assert lines[0] == first_line[0] and [json.loads(line)["step"] for line in lines] == [2, 4]
     assert [r["steps"] for r in result["runs"]] == [[2, 4], [2, 4]]
+    # the weights of every evaluation are kept across the interruption, step 0 included
+    from resnets.train.checkpoint import list_snapshots
+
+    for model in ("plain20", "resnet20"):
+        assert [step for step, _ in list_snapshots(tmp_path / "runs" / model)] == [0, 2, 4], model
+    assert (tmp_path / "runs/resnet20/snapshots/step-00000004.safetensors").read_bytes() == (
+        tmp_path / "runs/resnet20/last.safetensors").read_bytes()
 
     # a third call finds everything finished and trains nothing
     calls.clear()
@@ -143,9 +151,41 @@ def test_gradients_at_init_plot_the_json_and_show_the_shortcut_effect(tmp_path: 
 def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
     result = run_gradients(GradientConfig(out=tmp_path, depths=(20,), data=DATA, batch_size=16, batches=1,
                                           trained_from=degradation_dir))
-    assert [(e["model"], e["when"]) for e in result["models"]] == [
-        ("plain20", "init"), ("resnet20", "init"), ("plain20", "trained"), ("resnet20", "trained")]
-    assert (tmp_path / "gradients-trained.png").is_file()
+    # at initialisation, the trained weights, and every snapshot the degradation runs kept (steps 0, 2, 4)
+    assert [(e["model"], e["when"], e.get("step")) for e in result["models"]] == [
+        ("plain20", "init", None), ("resnet20", "init", None),
+        ("plain20", "trained", None), ("plain20", "training", 0), ("plain20", "training", 2),
+        ("plain20", "training", 4),
+        ("resnet20", "trained", None), ("resnet20", "training", 0), ("resnet20", "training", 2),
+        ("resnet20", "training", 4)]
+    for name in ("gradients-trained.png", "gradients-training.png"):
+        assert (tmp_path / name).is_file(), name
+    by_key = {(e["model"], e["when"], e.get("step")): e for e in result["models"]}
+    for model in ("plain20", "resnet20"):
+        # the last snapshot is the run's final weights, measured on the same batches
+        assert by_key[(model, "training", 4)]["weight_grad_norm"] == by_key[(model, "trained", None)][
+            "weight_grad_norm"]
+        # training moved the weights: the step-2 gradients differ from those at step 0
+        assert by_key[(model, "training", 2)]["weight_grad_norm"] != by_key[(model, "training", 0)][
+            "weight_grad_norm"]
+    # the step-0 snapshot is the run's own initialisation, before any update
+    snapshot = create_model("resnet20", weights=str(degradation_dir / "runs/resnet20/snapshots/step-00000000.safetensors"))
+    config = json.loads((degradation_dir / "runs/resnet20/config.json").read_text())
+    torch.manual_seed(config["seed"])
+    fresh = create_model("resnet20", num_classes=10)
+    assert all(torch.equal(a, b) for a, b in zip(snapshot.state_dict().values(), fresh.state_dict().values()))
+
+    # the during-training figure plots the JSON's ratios against the snapshots' steps
+    saved = json.loads((tmp_path / "gradients.json").read_text())
+    expected = {}
+    for model in ("plain20", "resnet20"):
+        entries = [e for e in saved["models"] if e["model"] == model and e["when"] == "training"]
+        steps = [e["step"] for e in entries]
+        expected[f"{model} activations"] = (steps, [e["input_over_last_block"] for e in entries])
+        expected[f"{model} weights"] = (steps, [e["first_conv_over_classifier"] for e in entries])
+    _same_lines(plot_gradients_during_training(saved, tmp_path / "again.png"), expected)
+    rows = list(csv.DictReader(open(tmp_path / "gradients.csv")))
+    assert {r["when"] for r in rows} == {"init", "trained", "step 0", "step 2", "step 4"}
 
 
 def test_responses_of_trained_runs(degradation_dir: Path, tmp_path: Path):

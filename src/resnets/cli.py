@@ -62,7 +62,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile, compile_mode=args.compile_mode, pipeline=args.pipeline,
         deterministic=args.deterministic, micro_batches=args.micro_batches,
         sync_bn=args.sync_bn, model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers,
-        cache_dir=args.cache_dir, tensorboard=args.tensorboard, progress=args.progress)
+        cache_dir=args.cache_dir, tensorboard=args.tensorboard, keep_snapshots=args.keep_snapshots,
+        progress=args.progress)
     result = train(options)
     if result and int(__import__("os").environ.get("RANK", "0")) == 0:
         summary = f"finished {args.model}: run in {out}"
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, help="data loader workers (large images)")
     p.add_argument("--cache-dir", help="cache for decoded datasets (default ~/.cache/resnets)")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="keep the weights of every evaluation (and of step 0) in RUN_DIR/snapshots/")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal, outside CI)")
     p.set_defaults(func=_cmd_train)

@@ -133,7 +133,7 @@ def run_degradation(config: DegradationConfig) -> dict:
                 model=model, out=run_dir, data=config.data, recipe=config.recipe,
                 resume=(run_dir / "config.json").exists(), device=config.device, iterations=budget.iterations,
                 batch_size=budget.batch_size, evaluations=budget.evaluations, val_size=budget.val_size,
-                seed=config.seed, progress=config.progress, log=config.log))
+                seed=config.seed, keep_snapshots=True, progress=config.progress, log=config.log))
             # wall-clock seconds spent training this net, summed over resumptions
             timing[model] = timing.get(model, 0.0) + time.perf_counter() - started
             write_json(timing_path, timing)

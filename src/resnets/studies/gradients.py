@@ -143,6 +143,8 @@ def run_gradients(config: GradientConfig) -> dict:
         model = create_model(name, num_classes=num_classes).to(config.device)
         entries.append(_entry(name, model, batches, "init"))
     if config.trained_from is not None:
+        from ..train.checkpoint import list_snapshots
+
         runs = Path(config.trained_from) / "runs"
         found = sorted(p.parent.name for p in runs.glob("*/last.safetensors"))
         if not found:
@@ -150,18 +152,24 @@ def run_gradients(config: GradientConfig) -> dict:
         for name in found:
             model = create_model(name, weights=str(runs / name / "last.safetensors")).to(config.device)
             entries.append(_entry(name, model, batches, "trained"))
+            # during training: the weights the run kept at each evaluation (degradation studies keep them)
+            for step, path in list_snapshots(runs / name):
+                model = create_model(name, weights=str(path)).to(config.device)
+                entries.append({**_entry(name, model, batches, "training"), "step": step})
 
     result = dict(study="gradients", data=config.data, batch_size=config.batch_size, batches=config.batches,
                   seed=config.seed, models=entries)
     write_json(out / "gradients.json", result)
     write_csv(out / "gradients.csv", ["model", "when", "quantity", "position", "depth", "grad_norm"],
-              [(e["model"], e["when"], q, p, d, v) for e in entries for q, names, depths, values in (
+              [(e["model"], _when(e), q, p, d, v) for e in entries for q, names, depths, values in (
                   ("weight", e["weight_layers"], e["weight_depth"], e["weight_grad_norm"]),
                   ("activation", e["activation_points"], e["activation_depth"], e["activation_grad_norm"]))
                for p, d, v in zip(names, depths, values)])
     plot_gradients(result, out / "gradients-init.png", when="init")
     if any(e["when"] == "trained" for e in entries):
         plot_gradients(result, out / "gradients-trained.png", when="trained")
+    if any(e["when"] == "training" for e in entries):
+        plot_gradients_during_training(result, out / "gradients-training.png")
     _write_gradients_report(out, result)
     return result
 
@@ -202,14 +210,64 @@ def plot_gradients(result: dict, png: Union[str, Path], when: str = "init",
     return save_figure(figure, png)
 
 
+def _when(entry: dict) -> str:
+    return f"step {entry['step']}" if entry["when"] == "training" else entry["when"]
+
+
+def training_curves(result: dict) -> dict[str, dict[str, list]]:
+    """For each model measured during training: the steps and, at each, the two ratios of
+    the report (input / last block activation gradients, first conv / classifier weight
+    gradients), in step order."""
+    curves: dict[str, dict[str, list]] = {}
+    for e in sorted((e for e in result["models"] if e["when"] == "training"), key=lambda e: e["step"]):
+        curve = curves.setdefault(e["model"], dict(kind=e["kind"], depth=e["depth"], steps=[], input_over_last_block=[],
+                                                   first_conv_over_classifier=[]))
+        curve["steps"].append(e["step"])
+        curve["input_over_last_block"].append(e["input_over_last_block"])
+        curve["first_conv_over_classifier"].append(e["first_conv_over_classifier"])
+    return curves
+
+
+def plot_gradients_during_training(result: dict, png: Union[str, Path]) -> dict[str, tuple[list[float], list[float]]]:
+    """How the gradient's growth or decay through the network changes as the nets train: the
+    two ratios against the iteration of each kept snapshot, log scale, one colour per depth,
+    plain dashed and residual solid. Returns the plotted lines by label."""
+    plt = pyplot()
+    curves = training_curves(result)
+    if not curves:
+        raise ValueError("no gradient measurements during training to plot")
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    depths = sorted({c["depth"] for c in curves.values()})
+    for name, curve in sorted(curves.items(), key=lambda item: (item[1]["kind"], item[1]["depth"])):
+        style = dict(color=colors[depths.index(curve["depth"]) % len(colors)], marker=".",
+                     linestyle="--" if curve["kind"] == "plain" else "-", linewidth=1.5)
+        axes[0].plot(curve["steps"], curve["input_over_last_block"], label=f"{name} activations", **style)
+        axes[1].plot(curve["steps"], curve["first_conv_over_classifier"], label=f"{name} weights", **style)
+    axes[0].set_title("‖dL/dx‖ at the input / at the last block's output")
+    axes[1].set_title("‖dL/dW‖ of the first convolution / of the classifier")
+    for axis in axes:
+        axis.set_yscale("log")
+        axis.axhline(1.0, color="black", linewidth=0.6)
+        axis.set_xlabel("iteration of the degradation study's runs")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("ratio (1: no growth or decay)")
+    figure.suptitle(f"gradient growth through the network during training, {result['data']}, batch "
+                    f"{result['batch_size']}, mean of {result['batches']} batches, BN in training mode", fontsize=9)
+    return save_figure(figure, png)
+
+
 def _write_gradients_report(out: Path, result: dict) -> None:
-    rows = [(e["model"], e["when"], e["depth"], f"{e['activation_grad_norm'][-1]:.3g}",
+    rows = [(e["model"], _when(e), e["depth"], f"{e['activation_grad_norm'][-1]:.3g}",
              f"{e['activation_grad_norm'][0]:.3g}", f"{e['input_over_last_block']:.3g}",
              f"{e['weight_grad_norm'][-1]:.3g}", f"{e['weight_grad_norm'][0]:.3g}",
              f"{e['first_conv_over_classifier']:.3g}") for e in result["models"]]
     figures = ["![gradient norms at initialisation](gradients-init.png)"]
     if (out / "gradients-trained.png").exists() and any(e["when"] == "trained" for e in result["models"]):
         figures.append("![gradient norms after training](gradients-trained.png)")
+    if (out / "gradients-training.png").exists() and any(e["when"] == "training" for e in result["models"]):
+        figures.append("![gradient growth during training](gradients-training.png)")
     write_report(out / "README.md", "Gradient flow: plain vs residual networks", [
         f"Data `{result['data']}`, {result['batches']} batch(es) of {result['batch_size']} images, batch "
         f"normalisation in training mode (as during SGD), cross-entropy loss, seed {result['seed']}.",
@@ -219,8 +277,8 @@ def _write_gradients_report(out: Path, result: dict) -> None:
         "A ratio far above 1 means the gradient grows on its way down (explodes), far below 1 that it "
         "vanishes; the figure shows where along the depth it happens. Here, from the last block to the "
         "input:\n\n" + "\n".join(
-            f"- {e['model']} ({e['when']}): {'grows' if e['input_over_last_block'] > 1 else 'shrinks'} by a factor "
+            f"- {e['model']} ({_when(e)}): {'grows' if e['input_over_last_block'] > 1 else 'shrinks'} by a factor "
             f"of {max(e['input_over_last_block'], 1 / e['input_over_last_block']):.3g}"
-            for e in result["models"]),
+            for e in result["models"] if e["when"] != "training"),
         "Numbers: `gradients.json` (what the figures plot), `gradients.csv`.",
     ])

@@ -65,6 +65,34 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, s
     return weights
 
 
+def keep_snapshot(run_dir: Path, weights: Path) -> Path:
+    """Keep a checkpoint's weights as ``snapshots/step-N.safetensors`` once later checkpoints
+    replace it (a hard link where the file system has them, else a copy)."""
+    snapshot = run_dir / "snapshots" / weights.name
+    if not snapshot.exists():
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        _link(weights, snapshot)
+    return snapshot
+
+
+def save_initial_snapshot(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: dict[str, Any]) -> Path:
+    """The weights before the first step, as ``snapshots/step-00000000.safetensors``."""
+    snapshot = run_dir / "snapshots" / f"step-{0:08d}.safetensors"
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(model, snapshot, classes=classes, metadata={**metadata, "step": 0})
+    return snapshot
+
+
+def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot a run kept, in step order."""
+    found = []
+    for path in (Path(run_dir) / "snapshots").glob("step-*.safetensors"):
+        digits = path.name[len("step-"):-len(".safetensors")]
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return sorted(found)
+
+
 def _link(target: Path, link: Path) -> None:
     """Point ``link`` at ``target``'s content atomically (a hard link, or a copy where links fail)."""
     with atomic_path(link) as tmp:

@@ -31,8 +31,9 @@ from torch import nn
 
 from ..models import create_model, freeze_batchnorm, get_model_spec
 from ..models.summary import _depth
-from .checkpoint import (RunDirError, append_metrics, last_checkpoint, load_checkpoint_state, read_config,
-                         save_best, save_checkpoint, truncate_metrics, write_config)
+from .checkpoint import (RunDirError, append_metrics, keep_snapshot, last_checkpoint, load_checkpoint_state,
+                         read_config, save_best, save_checkpoint, save_initial_snapshot, truncate_metrics,
+                         write_config)
 from .distributed import Distributed
 from .evaluate import autocast_context, evaluate
 from .recipe import Recipe, learning_rate, load_recipe
@@ -78,6 +79,9 @@ class TrainOptions:
     num_workers: Optional[int] = None
     cache_dir: Optional[str] = None
     tensorboard: bool = False
+    # keep the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to
+    # the checkpoint's weights, so no extra write), for studies of how a network changes as it trains
+    keep_snapshots: bool = False
     progress: Optional[bool] = None  # None: a bar only on a terminal and outside CI
     log: Any = None  # where progress lines go (default: stderr)
     # fine-tuning (None: a plain run from scratch; recorded in config.json, taken from it on resume)
@@ -398,6 +402,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         write_config(out, record)
         if checkpoint is not None:
             truncate_metrics(out, start_step)
+            if options.keep_snapshots:  # a kill may have landed between the checkpoint and its snapshot
+                keep_snapshot(out, out / checkpoint["weights"])
     writer = None
     if options.tensorboard and dist.is_main:
         writer = SummaryWriter(str(out / "tensorboard"))
@@ -415,6 +421,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     seed=seed, depth=depth)
     if pretrained is not None:
         metadata["pretrained"] = transfer.init_weights
+    if options.keep_snapshots and dist.is_main and start_step == 0:
+        save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = _Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
     progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
                   f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
@@ -537,8 +545,10 @@ def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.
     improved = score > best_top1
     best_top1 = max(best_top1, score)
     # the checkpoint first: a kill between the two leaves best.safetensors one step behind, never ahead
-    save_checkpoint(out, model, {**state, "best_top1": best_top1}, step=row["step"], classes=classes,
-                    metadata=metadata)
+    weights = save_checkpoint(out, model, {**state, "best_top1": best_top1}, step=row["step"], classes=classes,
+                              metadata=metadata)
+    if options.keep_snapshots:
+        keep_snapshot(out, weights)
     if improved:
         save_best(out, evaluated, classes=classes, metadata={**metadata, "step": row["step"],
                                                               "val_top1": row.get("val_top1")})

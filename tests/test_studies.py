@@ -269,3 +269,62 @@ def test_findings_compare_at_the_latest_common_evaluation():
     assert (residual["step"], residual["complete"], residual["deeper_trains_worse"]) == (150, True, False)
     result["runs"][3]["train_error"][-1] = 61.0
     assert findings(result)[1]["deeper_trains_worse"]
+
+
+USER_MODELS = '''
+from torch import nn
+
+from resnets import cifar_resnet, register_model
+from resnets.models.registry import CIFAR10_PREPROCESSING
+
+
+@register_model("cifar", "plain", CIFAR10_PREPROCESSING)
+def myplain14(**kwargs):
+    """A 14-layer plain net (n=2), not one of ours."""
+    return cifar_resnet(14, plain=True, **kwargs)
+
+
+@register_model("cifar", "residual", CIFAR10_PREPROCESSING)
+def myresnet14(**kwargs):
+    """Its residual counterpart."""
+    return cifar_resnet(14, **kwargs)
+
+
+@register_model("cifar", "residual", CIFAR10_PREPROCESSING)
+def notaresnet(num_classes=10, **kwargs):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+'''
+
+
+def test_studies_of_your_own_architectures(tmp_path: Path, monkeypatch, capsys):
+    from resnets.models import registry
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # the test's models stay in the test
+    module = tmp_path / "my_models.py"
+    module.write_text(USER_MODELS)
+    sizes = ["--iterations", "4", "--evaluations", "2", "--val-size", "32", "--batch-size", "16"]
+    study = tmp_path / "degradation"
+    assert main(["study", "degradation", "--import", str(module), "--models", "myplain14", "myresnet14",
+                 "--data", DATA, *sizes, "--out", str(study)]) == 0
+    result = json.loads((study / "degradation.json").read_text())
+    assert [(r["model"], r["kind"], r["depth"], r["steps"]) for r in result["runs"]] == [
+        ("myplain14", "plain", 14, [2, 4]), ("myresnet14", "residual", 14, [2, 4])]
+    # the gradient study over the same module and the trained runs: 14 weighted layers each
+    assert main(["study", "gradients", "--import", str(module), "--models", "myplain14", "myresnet14",
+                 "--data", DATA, "--batch-size", "16", "--batches", "1", "--trained-from", str(study),
+                 "--out", str(tmp_path / "gradients")]) == 0
+    entries = json.loads((tmp_path / "gradients/gradients.json").read_text())["models"]
+    assert {(e["model"], e["when"]) for e in entries} >= {("myplain14", "init"), ("myresnet14", "trained")}
+    assert all(len(e["weight_grad_norm"]) == 14 for e in entries)
+    capsys.readouterr()
+
+    # a registered model that is not made of ResNet stages and blocks, an unknown module
+    assert main(["study", "degradation", "--import", str(module), "--models", "notaresnet", "--data", DATA,
+                 *sizes, "--out", str(tmp_path / "bad")]) == 2
+    assert "notaresnet builds a Sequential, not a resnets.ResNet" in capsys.readouterr().err
+    assert main(["study", "table", "--import", "no_such_module_of_models", "--models", "resnet20",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "--import no_such_module_of_models" in capsys.readouterr().err
+    assert main(["study", "table", "--import", str(tmp_path / "missing.py"), "--models", "resnet20",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "missing.py: no such file" in capsys.readouterr().err

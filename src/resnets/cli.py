@@ -202,7 +202,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import studies
+    from .models import import_models
 
+    for source in args.imports or []:
+        import_models(source)
     out = Path(args.out)
     if args.study == "degradation":
         result = studies.run_degradation(studies.DegradationConfig(
@@ -219,7 +222,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
             batches=args.batches, seed=args.seed, device=args.device,
             trained_from=Path(args.trained_from) if args.trained_from else None))
         for e in result["models"]:
-            print(f"{e['model']:<12} {e['when']:<8} input / last-block gradient norm {e['input_over_last_block']:.3g}")
+            when = f"step {e['step']}" if e["when"] == "training" else e["when"]
+            print(f"{e['model']:<12} {when:<10} input / last-block gradient norm {e['input_over_last_block']:.3g}")
     elif args.study == "responses":
         result = studies.run_responses(studies.ResponseConfig(
             out=out, runs_from=Path(args.runs_from), models=args.models, images=args.images,
@@ -394,7 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
     studies = p.add_subparsers(dest="study", metavar="STUDY")
     studies.required = True
-    q = studies.add_parser("degradation", help="plain vs residual nets trained alike (paper Figure 6)")
+    # your own architectures: a module whose builders are registered with @resnets.register_model
+    imports = argparse.ArgumentParser(add_help=False)
+    imports.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                         help="a module name or .py file registering models of your own (repeatable)")
+    q = studies.add_parser("degradation", parents=[imports],
+                           help="plain vs residual nets trained alike (paper Figure 6)")
     q.add_argument("--models", nargs="+", help="models to train (default: plain20 plain56 resnet20 resnet56)")
     q.add_argument("--data", required=True,
                    help="data source, e.g. ../shared/datasets/cifar10-jpeg-train.zip or cifar10")
@@ -412,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-train", action="store_true",
                    help="train nothing: draw the runs in --out as they are (e.g. while the study runs elsewhere)")
     q.add_argument("--out", required=True, help="study directory (re-run the same command to resume)")
-    q = studies.add_parser("gradients", help="per-layer gradient norms of plain vs residual nets (log scale)")
+    q = studies.add_parser("gradients", parents=[imports],
+                           help="per-layer gradient norms of plain vs residual nets (log scale)")
     q.add_argument("--depths", nargs="+", type=int, default=[20, 56, 110],
                    help="CIFAR depths; plainD and resnetD each (default: 20 56 110)")
     q.add_argument("--models", nargs="+", help="any registered models instead of --depths")
@@ -423,14 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", required=True, help="study directory")
-    q = studies.add_parser("responses", help="std of each residual function's output, trained nets (Figure 7)")
+    q = studies.add_parser("responses", parents=[imports],
+                           help="std of each residual function's output, trained nets (Figure 7)")
     q.add_argument("--from", dest="runs_from", required=True, help="a degradation study directory")
     q.add_argument("--models", nargs="+", help="which of its runs (default: all)")
     q.add_argument("--images", type=int, default=1000, help="validation images to measure on")
     q.add_argument("--batch-size", type=int, default=250)
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", required=True, help="study directory")
-    q = studies.add_parser("table", help="Table 1 (stages, blocks, parameters, multiply-adds) as Markdown")
+    q = studies.add_parser("table", parents=[imports],
+                           help="Table 1 (stages, blocks, parameters, multiply-adds) as Markdown")
     q.add_argument("--models", nargs="+", default=["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
     q.add_argument("--input-size", type=int, help="square input side (default: each model's own)")
     q.add_argument("--out", required=True, help="study directory")

@@ -62,6 +62,43 @@ def register_model(family: str, kind: str, preprocessing: Preprocessing) -> Call
     return decorate
 
 
+def import_models(source: str) -> list[str]:
+    """Import a module that registers models of its own (``@register_model``): a dotted module
+    name importable from ``sys.path``, or the path of a ``.py`` file. Returns the names it added,
+    so that the studies and the engine can be run on a researcher's own architectures."""
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    before = set(_MODELS)
+    path = Path(source)
+    if source.endswith(".py"):
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {source}: no such file")
+        # one module per file, imported once per process (its models register once)
+        module_name = "resnets_user_models_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ValueError(f"--import {source}: not a Python module")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+    else:
+        try:
+            importlib.import_module(source)
+        except ModuleNotFoundError as error:
+            raise ValueError(f"--import {source}: no module of that name ({error}); give a module on "
+                             f"sys.path or the path of a .py file") from None
+    return sorted(set(_MODELS) - before, key=_natural_key)
+
+
 def list_models(filter: Union[str, Sequence[str], None] = None, exclude: Union[str, Sequence[str], None] = None,
                 family: Optional[str] = None) -> list[str]:
     """Registered model names, sorted, optionally filtered by glob pattern(s) and family."""

@@ -98,6 +98,17 @@ def check_models(models: Sequence[str]) -> list[str]:
         raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; see `resnets list`")
     if len(set(models)) != len(models):
         raise ValueError(f"--models: a model is listed twice in {models}")
+    import torch
+
+    from ..models import ResNet, create_model
+
+    for model in models:
+        with torch.device("meta"):  # the structure only, no memory
+            built = create_model(model)
+        if not isinstance(built, ResNet):
+            # the studies walk stages and blocks, and count layers as the papers do
+            raise ValueError(f"--models: {model} builds a {type(built).__name__}, not a resnets.ResNet; "
+                             f"the studies need a network made of ResNet stages and blocks")
     return models
 
 

@@ -60,6 +60,12 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
     assert len(rows) == 4 and float(rows[0]["train_error"]) == result["runs"][0]["train_error"][0]
     report = (degradation_dir / "README.md").read_text()
     assert "degradation.png" in report and "plain20" in report
+    # one depth trained both ways: the shortcut's effect at equal depth, from the same numbers
+    gain, = result["shortcut_gains"]
+    assert (gain["depth"], gain["step"], gain["complete"]) == (20, 4, True)
+    assert gain["plain_train_error"] == result["runs"][0]["train_error"][-1]
+    assert gain["residual_train_error"] == result["runs"][1]["train_error"][-1]
+    assert "depth 20, iteration 4 at the end of both runs: resnet20" in report
 
 
 def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
@@ -244,6 +250,8 @@ def test_budgets_and_overrides(tmp_path: Path):
     quick = DegradationConfig(out=tmp_path, data=DATA).resolved_budget()
     paper = DegradationConfig(out=tmp_path, data=DATA, budget="paper").resolved_budget()
     assert (quick.iterations, quick.batch_size) == (500, 128)
+    long = DegradationConfig(out=tmp_path, data=DATA, budget="long").resolved_budget()
+    assert (long.iterations, long.val_size, long.batch_size) == (2000, 5000, 128)
     assert (paper.iterations, paper.val_size, paper.batch_size) == (64000, 5000, 128)  # the paper's schedule
     assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
     with pytest.raises(ValueError, match="--budget"):
@@ -269,6 +277,16 @@ def test_findings_compare_at_the_latest_common_evaluation():
     assert (residual["step"], residual["complete"], residual["deeper_trains_worse"]) == (150, True, False)
     result["runs"][3]["train_error"][-1] = 61.0
     assert findings(result)[1]["deeper_trains_worse"]
+
+    from resnets.studies.degradation import shortcut_gains
+
+    # depth 20 at iteration 150 (both finished), depth 56 at 100, the last evaluation plain56 reached
+    twenty, fifty_six = shortcut_gains(result)
+    assert (twenty["depth"], twenty["step"], twenty["complete"]) == (20, 150, True)
+    assert (twenty["plain_train_error"], twenty["residual_train_error"]) == (60.0, 60.0)
+    assert (fifty_six["plain"], fifty_six["residual"], fifty_six["step"]) == ("plain56", "resnet56", 100)
+    assert (fifty_six["plain_train_error"], fifty_six["residual_train_error"], fifty_six["complete"]) == (
+        69.0, 68.0, False)
 
 
 USER_MODELS = '''

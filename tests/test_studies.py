@@ -66,6 +66,7 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
     assert gain["plain_train_error"] == result["runs"][0]["train_error"][-1]
     assert gain["residual_train_error"] == result["runs"][1]["train_error"][-1]
     assert "depth 20, iteration 4 at the end of both runs: resnet20" in report
+    assert [r["chance_error"] for r in result["runs"]] == [90.0, 90.0]  # 10 synthetic classes
 
 
 def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
@@ -277,6 +278,16 @@ def test_findings_compare_at_the_latest_common_evaluation():
     assert (residual["step"], residual["complete"], residual["deeper_trains_worse"]) == (150, True, False)
     result["runs"][3]["train_error"][-1] = 61.0
     assert findings(result)[1]["deeper_trains_worse"]
+    assert findings(result)[1]["stalled"] == []  # no chance level recorded: nothing is called stalled
+    # a run that ends at chance (90% for 10 classes) did not train: the comparison says so
+    from resnets.studies.degradation import stalled
+
+    for run in result["runs"]:
+        run["chance_error"] = 90.0
+    result["runs"][3]["train_error"][-1] = 89.0
+    assert stalled(result["runs"][3]) and not stalled(result["runs"][2])
+    assert findings(result)[1]["stalled"] == ["resnet56"] and findings(result)[0]["stalled"] == []
+    result["runs"][3]["train_error"][-1] = 61.0
 
     from resnets.studies.degradation import shortcut_gains
 

@@ -160,7 +160,8 @@ def run_degradation(config: DegradationConfig) -> dict:
             steps=[r["step"] for r in rows], lr=[r["lr"] for r in rows],
             train_error=[r["train_error"] for r in rows], val_error=[r.get("val_error") for r in rows],
             train_loss=[r["train_loss"] for r in rows], images_per_sec=[r.get("images_per_sec") for r in rows],
-            train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations))
+            train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations,
+            chance_error=_chance_error(run_dir)))
     if not runs:
         raise ValueError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
 
@@ -175,6 +176,22 @@ def run_degradation(config: DegradationConfig) -> dict:
     plot_degradation(result, out / "degradation.png")
     _write_degradation_report(out, result)
     return result
+
+
+def _chance_error(run_dir: Path) -> Optional[float]:
+    """The error (%) of a uniform guess over the run's classes."""
+    from ..train.checkpoint import read_config
+
+    config = read_config(run_dir) or {}
+    classes = config.get("classes") or []
+    return 100.0 * (1 - 1 / len(classes)) if classes else None
+
+
+def stalled(run: dict, margin: float = 2.0) -> bool:
+    """Whether a run ended within ``margin`` points of chance: it did not train, and its
+    curve says nothing about its depth except that this recipe failed it."""
+    chance = run.get("chance_error")
+    return bool(run["steps"]) and chance is not None and run["train_error"][-1] >= chance - margin
 
 
 def _depth_of(model: str) -> int:
@@ -206,7 +223,8 @@ def findings(result: dict) -> list[dict]:
                         complete=shallow["complete"] and deep["complete"],
                         shallow_train_error=shallow["train_error"][i], deep_train_error=deep["train_error"][j],
                         shallow_val_error=shallow["val_error"][i], deep_val_error=deep["val_error"][j],
-                        deeper_trains_worse=deep["train_error"][j] > shallow["train_error"][i]))
+                        deeper_trains_worse=deep["train_error"][j] > shallow["train_error"][i],
+                        stalled=[r["model"] for r in (shallow, deep) if stalled(r)]))
     return out
 
 
@@ -228,7 +246,8 @@ def shortcut_gains(result: dict) -> list[dict]:
         out.append(dict(depth=depth, plain=plain["model"], residual=residual["model"], step=step,
                         complete=plain["complete"] and residual["complete"],
                         plain_train_error=plain["train_error"][i], residual_train_error=residual["train_error"][j],
-                        plain_val_error=plain["val_error"][i], residual_val_error=residual["val_error"][j]))
+                        plain_val_error=plain["val_error"][i], residual_val_error=residual["val_error"][j],
+                        stalled=[r["model"] for r in (plain, residual) if stalled(r)]))
     return out
 
 
@@ -276,6 +295,8 @@ def _write_degradation_report(out: Path, result: dict) -> None:
     for f in result["findings"]:
         verdict = ("the deeper net trains worse (degradation)" if f["deeper_trains_worse"]
                    else "the deeper net does not train worse")
+        if f.get("stalled"):
+            verdict = f"no evidence about depth: {' and '.join(f['stalled'])} did not train"
         when = "at the end of both runs" if f["complete"] else "(runs still in progress)"
         text.append(f"- {f['kind']}, iteration {f['step']} {when}: {f['deep']} {fmt(f['deep_train_error'])}% "
                     f"training error against {fmt(f['shallow_train_error'])}% for {f['shallow']}: {verdict}; "
@@ -286,7 +307,15 @@ def _write_degradation_report(out: Path, result: dict) -> None:
         gains.append(f"- depth {g['depth']}, iteration {g['step']} {when}: {g['residual']} "
                      f"{fmt(g['residual_train_error'])}% training error against {fmt(g['plain_train_error'])}% for "
                      f"{g['plain']} ({fmt(g['plain_train_error'] - g['residual_train_error'])} points); validation "
-                     f"error {fmt(g['residual_val_error'])}% against {fmt(g['plain_val_error'])}%.")
+                     f"error {fmt(g['residual_val_error'])}% against {fmt(g['plain_val_error'])}%"
+                     + (f" ({' and '.join(g['stalled'])} did not train)." if g.get("stalled") else "."))
+    failed = []
+    for r in result["runs"]:
+        if stalled(r):
+            failed.append(f"- {r['model']} ended at {fmt(r['train_error'][-1])}% training error, within 2 points "
+                          f"of chance ({fmt(r['chance_error'])}%): it did not train under this recipe. Its training "
+                          f"loss averaged {fmt(r['train_loss'][0], 3)} over the first {r['steps'][0]} iterations "
+                          f"and {fmt(r['train_loss'][-1], 3)} at the end.")
     write_report(out / "README.md", "Degradation: plain vs residual networks", [
         f"Data `{result['data']}`, recipe `{result['recipe']}` ({result['budget']} budget: "
         f"{settings['iterations']} iterations of {settings['batch_size']}, {settings['evaluations']} evaluations on "
@@ -301,6 +330,7 @@ def _write_degradation_report(out: Path, result: dict) -> None:
         "other work it was running at the time.",
         "Findings (deepest against shallowest of each kind, at the latest evaluation both reached):\n\n" + (
             "\n".join(text) if text else "- no kind has two depths to compare yet."),
+        *(["Runs that did not train:\n\n" + "\n".join(failed)] if failed else []),
         "Shortcuts at equal depth (the same layers and parameters, option A shortcuts adding none):\n\n" + (
             "\n".join(gains) if gains else "- no depth was trained both plain and residual yet."),
         "Numbers: `degradation.json` (what the figure plots), `degradation.csv`; runs: `runs/MODEL/`.",

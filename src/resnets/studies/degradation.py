@@ -43,11 +43,11 @@ class Budget:
 
 
 BUDGETS = {
-    # an estimated 25 minutes for the four default nets on an idle 2-core CPU, from the
-    # measured training-step rates of ResNet-20 (~420 images/s) and ResNet-56 (~120 images/s)
+    # measured: 25 minutes for the four default nets on a 2-core CPU (3.0, 3.0, 7.5 and 11.4
+    # minutes for plain20, resnet20, plain56 and resnet56, the last slowed by other work)
     "quick": Budget(iterations=500, evaluations=10, val_size=2000,
                     description="500 iterations of 128 (1.4 epochs), schedule compressed to the same shape"),
-    # four times quick (5.3 epochs), the paper's 45k/5k split: about 80 minutes on an idle 2-core CPU
+    # four times quick (5.3 epochs), the paper's 45k/5k split: about 90 minutes on a 2-core CPU
     "long": Budget(iterations=2000, evaluations=20, val_size=5000,
                    description="2,000 iterations of 128 (5.3 epochs), schedule compressed to the same shape"),
     # the paper: 64k iterations, lr / 10 at 32k and 48k, 45k/5k split (for a GPU)

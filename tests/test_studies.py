@@ -261,6 +261,22 @@ def test_budgets_and_overrides(tmp_path: Path):
         DegradationConfig(out=tmp_path, data=DATA, batch_size=0).resolved_budget()
 
 
+def test_warmup_recipe_ramps_every_depth_alike():
+    from resnets.train.recipe import learning_rate, load_recipe
+
+    paper = load_recipe("paper-cifar").with_length(iterations=500)
+    warm = load_recipe("paper-cifar-warmup").with_length(iterations=500)
+    for depth in (20, 56):
+        # the paper's recipe starts ResNet-20 and -56 at 0.1; the warm-up recipe ramps both over 50 iterations
+        assert learning_rate(paper, 0, 500, 1.0, depth) == 0.1
+        assert [learning_rate(warm, step, 500, 1.0, depth) for step in (0, 24, 49)] == pytest.approx(
+            [0.002, 0.05, 0.1])
+        # then the same steps as the paper's recipe: / 10 at half and three quarters of the run
+        for step in (50, 249, 250, 374, 375, 499):
+            assert learning_rate(warm, step, 500, 1.0, depth) == learning_rate(paper, step, 500, 1.0, depth)
+    assert learning_rate(warm, 375, 500, 1.0, 20) == pytest.approx(0.001)
+
+
 def test_findings_compare_at_the_latest_common_evaluation():
     from resnets.studies.degradation import findings
 

@@ -274,8 +274,9 @@ def plot_degradation(result: dict, png: Union[str, Path]) -> dict[str, tuple[lis
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     axes[0][0].set_ylabel("error (%)")
-    figure.suptitle(f"{Path(result['data']).name}, {result['settings']['iterations']} iterations of "
-                    f"{result['settings']['batch_size']}\ntraining error (dashed), validation error (bold)",
+    settings = result["settings"]
+    figure.suptitle(f"{Path(result['data']).name}, recipe {result['recipe']}, {settings['iterations']} iterations "
+                    f"of {settings['batch_size']}\ntraining error (dashed), validation error (bold)",
                     fontsize=9)
     return save_figure(figure, png)
 

@@ -204,6 +204,22 @@ def _depth_of(model: str) -> int:
         return _depth(create_model(model))
 
 
+def _compare(first: dict, second: dict, first_name: str, second_name: str) -> Optional[dict]:
+    """Two runs at the latest evaluation both reached (None if they share none): their
+    models, that step, whether both finished, their errors and which of them stalled."""
+    common = sorted(set(first["steps"]) & set(second["steps"]))
+    if not common:
+        return None
+    step = common[-1]
+    i, j = first["steps"].index(step), second["steps"].index(step)
+    return {first_name: first["model"], second_name: second["model"], "step": step,
+            "complete": first["complete"] and second["complete"],
+            f"{first_name}_train_error": first["train_error"][i],
+            f"{second_name}_train_error": second["train_error"][j],
+            f"{first_name}_val_error": first["val_error"][i], f"{second_name}_val_error": second["val_error"][j],
+            "stalled": [r["model"] for r in (first, second) if stalled(r)]}
+
+
 def findings(result: dict) -> list[dict]:
     """For each kind (plain, residual), the deepest net against the shallowest at the latest
     evaluation both have reached: does the deeper one train worse? Computed from the
@@ -213,18 +229,10 @@ def findings(result: dict) -> list[dict]:
         runs = sorted((r for r in result["runs"] if r["kind"] == kind and r["steps"]), key=lambda r: r["depth"])
         if len(runs) < 2 or runs[0]["depth"] == runs[-1]["depth"]:
             continue
-        shallow, deep = runs[0], runs[-1]
-        common = sorted(set(shallow["steps"]) & set(deep["steps"]))
-        if not common:
-            continue
-        step = common[-1]
-        i, j = shallow["steps"].index(step), deep["steps"].index(step)
-        out.append(dict(kind=kind, shallow=shallow["model"], deep=deep["model"], step=step,
-                        complete=shallow["complete"] and deep["complete"],
-                        shallow_train_error=shallow["train_error"][i], deep_train_error=deep["train_error"][j],
-                        shallow_val_error=shallow["val_error"][i], deep_val_error=deep["val_error"][j],
-                        deeper_trains_worse=deep["train_error"][j] > shallow["train_error"][i],
-                        stalled=[r["model"] for r in (shallow, deep) if stalled(r)]))
+        compared = _compare(runs[0], runs[-1], "shallow", "deep")
+        if compared is not None:
+            out.append(dict(kind=kind, **compared,
+                            deeper_trains_worse=compared["deep_train_error"] > compared["shallow_train_error"]))
     return out
 
 
@@ -233,21 +241,11 @@ def shortcut_gains(result: dict) -> list[dict]:
     evaluation both reached: what the shortcuts change at equal depth and parameters."""
     out = []
     for depth in sorted({r["depth"] for r in result["runs"]}):
-        plain = [r for r in result["runs"] if r["depth"] == depth and r["kind"] == "plain" and r["steps"]]
-        residual = [r for r in result["runs"] if r["depth"] == depth and r["kind"] == "residual" and r["steps"]]
-        if not plain or not residual:
-            continue
-        plain, residual = plain[0], residual[0]
-        common = sorted(set(plain["steps"]) & set(residual["steps"]))
-        if not common:
-            continue
-        step = common[-1]
-        i, j = plain["steps"].index(step), residual["steps"].index(step)
-        out.append(dict(depth=depth, plain=plain["model"], residual=residual["model"], step=step,
-                        complete=plain["complete"] and residual["complete"],
-                        plain_train_error=plain["train_error"][i], residual_train_error=residual["train_error"][j],
-                        plain_val_error=plain["val_error"][i], residual_val_error=residual["val_error"][j],
-                        stalled=[r["model"] for r in (plain, residual) if stalled(r)]))
+        pair = [next((r for r in result["runs"] if r["depth"] == depth and r["kind"] == kind and r["steps"]), None)
+                for kind in ("plain", "residual")]
+        compared = _compare(*pair, "plain", "residual") if all(pair) else None
+        if compared is not None:
+            out.append(dict(depth=depth, **compared))
     return out
 
 

@@ -43,6 +43,9 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
         assert (degradation_dir / name).is_file(), name
     result = json.loads((degradation_dir / "degradation.json").read_text())
     assert [r["model"] for r in result["runs"]] == ["plain20", "resnet20"]
+    assert result["recipe"] == "paper-cifar-warmup"  # the quick budget's
+    config = json.loads((degradation_dir / "runs/resnet20/config.json").read_text())
+    assert config["recipe_name"] == "paper-cifar-warmup"
     assert [r["kind"] for r in result["runs"]] == ["plain", "residual"]
     expected = {}
     for run in result["runs"]:
@@ -253,6 +256,8 @@ def test_budgets_and_overrides(tmp_path: Path):
     assert (quick.iterations, quick.batch_size) == (500, 128)
     long = DegradationConfig(out=tmp_path, data=DATA, budget="long").resolved_budget()
     assert (long.iterations, long.val_size, long.batch_size) == (2000, 5000, 128)
+    # the short budgets warm up (ResNet-56 can diverge at lr 0.1 from the first step), the paper's does not
+    assert (quick.recipe, long.recipe, paper.recipe) == ("paper-cifar-warmup", "paper-cifar-warmup", "paper-cifar")
     assert (paper.iterations, paper.val_size, paper.batch_size) == (64000, 5000, 128)  # the paper's schedule
     assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
     with pytest.raises(ValueError, match="--budget"):
@@ -275,6 +280,9 @@ def test_warmup_recipe_ramps_every_depth_alike():
         for step in (50, 249, 250, 374, 375, 499):
             assert learning_rate(warm, step, 500, 1.0, depth) == learning_rate(paper, step, 500, 1.0, depth)
     assert learning_rate(warm, 375, 500, 1.0, 20) == pytest.approx(0.001)
+    # a run so short that the warm-up is under one step never goes above the base rate
+    tiny = load_recipe("paper-cifar-warmup").with_length(iterations=4)
+    assert [learning_rate(tiny, step, 4, 1.0, 20) for step in range(4)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 
 def test_findings_compare_at_the_latest_common_evaluation():

@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", choices=["quick", "long", "paper"], default="quick",
                    help="quick: 500 iterations (25 min measured on a 2-core CPU); long: 2,000 iterations "
                         "(about 90 min there); paper: the full 64k-iteration schedule, for a GPU")
-    q.add_argument("--recipe", default="paper-cifar")
+    q.add_argument("--recipe", help="default: paper-cifar-warmup for the quick and long budgets, paper-cifar for "
+                                     "the paper budget")
     q.add_argument("--iterations", type=int, help="override the budget's iterations")
     q.add_argument("--evaluations", type=int, help="override the budget's evaluations")
     q.add_argument("--val-size", type=int, help="override the budget's validation images")

@@ -192,7 +192,7 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_unit: f
     if warmup_steps > 0 and step < warmup_steps and depth >= recipe.warmup_min_depth:
         if recipe.warmup_mode == "constant":
             return recipe.warmup_lr
-        return recipe.lr * (step + 1) / warmup_steps
+        return recipe.lr * min(1.0, (step + 1) / warmup_steps)  # a warm-up shorter than a step never overshoots
     if recipe.schedule == "constant":
         return recipe.lr
     if recipe.schedule == "step":

@@ -222,7 +222,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
             batches=args.batches, seed=args.seed, device=args.device,
             trained_from=Path(args.trained_from) if args.trained_from else None))
         for e in result["models"]:
-            when = f"step {e['step']}" if e["when"] == "training" else e["when"]
+            when = studies.gradients.when_label(e)
             print(f"{e['model']:<12} {when:<10} input / last-block gradient norm {e['input_over_last_block']:.3g}")
     elif args.study == "responses":
         result = studies.run_responses(studies.ResponseConfig(

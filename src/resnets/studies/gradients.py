@@ -161,7 +161,7 @@ def run_gradients(config: GradientConfig) -> dict:
                   seed=config.seed, models=entries)
     write_json(out / "gradients.json", result)
     write_csv(out / "gradients.csv", ["model", "when", "quantity", "position", "depth", "grad_norm"],
-              [(e["model"], _when(e), q, p, d, v) for e in entries for q, names, depths, values in (
+              [(e["model"], when_label(e), q, p, d, v) for e in entries for q, names, depths, values in (
                   ("weight", e["weight_layers"], e["weight_depth"], e["weight_grad_norm"]),
                   ("activation", e["activation_points"], e["activation_depth"], e["activation_grad_norm"]))
                for p, d, v in zip(names, depths, values)])
@@ -210,7 +210,8 @@ def plot_gradients(result: dict, png: Union[str, Path], when: str = "init",
     return save_figure(figure, png)
 
 
-def _when(entry: dict) -> str:
+def when_label(entry: dict) -> str:
+    """"init", "trained" or "step N" (a snapshot kept during training)."""
     return f"step {entry['step']}" if entry["when"] == "training" else entry["when"]
 
 
@@ -259,7 +260,7 @@ def plot_gradients_during_training(result: dict, png: Union[str, Path]) -> dict[
 
 
 def _write_gradients_report(out: Path, result: dict) -> None:
-    rows = [(e["model"], _when(e), e["depth"], f"{e['activation_grad_norm'][-1]:.3g}",
+    rows = [(e["model"], when_label(e), e["depth"], f"{e['activation_grad_norm'][-1]:.3g}",
              f"{e['activation_grad_norm'][0]:.3g}", f"{e['input_over_last_block']:.3g}",
              f"{e['weight_grad_norm'][-1]:.3g}", f"{e['weight_grad_norm'][0]:.3g}",
              f"{e['first_conv_over_classifier']:.3g}") for e in result["models"]]
@@ -277,7 +278,7 @@ def _write_gradients_report(out: Path, result: dict) -> None:
         "A ratio far above 1 means the gradient grows on its way down (explodes), far below 1 that it "
         "vanishes; the figure shows where along the depth it happens. Here, from the last block to the "
         "input:\n\n" + "\n".join(
-            f"- {e['model']} ({_when(e)}): {'grows' if e['input_over_last_block'] > 1 else 'shrinks'} by a factor "
+            f"- {e['model']} ({when_label(e)}): {'grows' if e['input_over_last_block'] > 1 else 'shrinks'} by a factor "
             f"of {max(e['input_over_last_block'], 1 / e['input_over_last_block']):.3g}"
             for e in result["models"] if e["when"] != "training"),
         "Numbers: `gradients.json` (what the figures plot), `gradients.csv`.",

@@ -45,12 +45,17 @@ def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def _step_name(step: int, suffix: str) -> str:
+    """``step-00000050.safetensors``: the name of a checkpoint or snapshot file of ``step``."""
+    return f"step-{step:08d}{suffix}"
+
+
 def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, step: int,
                     classes: list[str], metadata: dict[str, Any]) -> Path:
     """Write the weights and the training state of ``step``, then point ``last.json`` at them."""
     folder = run_dir / "checkpoints"
-    weights = folder / f"step-{step:08d}.safetensors"
-    state_path = folder / f"step-{step:08d}.state.pt"
+    weights = folder / _step_name(step, ".safetensors")
+    state_path = folder / _step_name(step, ".state.pt")
     save_weights(model, weights, classes=classes, metadata={**metadata, "step": step})
     state = {**state, "step": step, "weights_sha256": sha256_file(weights)}
     with atomic_path(state_path) as tmp:
@@ -77,7 +82,7 @@ def keep_snapshot(run_dir: Path, weights: Path) -> Path:
 
 def save_initial_snapshot(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: dict[str, Any]) -> Path:
     """The weights before the first step, as ``snapshots/step-00000000.safetensors``."""
-    snapshot = run_dir / "snapshots" / f"step-{0:08d}.safetensors"
+    snapshot = run_dir / "snapshots" / _step_name(0, ".safetensors")
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, snapshot, classes=classes, metadata={**metadata, "step": 0})
     return snapshot

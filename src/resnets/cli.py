@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from typing import Optional, Sequence
+from .errors import ResnetsError, UsageError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -40,7 +41,7 @@ def _parse_model_args(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--model-arg expects KEY=VALUE, got {pair!r}")
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -132,7 +133,7 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple]:
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"{option} expects comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{option} expects comma-separated numbers, got {text!r}") from None
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -156,7 +157,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     paths = find_images(args.images)
     if not paths:
-        raise ValueError(f"no images found in {', '.join(args.images)}")
+        raise UsageError(f"no images found in {', '.join(args.images)}")
     session = _session(args)
     results = []
     for start in range(0, len(paths), args.batch_size):
@@ -456,16 +457,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except ResnetsError as error:  # wrong input: one line; anything else is a bug and stays a traceback
         print(f"resnets {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        from .train import TrainingDiverged
-
-        if not isinstance(error, TrainingDiverged):
-            raise
-        print(f"resnets {args.command}: error: {error}", file=sys.stderr)
-        return 3
+        return error.exit_code
 
 
 if __name__ == "__main__":

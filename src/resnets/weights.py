@@ -36,6 +36,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .errors import UsageError, MissingFileError
 from ._io import atomic_path, fsync_dir, sha256_file
 
 FORMAT_NAME = "resnets"
@@ -52,7 +53,7 @@ _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
@@ -87,7 +88,7 @@ def detect_format(path: PathOrUrl) -> str:
     which are never unpickled)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
@@ -186,7 +187,7 @@ def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: 
         return download(text, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress)
     path = Path(text).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     if sha256 is not None:
         _check_hash(path, sha256_file(path), sha256, text)
     return path
@@ -404,7 +405,7 @@ def _json_arch_kwargs(kwargs: Mapping[str, Any]) -> dict:
         try:
             json.dumps(value)
         except TypeError:
-            raise ValueError(f"save_weights: arch_kwargs[{key!r}] = {value!r} cannot be stored as JSON; "
+            raise UsageError(f"save_weights: arch_kwargs[{key!r}] = {value!r} cannot be stored as JSON; "
                              "build the model with a named option (e.g. norm_layer='batchnorm')") from None
         encodable[key] = value
     return encodable
@@ -424,14 +425,14 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
     metadata = dict(metadata or {})
     clash = sorted(set(metadata) & set(_RESERVED_METADATA))
     if clash:
-        raise ValueError(f"save_weights: metadata keys {clash} are reserved; pass classes= for class names")
+        raise UsageError(f"save_weights: metadata keys {clash} are reserved; pass classes= for class names")
     num_classes = getattr(model, "num_classes", None)
     if classes is None:
         classes = getattr(model, "classes", None)
     if classes is not None:
         classes = [str(c) for c in classes]
         if num_classes and len(classes) != num_classes:
-            raise ValueError(f"save_weights: {len(classes)} class names for a model with {num_classes} classes")
+            raise UsageError(f"save_weights: {len(classes)} class names for a model with {num_classes} classes")
     preprocessing = getattr(model, "preprocessing", None)
     fields = {
         "format": FORMAT_NAME,
@@ -446,7 +447,7 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
     try:
         encoded = {k: json.dumps(v) for k, v in fields.items()}
     except TypeError as error:
-        raise ValueError(f"save_weights: metadata must be JSON-encodable: {error}") from None
+        raise UsageError(f"save_weights: metadata must be JSON-encodable: {error}") from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=encoded)
@@ -470,7 +471,7 @@ def _expected_hash(url: str, sha256: Optional[str]) -> Optional[str]:
     if sha256:
         sha256 = sha256.lower()
         if not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
-            raise ValueError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
+            raise UsageError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
         return sha256
     match = _HASH_IN_NAME.search(Path(urllib.parse.urlparse(url).path).name)
     return match.group(1) if match else None
@@ -495,14 +496,14 @@ def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[Path
     offline = _offline_from_env() if offline is None else offline
     name = Path(urllib.parse.urlparse(url).path).name
     if not name:
-        raise ValueError(f"cannot derive a file name from the URL {url!r}")
+        raise UsageError(f"cannot derive a file name from the URL {url!r}")
     expected = _expected_hash(url, sha256)
     target = cache / name
     if target.is_file():
         _check_hash(target, sha256_file(target), expected, url)
         return target
     if offline:
-        raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")
+        raise MissingFileError(f"offline mode: {url} is not in the cache ({target})")
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
     digest = hashlib.sha256()

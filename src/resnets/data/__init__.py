@@ -34,6 +34,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .cache import DecodedImages, decode_to_tensor, probe_size
 from .download import CIFAR_ARCHIVES, DownloadError, cifar_archive, download, file_md5
 from .large import ImageLoader, ImageLoaderConfig, ResumableSampler, build_transform
@@ -120,7 +121,7 @@ def check_same_classes(train: ImageSource, val: ImageSource) -> None:
     only_val = sorted(set(val.classes) - set(train.classes))
     detail = f"only in train: {only_train}; only in validation: {only_val}" if only_train or only_val \
         else "same names in a different order"
-    raise ValueError(f"train ({train.name}) and validation ({val.name}) classes differ: {detail}")
+    raise UsageError(f"train ({train.name}) and validation ({val.name}) classes differ: {detail}")
 
 
 def _preprocessing_field(preprocessing: Any, key: str) -> Any:
@@ -149,7 +150,7 @@ def _choose_pipeline(cfg: DataConfig, source: ImageSource) -> str:
     if cfg.pipeline in ("small", "large"):
         return cfg.pipeline
     if cfg.pipeline != "auto":
-        raise ValueError(f"pipeline must be 'auto', 'small' or 'large', got {cfg.pipeline!r}")
+        raise UsageError(f"pipeline must be 'auto', 'small' or 'large', got {cfg.pipeline!r}")
     height, width = probe_size(source, cfg.bad_input)
     side = cfg.image_size or max(height, width)
     fits = len(source) * source.channels * side * side <= cfg.small_max_bytes
@@ -229,7 +230,7 @@ def _build_small(cfg: DataConfig, train_source: ImageSource, val_source: Optiona
         val_labels = torch.from_numpy(train_source.targets[decoded.index])[val_rows]
         skipped = train_source.skipped + decoded.skipped
     if len(train_images) == 0:
-        raise ValueError(f"{train_source.name}: no usable training images")
+        raise UsageError(f"{train_source.name}: no usable training images")
     if mean is None or std is None:
         mean, std = _measure_mean_std(train_images)
     common = dict(mean=mean, std=std, seed=cfg.seed, device=cfg.device, channels_last=cfg.channels_last,
@@ -254,7 +255,7 @@ def _build_large(cfg: DataConfig, train_source: ImageSource, val_source: Optiona
     mean = tuple(mean or IMAGENET_MEAN)
     std = tuple(std or IMAGENET_STD)
     if train_source.channels != len(mean):
-        raise ValueError(f"{train_source.name}: {train_source.channels} channels but mean/std have {len(mean)}")
+        raise UsageError(f"{train_source.name}: {train_source.channels} channels but mean/std have {len(mean)}")
     image_size = image_size or 224
     crop_pct = _preprocessing_field(cfg.preprocessing, "crop_pct") or 0.875
     interpolation = _preprocessing_field(cfg.preprocessing, "interpolation") or "bilinear"

@@ -17,6 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .._io import atomic_path
 from .sources import BadImageError, ImageSource, check_policy, default_cache_dir, report_skipped
 
@@ -63,7 +64,7 @@ def probe_size(source: ImageSource, bad_input: str = "skip", tries: int = 16) ->
         except BadImageError:
             if bad_input == "error":
                 raise
-    raise ValueError(f"{source.name}: none of the first {tries} images could be decoded")
+    raise UsageError(f"{source.name}: none of the first {tries} images could be decoded")
 
 
 def decode_to_tensor(source: ImageSource, *, image_size: Optional[tuple[int, int]] = None, bad_input: str = "skip",

@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
+from ..errors import MissingFileError, ResnetsError, UsageError
 from .._io import atomic_path
 from .sources import default_cache_dir
 
@@ -17,7 +18,7 @@ CIFAR_ARCHIVES = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ResnetsError, RuntimeError):
     pass
 
 
@@ -62,13 +63,13 @@ fetch = download  # the name ``download`` is also cifar_archive's flag
 def cifar_archive(name: str, cache_dir: Optional[Union[str, Path]] = None, download: bool = False) -> Path:
     """The official ``cifar10`` / ``cifar100`` python archive from ``<cache_dir>/datasets``."""
     if name not in CIFAR_ARCHIVES:
-        raise ValueError(f"unknown archive {name!r}; expected one of {sorted(CIFAR_ARCHIVES)}")
+        raise UsageError(f"unknown archive {name!r}; expected one of {sorted(CIFAR_ARCHIVES)}")
     url, md5 = CIFAR_ARCHIVES[name]
     directory = Path(cache_dir or default_cache_dir()) / "datasets"
     path = directory / url.rsplit("/", 1)[-1]
     if path.is_file():
         return path
     if not download:
-        raise FileNotFoundError(f"{name}: {path} not found; pass download=True (--download) to fetch {url}, "
+        raise MissingFileError(f"{name}: {path} not found; pass download=True (--download) to fetch {url}, "
                                 "or give the path of the archive")
     return fetch(url, md5, directory)

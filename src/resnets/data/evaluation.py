@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .cache import decode_to_tensor, probe_size
 from .large import ImageLoader
 from .small import DeviceLoader
@@ -34,11 +35,11 @@ def build_eval_loader(source: Union[str, ImageSource], *, split: str = "val", re
                                      split=recorded_split, augment=False, preprocessing=preprocessing,
                                      num_workers=num_workers, bad_input=bad_input, cache_dir=cache_dir, **common)
         if val is None:
-            raise ValueError(f"{source}: the validation split is empty")
+            raise UsageError(f"{source}: the validation split is empty")
         return val, list(info.classes)
     data = resolve_source(source, "train" if split == "all" else split, bad_input=bad_input, cache_dir=cache_dir)
     if len(data) == 0:
-        raise ValueError(f"{source}: split {split!r} has no images")
+        raise UsageError(f"{source}: split {split!r} has no images")
     height, width = probe_size(data, bad_input)
     input_size = getattr(preprocessing, "input_size", None) if preprocessing is not None else None
     if max(height, width) <= 64:

@@ -21,6 +21,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import UsageError
 from .batching import EpochBatches
 from .sources import BadImageError, BadInputWarning, ImageSource, check_policy, mix_seed
 
@@ -106,7 +107,7 @@ class ResumableSampler(Sampler):
 
     def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+            raise UsageError(f"rank {rank} out of range for world_size {world_size}")
         self.total = num_samples
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.epoch = 0
@@ -168,7 +169,7 @@ class ImageLoader(EpochBatches):
         """
         cfg = self.config
         if not 0 <= start_batch <= len(self):
-            raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+            raise UsageError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         self.sampler.set_epoch(epoch)
         self.sampler.start = start_batch * cfg.batch_size
         for images, labels, bad in self.loader:

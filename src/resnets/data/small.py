@@ -16,6 +16,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .batching import EpochBatches
 from .sources import mix_seed
 
@@ -52,15 +53,15 @@ class DeviceLoader(EpochBatches):
             setattr(self.config, key, value)
         cfg = self.config
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise UsageError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise UsageError(f"{len(images)} images but {len(labels)} labels")
         if cfg.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+            raise UsageError(f"batch_size must be positive, got {cfg.batch_size}")
         if not 0 <= cfg.rank < cfg.world_size:
-            raise ValueError(f"rank {cfg.rank} out of range for world_size {cfg.world_size}")
+            raise UsageError(f"rank {cfg.rank} out of range for world_size {cfg.world_size}")
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(f"mean/std need {images.shape[1]} values, got {len(mean)}/{len(std)}")
+            raise UsageError(f"mean/std need {images.shape[1]} values, got {len(mean)}/{len(std)}")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
@@ -102,7 +103,7 @@ class DeviceLoader(EpochBatches):
         """The batches of ``epoch`` from ``start_batch`` on: (float images on device, int64 labels on device)."""
         cfg = self.config
         if not 0 <= start_batch <= len(self):
-            raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+            raise UsageError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         order, offsets, flips = self._plan(epoch)
         order = order.to(self.device)
         if offsets is not None:

@@ -31,6 +31,7 @@ from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from ..errors import UsageError, MissingFileError
 
 BadInputPolicy = Literal["skip", "error"]
 BAD_INPUT_POLICIES = ("skip", "error")
@@ -40,7 +41,7 @@ SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
 _WARN_LIMIT = 10  # files named in one warning; the rest are counted
 
 
-class BadImageError(ValueError):
+class BadImageError(UsageError):
     """An image that cannot be decoded; ``path`` names the file (or archive member)."""
 
     def __init__(self, path: str, reason: str):
@@ -60,7 +61,7 @@ def default_cache_dir() -> Path:
 
 def check_policy(bad_input: str) -> str:
     if bad_input not in BAD_INPUT_POLICIES:
-        raise ValueError(f"bad_input must be one of {BAD_INPUT_POLICIES}, got {bad_input!r}")
+        raise UsageError(f"bad_input must be one of {BAD_INPUT_POLICIES}, got {bad_input!r}")
     return bad_input
 
 
@@ -177,12 +178,12 @@ class TensorSource(ImageSource):
     def __init__(self, name: str, images: torch.Tensor, targets: Union[np.ndarray, Sequence[int]],
                  classes: Sequence[str], fingerprint: Optional[str] = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"{name}: images must be a uint8 NCHW tensor, got {images.dtype} {tuple(images.shape)}")
+            raise UsageError(f"{name}: images must be a uint8 NCHW tensor, got {images.dtype} {tuple(images.shape)}")
         self.name = name
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
         if len(self.targets) != len(images):
-            raise ValueError(f"{name}: {len(images)} images but {len(self.targets)} labels")
+            raise UsageError(f"{name}: {len(images)} images but {len(self.targets)} labels")
         self.classes = list(classes)
         self.channels = images.shape[1]
         self.image_size = (images.shape[2], images.shape[3])
@@ -213,14 +214,14 @@ def _load_pickle(data: bytes, where: str) -> dict:
     try:
         return pickle.loads(data, encoding="bytes")
     except Exception as error:
-        raise ValueError(f"{where}: not a CIFAR python pickle ({error})") from None
+        raise UsageError(f"{where}: not a CIFAR python pickle ({error})") from None
 
 
 def load_cifar(path: Union[str, Path], split: str = "train") -> TensorSource:
     """CIFAR-10/100 from the official python archive (``.tar.gz``) or its extracted folder."""
     path = Path(path)
     if split not in ("train", "test"):
-        raise ValueError(f"{path}: CIFAR has the splits 'train' and 'test', not {split!r}")
+        raise UsageError(f"{path}: CIFAR has the splits 'train' and 'test', not {split!r}")
     files: dict[str, bytes] = {}
     if path.is_file():
         try:
@@ -229,7 +230,7 @@ def load_cifar(path: Union[str, Path], split: str = "train") -> TensorSource:
                     if member.isfile():
                         files[member.name.rsplit("/", 1)[-1]] = archive.extractfile(member).read()
         except tarfile.TarError as error:
-            raise ValueError(f"{path}: not a readable CIFAR tar archive ({error})") from None
+            raise UsageError(f"{path}: not a readable CIFAR tar archive ({error})") from None
     else:
         root = path
         for layout in _CIFAR.values():  # the archive's own top folder, or the folder itself
@@ -240,7 +241,7 @@ def load_cifar(path: Union[str, Path], split: str = "train") -> TensorSource:
     layout = _CIFAR[kind]
     missing = [n for n in layout[split] + [layout["meta"]] if n not in files]
     if missing:
-        raise ValueError(f"{path}: not a {kind} python archive; missing {', '.join(missing)}")
+        raise UsageError(f"{path}: not a {kind} python archive; missing {', '.join(missing)}")
     classes = [n.decode() for n in _load_pickle(files[layout["meta"]], f"{path}/{layout['meta']}")[layout["names"]]]
     data, labels = [], []
     for name in layout[split]:
@@ -324,10 +325,10 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
     present = sorted(tops & set(SPLIT_NAMES))
     if present:
         if split not in present:
-            raise ValueError(f"{name}: no {split!r} folder; found the splits {present}")
+            raise UsageError(f"{name}: no {split!r} folder; found the splits {present}")
         prefix += split + "/"
     elif split != "train":
-        raise ValueError(f"{name}: has no split folders (train/val/test), so it has no {split!r} split; "
+        raise UsageError(f"{name}: has no split folders (train/val/test), so it has no {split!r} split; "
                          "use it as train data and carve a validation split from it")
     skipped: list[tuple[str, str]] = []
     by_class: dict[str, list[str]] = {}
@@ -354,12 +355,12 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
             by_class[cls].append(path)
     classes = sorted(by_class)
     if not classes:
-        raise ValueError(f"{name}: no class folders under {prefix or 'the root'!r} "
+        raise UsageError(f"{name}: no class folders under {prefix or 'the root'!r} "
                          "(expected root/<split>/<class>/<image> or root/<class>/<image>)")
     empty = [c for c in classes if not by_class[c]]
     if empty:
         if bad_input == "error":
-            raise ValueError(f"{name}: empty class folder(s) {empty} (bad_input='error')")
+            raise UsageError(f"{name}: empty class folder(s) {empty} (bad_input='error')")
         # kept in the class list so that label indices stay aligned with the folder names
         warnings.warn(f"{name}: class folder(s) {empty} contain no images; kept as classes with no samples",
                       BadInputWarning, stacklevel=3)
@@ -380,7 +381,7 @@ def load_zip(path: Union[str, Path], split: str = "train", bad_input: str = "ski
         with zipfile.ZipFile(path) as archive:
             entries = {info.filename: (info.file_size, info.CRC) for info in archive.infolist()}
     except zipfile.BadZipFile as error:
-        raise ValueError(f"{path}: not a readable zip archive ({error})") from None
+        raise UsageError(f"{path}: not a readable zip archive ({error})") from None
     _, files, targets, classes, fingerprint, skipped = _build_tree(str(path), entries, split, bad_input)
     skipped = [(f"{path}:{name}", reason) for name, reason in skipped]
     report_skipped(str(path), skipped, bad_input)
@@ -421,7 +422,7 @@ class SyntheticSource(ImageSource):
 
     def __init__(self, size: int, num_classes: int, image_size: tuple[int, int], channels: int = 3, seed: int = 0):
         if size < 1 or num_classes < 1 or min(image_size) < 1 or channels < 1:
-            raise ValueError(f"synthetic data needs positive sizes; syntax: {SYNTHETIC_SYNTAX}")
+            raise UsageError(f"synthetic data needs positive sizes; syntax: {SYNTHETIC_SYNTAX}")
         self.name = f"synthetic:{channels}x{image_size[0]}x{image_size[1]}:{num_classes}:{size}:{seed}"
         self.seed = seed
         self.channels = channels
@@ -458,7 +459,7 @@ def sample_path(name: str = "cifar10") -> Path:
     """Path of a sample shipped with the package (``cifar10``: 200 CIFAR-10 training images a class)."""
     path = Path(__file__).with_name("samples") / f"{name}-sample.zip"
     if not path.is_file():
-        raise FileNotFoundError(f"no packaged sample {name!r} (looked for {path})")
+        raise MissingFileError(f"no packaged sample {name!r} (looked for {path})")
     return path
 
 
@@ -472,7 +473,7 @@ def resolve_source(spec: Union[str, Path, ImageSource], split: str = "train", *,
     if text.startswith("synthetic"):
         match = _SYNTHETIC.match(text)
         if not match:
-            raise ValueError(f"bad synthetic data spec {text!r}; expected {SYNTHETIC_SYNTAX}")
+            raise UsageError(f"bad synthetic data spec {text!r}; expected {SYNTHETIC_SYNTAX}")
         channels, height, width, classes, size, seed = match.groups()
         return SyntheticSource(int(size), int(classes), (int(height), int(width)), int(channels or 3), int(seed or 0))
     if text.startswith("sample:"):
@@ -483,14 +484,14 @@ def resolve_source(spec: Union[str, Path, ImageSource], split: str = "train", *,
         return load_cifar(cifar_archive(text, cache_dir=cache_dir, download=download), split)
     path = Path(text).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"data source {text!r} not found: expected an existing path, 'cifar10', 'cifar100', "
+        raise MissingFileError(f"data source {text!r} not found: expected an existing path, 'cifar10', 'cifar100', "
                                 f"'sample:cifar10' or {SYNTHETIC_SYNTAX}")
     if path.is_file():
         if path.name.endswith((".tar.gz", ".tgz", ".tar")):
             return load_cifar(path, split)
         if zipfile.is_zipfile(path):
             return load_zip(path, split, bad_input)
-        raise ValueError(f"{path}: unknown data file type (expected a .zip of class folders or a CIFAR .tar.gz)")
+        raise UsageError(f"{path}: unknown data file type (expected a .zip of class folders or a CIFAR .tar.gz)")
     names = {p.name for p in path.iterdir()}
     cifar_markers = {"batches.meta", "meta", "cifar-10-batches-py", "cifar-100-python"}
     if names & cifar_markers and ("data_batch_1" in names or "train" in names and (path / "train").is_file()

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import UsageError
 from .sources import ImageSource
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -35,7 +36,7 @@ def seeded_order(indices: np.ndarray, seed: int) -> np.ndarray:
     return indices[np.argsort(keys, kind="stable")]
 
 
-class SplitMismatchError(ValueError):
+class SplitMismatchError(UsageError):
     """A recorded split does not match the data it is applied to."""
 
 
@@ -102,12 +103,12 @@ def make_split(targets: Sequence[int], *, val_size: Optional[int] = None, val_fr
     n = len(targets)
     if val_size is None:
         if val_fraction is None:
-            raise ValueError("make_split needs val_size or val_fraction")
+            raise UsageError("make_split needs val_size or val_fraction")
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
         val_size = int(round(n * val_fraction))
     if not 0 <= val_size < n:
-        raise ValueError(f"val_size must be in [0, {n}) for {n} images, got {val_size}")
+        raise UsageError(f"val_size must be in [0, {n}) for {n} images, got {val_size}")
     indices = np.arange(n, dtype=np.int64)
     if stratified and val_size > 0:
         classes = np.unique(targets)

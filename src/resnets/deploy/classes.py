@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from typing import Optional, Sequence
+from ..errors import UsageError
 
 DATASETS = ("imagenet1k", "cifar10", "cifar100")
 
@@ -18,7 +19,7 @@ def _read(dataset: str) -> tuple[str, ...]:
 def class_names(dataset: str) -> list[str]:
     """The class names of ``dataset`` ("imagenet1k", "cifar10" or "cifar100"), by label index."""
     if dataset not in DATASETS:
-        raise ValueError(f"no class names for {dataset!r}; known: {', '.join(DATASETS)}")
+        raise UsageError(f"no class names for {dataset!r}; known: {', '.join(DATASETS)}")
     return list(_read(dataset))
 
 
@@ -27,7 +28,7 @@ def resolve_class_names(num_classes: int, own: Optional[Sequence[str]] = None) -
     the label indices as strings."""
     if own is not None:
         if len(own) != num_classes:
-            raise ValueError(f"{len(own)} class names for a model with {num_classes} outputs")
+            raise UsageError(f"{len(own)} class names for a model with {num_classes} outputs")
         return list(own)
     by_size = {1000: "imagenet1k", 10: "cifar10", 100: "cifar100"}
     if num_classes in by_size:

@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+from ..errors import UsageError
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -100,7 +101,7 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
     given, real preprocessed images. Raises ValueError naming the worst input beyond
     ``tolerance``; the file is kept for inspection."""
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
     path = export_onnx(model, path) if fmt == "onnx" else export_torchscript(model, path)
     inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
     if real_inputs is not None and len(real_inputs):
@@ -108,7 +109,7 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
     report = ExportReport(path, fmt, compare_exported(model, path, fmt, inputs), tolerance)
     if not report.ok:
         worst = max(report.max_abs_diff, key=report.max_abs_diff.get)
-        raise ValueError(f"{path}: exported {fmt} differs from PyTorch by {report.max_abs_diff[worst]:.3g} on "
+        raise UsageError(f"{path}: exported {fmt} differs from PyTorch by {report.max_abs_diff[worst]:.3g} on "
                          f"{worst} (tolerance {tolerance:g})")
     return report
 

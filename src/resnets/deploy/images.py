@@ -17,6 +17,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -24,7 +25,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_PIXELS = 64_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UsageError):
     """Bytes that are not a complete, decodable image."""
 
 
@@ -85,5 +86,5 @@ def find_images(paths: Iterable[Union[str, os.PathLike]]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"no such image or directory: {path}")
+            raise MissingFileError(f"no such image or directory: {path}")
     return found

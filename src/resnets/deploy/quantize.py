@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .export import export_onnx, onnx_session
 
 
@@ -35,7 +36,7 @@ def quantize_onnx(model: nn.Module, calibration: torch.Tensor, *, path: Optional
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if calibration.dim() != 4 or len(calibration) == 0:
-        raise ValueError(f"calibration must be a non-empty (N, C, H, W) batch, got shape {tuple(calibration.shape)}")
+        raise UsageError(f"calibration must be a non-empty (N, C, H, W) batch, got shape {tuple(calibration.shape)}")
     model = model.to(memory_format=torch.contiguous_format).eval()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")

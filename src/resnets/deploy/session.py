@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .classes import resolve_class_names
 from .export import export_onnx, onnx_session
 from .fold import fold_batchnorm
@@ -62,9 +63,9 @@ class InferenceSession:
 
         self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
         if self.config.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
+            raise UsageError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
         if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):
-            raise ValueError(f"backend {self.config.backend!r} runs on the CPU only; use backend='torch' "
+            raise UsageError(f"backend {self.config.backend!r} runs on the CPU only; use backend='torch' "
                              f"for device {self.config.device!r}")
         if isinstance(model, str):
             model = create_model(model, weights=weights, **model_kwargs) if weights else create_model(model,
@@ -90,7 +91,7 @@ class InferenceSession:
         self.backend: Optional[str] = None
         if self.config.backend == "int8":
             if calibration is None:
-                raise ValueError("backend='int8' needs calibration images (a preprocessed batch)")
+                raise UsageError("backend='int8' needs calibration images (a preprocessed batch)")
             from .quantize import quantize_onnx
 
             self._runners["int8"] = quantize_onnx(self._prepared, calibration)
@@ -111,7 +112,7 @@ class InferenceSession:
                 if self.config.channels_last:
                     self._prepared = self._prepared.to(memory_format=torch.channels_last)
             else:
-                raise ValueError(f"unknown backend {backend!r}")
+                raise UsageError(f"unknown backend {backend!r}")
         return self._runners[backend]
 
     def _run_torch(self, batch: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,7 @@ class InferenceSession:
             batch = torch.from_numpy(batch)
         if batch.dim() != 4 or batch.shape[1:] != torch.Size(self.preprocessing.input_size):
             expected = (*self.preprocessing.input_size,)
-            raise ValueError(f"run() expects a batch of shape (N, {expected[0]}, {expected[1]}, {expected[2]}), "
+            raise UsageError(f"run() expects a batch of shape (N, {expected[0]}, {expected[1]}, {expected[2]}), "
                              f"got {tuple(batch.shape)}")
         batch = batch.float()
         if self.backend is None:

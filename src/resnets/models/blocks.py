@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from .layers import NormLayer
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
@@ -46,7 +47,7 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(f"option A shortcut cannot reduce channels ({in_channels} -> {out_channels})")
+            raise UsageError(f"option A shortcut cannot reduce channels ({in_channels} -> {out_channels})")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
@@ -75,7 +76,7 @@ def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int,
     1x1 convolution, as in the 2016 paper's code.
     """
     if option not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {option!r}")
+        raise UsageError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {option!r}")
     same_shape = stride == 1 and in_channels == out_channels
     if option == "none" or (same_shape and option in ("A", "B")):
         return None
@@ -114,7 +115,7 @@ class BasicBlock(PostActivationBlock):
                  residual: bool = True, **_: object):
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError("basic blocks take only groups=1 and width_per_group=64")
+            raise UsageError("basic blocks take only groups=1 and width_per_group=64")
         self.conv1 = conv3x3(in_channels, planes, stride, dilation=dilation)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -183,7 +184,7 @@ class PreActBasicBlock(nn.Module):
                  residual: bool = True, preact: bool = True, **_: object):
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError("basic blocks take only groups=1 and width_per_group=64")
+            raise UsageError("basic blocks take only groups=1 and width_per_group=64")
         self.bn1 = norm_layer(in_channels) if preact else nn.Identity()
         self.conv1 = conv3x3(in_channels, planes, stride, dilation=dilation)
         self.bn2 = norm_layer(planes)

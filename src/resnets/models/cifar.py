@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UsageError
 from .registry import CIFAR10_PREPROCESSING, register_model
 from .resnet import ResNet, ResNetFeatures
 
@@ -22,11 +23,11 @@ def cifar_resnet(depth: int, *, bottleneck: bool = False, preact: bool = False, 
     per_block = 9 if bottleneck else 6
     if depth < per_block + 2 or (depth - 2) % per_block:
         kind = "bottleneck (9n+2)" if bottleneck else "basic-block (6n+2)"
-        raise ValueError(f"depth {depth} is not a valid {kind} CIFAR depth")
+        raise UsageError(f"depth {depth} is not a valid {kind} CIFAR depth")
     n = (depth - 2) // per_block
     if plain:
         if "shortcut" in kwargs and kwargs["shortcut"] != "none":
-            raise ValueError("a plain network has no shortcut; drop the shortcut argument")
+            raise UsageError("a plain network has no shortcut; drop the shortcut argument")
         kwargs["shortcut"] = "none"
     kwargs.setdefault("shortcut", "B" if preact else "A")
     kwargs.setdefault("num_classes", 10)

@@ -7,6 +7,7 @@ from typing import Callable, Union
 
 import torch
 from torch import nn
+from ..errors import UsageError
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -66,7 +67,7 @@ def get_norm_layer(norm_layer: Union[str, NormLayer, None]) -> NormLayer:
                    "syncbn": "sync_batchnorm", "sync_bn": "sync_batchnorm", "gn": "groupnorm"}
         key = aliases.get(key, key)
         if key not in NORM_LAYERS:
-            raise ValueError(f"unknown norm_layer {norm_layer!r}; expected one of "
+            raise UsageError(f"unknown norm_layer {norm_layer!r}; expected one of "
                              f"{sorted(NORM_LAYERS)} or a callable taking the channel count")
         return NORM_LAYERS[key]
     if isinstance(norm_layer, partial) or callable(norm_layer):

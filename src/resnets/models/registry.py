@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 from torch import nn
+from ..errors import UsageError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def register_model(family: str, kind: str, preprocessing: Preprocessing) -> Call
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
         if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
+            raise UsageError(f"model {name!r} is already registered")
         doc = (builder.__doc__ or "").strip().splitlines()
         _MODELS[name] = ModelSpec(name, builder, family, kind, preprocessing, doc[0] if doc else "")
         return builder
@@ -76,13 +77,13 @@ def import_models(source: str) -> list[str]:
     path = Path(source)
     if source.endswith(".py"):
         if not path.is_file():
-            raise FileNotFoundError(f"--import {source}: no such file")
+            raise MissingFileError(f"--import {source}: no such file")
         # one module per file, imported once per process (its models register once)
         module_name = "resnets_user_models_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         if module_name not in sys.modules:
             spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is None or spec.loader is None:
-                raise ValueError(f"--import {source}: not a Python module")
+                raise UsageError(f"--import {source}: not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             try:
@@ -94,7 +95,7 @@ def import_models(source: str) -> list[str]:
         try:
             importlib.import_module(source)
         except ModuleNotFoundError as error:
-            raise ValueError(f"--import {source}: no module of that name ({error}); give a module on "
+            raise UsageError(f"--import {source}: no module of that name ({error}); give a module on "
                              f"sys.path or the path of a .py file") from None
     return sorted(set(_MODELS) - before, key=_natural_key)
 
@@ -126,7 +127,7 @@ def get_model_spec(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see resnets.list_models()"
-        raise ValueError(f"unknown model {name!r}{hint}") from None
+        raise UsageError(f"unknown model {name!r}{hint}") from None
 
 
 def create_model(name: str, *, weights: Optional[str] = None, features_only: bool = False,
@@ -147,7 +148,7 @@ def create_model(name: str, *, weights: Optional[str] = None, features_only: boo
                                          **kwargs)
     spec = get_model_spec(name)
     if out_indices is not None and not features_only:
-        raise ValueError("out_indices is only used with features_only=True")
+        raise UsageError("out_indices is only used with features_only=True")
     if features_only:
         kwargs["features_only"] = True
         kwargs["out_indices"] = out_indices

@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .blocks import (SHORTCUT_OPTIONS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck,
                      make_shortcut)
 from .layers import NormLayer, get_norm_layer
@@ -55,25 +56,25 @@ class ResNet(nn.Module):
         super().__init__()
         block_cls = BLOCKS[block] if isinstance(block, str) else block
         if block_cls not in BLOCKS.values():
-            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+            raise UsageError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+            raise UsageError(f"stem must be one of {STEMS}, got {stem!r}")
         if shortcut not in SHORTCUT_OPTIONS:
-            raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
+            raise UsageError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+            raise UsageError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            raise UsageError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
         if len(layers) != len(widths) or not layers:
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same, non-zero length")
+            raise UsageError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same, non-zero length")
         if any(n < 1 for n in layers):
-            raise ValueError(f"every stage needs at least one block, got layers={tuple(layers)}")
+            raise UsageError(f"every stage needs at least one block, got layers={tuple(layers)}")
         if num_classes < 0 or in_chans < 1:
-            raise ValueError(f"num_classes must be >= 0 and in_chans >= 1, got {num_classes} and {in_chans}")
+            raise UsageError(f"num_classes must be >= 0 and in_chans >= 1, got {num_classes} and {in_chans}")
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = [False] * (len(layers) - 1)
         if len(replace_stride_with_dilation) != len(layers) - 1:
-            raise ValueError(f"replace_stride_with_dilation needs {len(layers) - 1} entries, "
+            raise UsageError(f"replace_stride_with_dilation needs {len(layers) - 1} entries, "
                              f"got {len(replace_stride_with_dilation)}")
 
         norm = get_norm_layer(norm_layer)
@@ -172,7 +173,7 @@ class ResNet(nn.Module):
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes > 0 and self.global_pool_type == "":
-            raise ValueError("a classifier needs global pooling: use global_pool='avg' or 'max', or num_classes=0")
+            raise UsageError("a classifier needs global pooling: use global_pool='avg' or 'max', or num_classes=0")
         return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     # -- the feature API -------------------------------------------------------------------
@@ -213,7 +214,7 @@ class ResNet(nn.Module):
         (0: none, the model then returns pooled features)."""
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+                raise UsageError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
             self.global_pool_type = global_pool
             self.avgpool = self._make_pool(global_pool)
         reference = next(self.parameters())
@@ -238,7 +239,7 @@ class ResNetFeatures(ResNet):
         out_indices = tuple(int(i) for i in out_indices)
         bad = [i for i in out_indices if not -count <= i < count]
         if bad or not out_indices:
-            raise ValueError(f"out_indices {out_indices} out of range: this model has feature indices 0..{count - 1}")
+            raise UsageError(f"out_indices {out_indices} out of range: this model has feature indices 0..{count - 1}")
         self.out_indices = tuple(sorted({i % count for i in out_indices}))
         last = max(self.out_indices)
         # prune the stages after the last one asked for, and the head

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..models.resnet import ResNet
 
 
@@ -37,7 +38,7 @@ def image_batches(data: str, batch_size: int, count: int, seed: int, device: str
     train_loader, _, info = build_loaders(data, batch_size=batch_size, seed=seed, val_size=0, augment=False,
                                           device=device)
     if len(train_loader) < count:
-        raise ValueError(f"--data {data}: {info.train_size} images make {len(train_loader)} batch(es) of "
+        raise UsageError(f"--data {data}: {info.train_size} images make {len(train_loader)} batch(es) of "
                          f"{batch_size}, fewer than the {count} asked for")
     batches = []
     for batch in train_loader.epoch_batches(0):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ..errors import UsageError
 from ..models import get_model_spec, list_models
 from .report import (
     fmt,
@@ -86,13 +87,13 @@ class DegradationConfig:
 
     def resolved_budget(self) -> Budget:
         if self.budget not in BUDGETS:
-            raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+            raise UsageError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         base = BUDGETS[self.budget]
         changes = {k: getattr(self, k) for k in ("iterations", "evaluations", "val_size", "batch_size")
                    if getattr(self, k) is not None}
         for key, value in changes.items():
             if value < (0 if key == "val_size" else 1):
-                raise ValueError(f"--{key.replace('_', '-')} must be positive, got {value}")
+                raise UsageError(f"--{key.replace('_', '-')} must be positive, got {value}")
         return dataclasses.replace(base, **changes) if changes else base
 
 
@@ -101,12 +102,12 @@ def check_models(models: Sequence[str]) -> list[str]:
     known = set(list_models())
     models = list(models)
     if not models:
-        raise ValueError("--models: give at least one model")
+        raise UsageError("--models: give at least one model")
     unknown = [m for m in models if m not in known]
     if unknown:
-        raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; see `resnets list`")
+        raise UsageError(f"--models: unknown model(s) {', '.join(unknown)}; see `resnets list`")
     if len(set(models)) != len(models):
-        raise ValueError(f"--models: a model is listed twice in {models}")
+        raise UsageError(f"--models: a model is listed twice in {models}")
     import torch
 
     from ..models import ResNet, create_model
@@ -116,7 +117,7 @@ def check_models(models: Sequence[str]) -> list[str]:
             built = create_model(model)
         if not isinstance(built, ResNet):
             # the studies walk stages and blocks, and count layers as the papers do
-            raise ValueError(f"--models: {model} builds a {type(built).__name__}, not a resnets.ResNet; "
+            raise UsageError(f"--models: {model} builds a {type(built).__name__}, not a resnets.ResNet; "
                              f"the studies need a network made of ResNet stages and blocks")
     return models
 
@@ -170,7 +171,7 @@ def run_degradation(config: DegradationConfig) -> dict:
             train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations,
             chance_error=_chance_error(run_dir)))
     if not runs:
-        raise ValueError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
+        raise UsageError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
 
     result = dict(study="degradation", data=config.data, recipe=recipe, budget=config.budget,
                   settings=dataclasses.asdict(dataclasses.replace(budget, recipe=recipe)), seed=config.seed,

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..models import create_model, get_model_spec, list_models
 from ..models.summary import _depth
 from ._common import block_layers, blocks, image_batches, weighted_layers
@@ -60,7 +61,7 @@ def models_for_depths(depths: Sequence[int]) -> list[str]:
     for depth in depths:
         found = [name for name in (f"plain{depth}", f"resnet{depth}") if name in known]
         if not found or get_model_spec(found[-1]).family != "cifar":
-            raise ValueError(f"--depths: no CIFAR network of depth {depth}; CIFAR depths are 6n+2 such as "
+            raise UsageError(f"--depths: no CIFAR network of depth {depth}; CIFAR depths are 6n+2 such as "
                              f"20, 32, 44, 56, 110 (1202 for ResNets only)")
         models += found
     return models
@@ -132,7 +133,7 @@ def run_gradients(config: GradientConfig) -> dict:
     models = check_models(config.models) if config.models else models_for_depths(config.depths)
     for key in ("batch_size", "batches"):
         if getattr(config, key) < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
+            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     batches, num_classes = image_batches(config.data, config.batch_size, config.batches, config.seed,
@@ -148,7 +149,7 @@ def run_gradients(config: GradientConfig) -> dict:
         runs = Path(config.trained_from) / "runs"
         found = sorted(p.parent.name for p in runs.glob("*/last.safetensors"))
         if not found:
-            raise ValueError(f"--trained-from {config.trained_from}: no runs/MODEL/last.safetensors there")
+            raise UsageError(f"--trained-from {config.trained_from}: no runs/MODEL/last.safetensors there")
         for name in found:
             model = create_model(name, weights=str(runs / name / "last.safetensors")).to(config.device)
             entries.append(_entry(name, model, batches, "trained"))
@@ -182,7 +183,7 @@ def plot_gradients(result: dict, png: Union[str, Path], when: str = "init",
     plt = pyplot()
     entries = [e for e in result["models"] if e["when"] == when]
     if not entries:
-        raise ValueError(f"no gradient measurements {when!r} to plot")
+        raise UsageError(f"no gradient measurements {when!r} to plot")
     kinds = [k for k in ("plain", "residual") if any(e["kind"] == k for e in entries)]
     figure, axes = plt.subplots(2, len(kinds), figsize=(6 * len(kinds), 8), dpi=120, sharey="row", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -236,7 +237,7 @@ def plot_gradients_during_training(result: dict, png: Union[str, Path]) -> dict[
     plt = pyplot()
     curves = training_curves(result)
     if not curves:
-        raise ValueError("no gradient measurements during training to plot")
+        raise UsageError("no gradient measurements during training to plot")
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     depths = sorted({c["depth"] for c in curves.values()})

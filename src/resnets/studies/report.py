@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
+from ..errors import UsageError, MissingFileError
 from .._io import atomic_write_text
 
 
@@ -32,11 +33,11 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
 def read_json(path: Union[str, Path]) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise MissingFileError(f"{path} not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise UsageError(f"{path} is not valid JSON: {error}") from None
 
 
 def write_csv(path: Union[str, Path], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:

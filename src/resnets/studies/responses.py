@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ..errors import UsageError
 from ..models import create_model, get_model_spec
 from ..models.summary import _depth
 from ._common import blocks
@@ -78,13 +79,13 @@ def _validation_batches(run_dir: Path, model: torch.nn.Module, images: int, batc
 
     config = read_config(run_dir)
     if config is None:
-        raise ValueError(f"{run_dir}: no config.json; not a training run")
+        raise UsageError(f"{run_dir}: no config.json; not a training run")
     preprocessing = model.preprocessing
     _, val_loader, _ = build_loaders(config["data"], batch_size=batch_size, seed=config["seed"],
                                      split=config.get("split"), augment=False, device=device,
                                      mean=preprocessing.mean, std=preprocessing.std)
     if val_loader is None:
-        raise ValueError(f"{run_dir}: the run has no validation split to measure responses on")
+        raise UsageError(f"{run_dir}: the run has no validation split to measure responses on")
     taken, batches = 0, []
     for x, y in val_loader.epoch_batches(0):
         if taken >= images:
@@ -101,14 +102,14 @@ def run_responses(config: ResponseConfig) -> dict:
     runs = Path(config.runs_from) / "runs"
     available = sorted(p.parent.name for p in runs.glob("*/last.safetensors"))
     if not available:
-        raise ValueError(f"--from {config.runs_from}: no trained runs (runs/MODEL/last.safetensors); "
+        raise UsageError(f"--from {config.runs_from}: no trained runs (runs/MODEL/last.safetensors); "
                          f"run `resnets study degradation --out {config.runs_from}` first")
     models = list(config.models) if config.models else available
     missing = [m for m in models if m not in available]
     if missing:
-        raise ValueError(f"--models: no trained run of {', '.join(missing)} in {runs} (found: {', '.join(available)})")
+        raise UsageError(f"--models: no trained run of {', '.join(missing)} in {runs} (found: {', '.join(available)})")
     if config.images < 2 or config.batch_size < 1:
-        raise ValueError(f"--images must be at least 2 and --batch-size at least 1, got {config.images}, "
+        raise UsageError(f"--images must be at least 2 and --batch-size at least 1, got {config.images}, "
                          f"{config.batch_size}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,12 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .._io import atomic_path, atomic_write_text, sha256_file
 from ..weights import read_metadata, save_weights
 
 
-class RunDirError(ValueError):
+class RunDirError(UsageError):
     """A run directory that cannot be used as asked (another model's run, a corrupt checkpoint, ...)."""
 
 

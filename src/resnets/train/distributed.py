@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from ..errors import UsageError
 
 
 @dataclass
@@ -31,14 +32,14 @@ class Distributed:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device.startswith("cuda"):
             if not torch.cuda.is_available():
-                raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+                raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
             index = local_rank if world_size > 1 else (torch.device(device).index or 0)
             torch.cuda.set_device(index)
             resolved = torch.device("cuda", index)
         elif device == "cpu":
             resolved = torch.device("cpu")
         else:
-            raise ValueError(f"--device must be 'cpu' or 'cuda', got {device!r}")
+            raise UsageError(f"--device must be 'cpu' or 'cuda', got {device!r}")
         if world_size > 1 and not torch_dist.is_initialized():
             torch_dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
         return cls(rank, world_size, local_rank, resolved)

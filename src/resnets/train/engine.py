@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ResnetsError, UsageError
 from ..models import create_model, freeze_batchnorm, get_model_spec
 from ..models.summary import _depth
 from .checkpoint import (RunDirError, append_metrics, keep_snapshot, last_checkpoint, load_checkpoint_state,
@@ -45,7 +46,9 @@ DEFAULT_RECIPE = "paper-cifar"
 SAMPLE_DEFAULTS = dict(iterations=200, val_size=400, evaluations=10)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(ResnetsError, RuntimeError):
+    exit_code = 3
+
     """The loss became NaN or infinite."""
 
 
@@ -201,7 +204,7 @@ def _training_starts(model: nn.Module, transfer: Transfer, total_steps: int) -> 
         unknown = [p for p in prefixes if p and not any(_matches(n, [p]) for n in names)]
         if unknown:
             top = list(dict.fromkeys(n.split(".")[0] for n in names))
-            raise ValueError(f"no parameters under {unknown} in {getattr(model, 'arch', 'the model')}; "
+            raise UsageError(f"no parameters under {unknown} in {getattr(model, 'arch', 'the model')}; "
                              f"its modules are {top}")
     starts: dict[str, Optional[int]] = {}
     for name in names:
@@ -295,7 +298,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     recipe = Recipe(**record["recipe"])
     seed = record["seed"]
     micro_batches = record["micro_batches"]
@@ -306,13 +309,13 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if recipe.batch_size % (dist.world_size * micro_batches):
-        raise ValueError(f"batch size {recipe.batch_size} must divide evenly over {dist.world_size} processes "
+        raise UsageError(f"batch size {recipe.batch_size} must divide evenly over {dist.world_size} processes "
                          f"x {micro_batches} micro-batches")
 
     transfer = Transfer(**record["transfer"]) if record.get("transfer") else None
     caching = transfer is not None and transfer.cache_features
     if transfer is not None and dist.world_size > 1 and (caching or transfer.unfreeze):
-        raise ValueError("a linear probe on cached features and gradual unfreezing run in one process, "
+        raise UsageError("a linear probe on cached features and gradual unfreezing run in one process, "
                          "not under torchrun")
 
     # data: each process takes its share of every global batch
@@ -345,12 +348,12 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         _, val_loader, _ = build_loaders(record["data"], batch_size=recipe.batch_size, rank=0, world_size=1,
                                          **{**data_options, "split": info.split})
     if info.num_classes < 2:
-        raise ValueError(f"{record['data']}: found {info.num_classes} class; training needs at least two")
+        raise UsageError(f"{record['data']}: found {info.num_classes} class; training needs at least two")
     record["split"] = info.split
     record["classes"] = info.classes
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"{record['data']}: {info.train_size} training images make no batch of "
+        raise UsageError(f"{record['data']}: {info.train_size} training images make no batch of "
                          f"{recipe.batch_size // dist.world_size}")
     total_steps = recipe.iterations if recipe.iterations is not None else int(round(recipe.epochs * steps_per_epoch))
     steps_per_unit = 1.0 if recipe.iterations is not None else float(steps_per_epoch)

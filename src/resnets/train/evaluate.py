@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import UsageError
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -15,7 +16,7 @@ def autocast_context(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext()
     if amp not in ("bf16", "fp16"):
-        raise ValueError(f"amp must be 'bf16', 'fp16' or 'off', got {amp!r}")
+        raise UsageError(f"amp must be 'bf16', 'fp16' or 'off', got {amp!r}")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -58,7 +59,7 @@ def evaluate(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
     if is_module:
         model.train(was_training)
     if count == 0:
-        raise ValueError("evaluation got no images")
+        raise UsageError("evaluation got no images")
     result = dict(loss=loss_sum.item() / count, top1=100.0 * top1.item() / count,
                   top5=100.0 * top5.item() / count, n=count)
     if matrix is not None:
@@ -89,7 +90,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     mean = tuple(mean) if mean is not None else tuple(model.preprocessing.mean)
     std = tuple(std) if std is not None else tuple(model.preprocessing.std)
     if len(mean) != len(std):
-        raise ValueError(f"--mean has {len(mean)} values but --std has {len(std)}")
+        raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
     torch_device = torch.device(device)
     loader, classes = build_eval_loader(data, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
@@ -97,10 +98,10 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
                                         num_workers=num_workers)
     model_classes = getattr(model, "classes", None)
     if model_classes is not None and list(model_classes) != list(classes):
-        raise ValueError(f"{weights} was trained on classes {list(model_classes)}, but {data} ({split}) has "
+        raise UsageError(f"{weights} was trained on classes {list(model_classes)}, but {data} ({split}) has "
                          f"{list(classes)}")
     if model.num_classes != len(classes):
-        raise ValueError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
+        raise UsageError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
     model.to(torch_device)
     predictor: Union[nn.Module, Callable] = model
     if backend is not None:

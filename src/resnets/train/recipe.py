@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -24,7 +26,7 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 SECTIONS = ("optimizer", "schedule", "regularization", "data", "evaluation")
 
 
-class RecipeError(ValueError):
+class RecipeError(UsageError):
     """A recipe file that cannot be trusted: unknown key, wrong type, inconsistent values."""
 
 

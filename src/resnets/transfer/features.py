@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .._io import atomic_path, atomic_write_text
 
 
@@ -41,7 +42,7 @@ def check_stage(model: nn.Module, stage: Optional[int]) -> None:
         return
     count = len(model.stage_names)
     if not 0 <= stage <= count:
-        raise ValueError(f"--stage {stage}: {getattr(model, 'arch', 'this model')} has stages 1..{count} "
+        raise UsageError(f"--stage {stage}: {getattr(model, 'arch', 'this model')} has stages 1..{count} "
                          f"(0: the stem)")
 
 
@@ -70,7 +71,7 @@ def extract_features(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
     finally:
         model.train(was_training)
     if not features:
-        raise ValueError("no images to compute features of")
+        raise UsageError("no images to compute features of")
     return torch.cat(features), torch.cat(labels).to(torch.int64)
 
 
@@ -81,7 +82,7 @@ class FeatureLoader:
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, device: Union[str, torch.device] = "cpu"):
         if len(features) != len(labels):
-            raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+            raise UsageError(f"{len(features)} feature rows but {len(labels)} labels")
         self.features = features.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -165,7 +166,7 @@ class Features:
                 save_file({"features": self.features.contiguous(), "labels": self.labels},
                           str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
             return [path]
-        raise ValueError(f"--out {path}: expected a .npy or .safetensors file name")
+        raise UsageError(f"--out {path}: expected a .npy or .safetensors file name")
 
 
 def load_features(path: Union[str, Path]) -> Features:
@@ -208,7 +209,7 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     check_stage(net, stage)
     source = resolve_source(data, "train", bad_input=bad_input)
     if len(source) == 0:
-        raise ValueError(f"{data}: no images")
+        raise UsageError(f"{data}: no images")
     prep = net.preprocessing
     side = image_size or prep.input_size[-1]
     common = dict(batch_size=batch_size, device=device, mean=tuple(prep.mean), std=tuple(prep.std))

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..train.engine import TrainOptions, Transfer, train
 
 STRATEGIES = ("linear-probe", "full", "gradual")
@@ -78,9 +79,9 @@ def strategy_transfer(strategy: str, model: nn.Module, *, weights: str, head_lr_
                       freeze_bn: bool = False, image_size: Optional[int] = None) -> Transfer:
     """The engine's :class:`Transfer` for a strategy name."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if head_lr_mult <= 0:
-        raise ValueError(f"--head-lr-mult must be positive, got {head_lr_mult}")
+        raise UsageError(f"--head-lr-mult must be positive, got {head_lr_mult}")
     # a local file is recorded by its absolute path, so that --resume works from any directory
     local = Path(str(weights)).expanduser()
     weights = str(local.resolve()) if local.is_file() else str(weights)
@@ -108,7 +109,7 @@ def check_finetune_data(data: str, *, bad_input: str = "skip", cache_dir: Option
     classes = list(source.classes)
     if len(classes) < 2:
         found = f"one class ({classes[0]!r})" if classes else "no class"
-        raise ValueError(f"{data}: found {found}; fine-tuning needs at least two classes, "
+        raise UsageError(f"{data}: found {found}; fine-tuning needs at least two classes, "
                          "one folder of images each")
     targets = np.asarray(source.targets)
     if source.images_tensor() is not None:  # pixels already in memory: counting labels is enough
@@ -125,11 +126,11 @@ def check_finetune_data(data: str, *, bad_input: str = "skip", cache_dir: Option
                 except BadImageError as error:
                     problems.append(f"{error.path} ({error.reason})")
             if label not in usable and problems:
-                raise ValueError(f"{data}: class {classes[label]!r} has no usable image: none of its "
+                raise UsageError(f"{data}: class {classes[label]!r} has no usable image: none of its "
                                  f"{len(problems)} file(s) can be read, e.g. {problems[0]}")
     empty = [classes[label] for label in range(len(classes)) if label not in usable]
     if empty:
-        raise ValueError(f"{data}: class folder(s) {empty} hold no images; remove them or add images")
+        raise UsageError(f"{data}: class folder(s) {empty} hold no images; remove them or add images")
     return classes
 
 

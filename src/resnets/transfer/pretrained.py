@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from torch import nn
 
+from ..errors import UsageError
 from ..models import Preprocessing, create_model
 
 
@@ -27,7 +28,7 @@ def load_pretrained(name: str, weights: str, *, image_size: Optional[int] = None
         model.preprocessing = dataclasses.replace(model.preprocessing, **values)
     if image_size is not None:
         if image_size < 8:
-            raise ValueError(f"image size {image_size} is too small; expected at least 8 pixels")
+            raise UsageError(f"image size {image_size} is too small; expected at least 8 pixels")
         channels = model.preprocessing.input_size[0]
         model.preprocessing = dataclasses.replace(model.preprocessing, input_size=(channels, image_size, image_size))
     return model

@@ -328,7 +328,7 @@ USER_MODELS = '''
 from torch import nn
 
 from resnets import cifar_resnet, register_model
-from resnets.models.registry import CIFAR10_PREPROCESSING
+from resnets.models import CIFAR10_PREPROCESSING
 
 
 @register_model("cifar", "plain", CIFAR10_PREPROCESSING)

@@ -21,7 +21,8 @@ import torchvision
 from torch import nn
 
 import resnets
-from resnets.weights import (CheckpointError, UnsafeCheckpointError, detect_format, download, guess_architecture,
+from resnets.download import DownloadError
+from resnets.weights import (CheckpointError, UnsafeCheckpointError, detect_format, guess_architecture, resolve,
                              load_weights, read_metadata, save_weights)
 
 
@@ -75,7 +76,7 @@ def test_save_and_create_model_round_trip(tmp_path):
 
     # a different head size: the backbone loads, the head starts fresh
     finetune = resnets.create_model("resnet20", weights=str(path), num_classes=3)
-    assert finetune.fc.out_features == 3 and not hasattr(finetune, "classes")
+    assert finetune.fc.out_features == 3 and finetune.classes is None
     assert torch.equal(finetune.layer3[2].conv2.weight, model.layer3[2].conv2.weight)
 
     features = resnets.create_model("resnet20", weights=str(path), features_only=True, out_indices=(1, 2))
@@ -326,24 +327,26 @@ def test_url_download_with_hash_prefix_cache_and_offline(tmp_path, loopback_serv
     shutil.copy(served / "tmp.safetensors", served / "resnet20-deadbeef.safetensors")
     cache = tmp_path / "cache"
 
-    path = download(f"{base}/{good}", cache_dir=cache, progress=False)
-    assert path == cache / good and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    path = resolve(f"{base}/{good}", cache_dir=cache, progress=False)
+    # keyed by the URL: a folder per URL, the file under its own name
+    assert path.name == good and path.parent.parent == cache
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     before = _QuietHandler.requests_seen
-    assert download(f"{base}/{good}", cache_dir=cache, offline=True) == path  # cache only
+    assert resolve(f"{base}/{good}", cache_dir=cache, offline=True) == path  # cache only
     assert _QuietHandler.requests_seen == before
 
-    with pytest.raises(CheckpointError, match="does not match the expected deadbeef"):
-        download(f"{base}/resnet20-deadbeef.safetensors", cache_dir=cache, progress=False)
-    assert sorted(p.name for p in cache.iterdir()) == [good]  # nothing half-written left behind
+    with pytest.raises(DownloadError, match="does not match the expected deadbeef"):
+        resolve(f"{base}/resnet20-deadbeef.safetensors", cache_dir=cache, progress=False)
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == [good]  # nothing half-written left behind
 
-    with pytest.raises(CheckpointError, match="does not match"):
-        download(f"{base}/tmp.safetensors", cache_dir=cache, sha256="0" * 64, progress=False)
-    assert download(f"{base}/tmp.safetensors", cache_dir=cache, sha256=digest, progress=False).is_file()
+    with pytest.raises(DownloadError, match="does not match"):
+        resolve(f"{base}/tmp.safetensors", cache_dir=cache, sha256="0" * 64, progress=False)
+    assert resolve(f"{base}/tmp.safetensors", cache_dir=cache, sha256=digest, progress=False).is_file()
 
-    with pytest.raises(CheckpointError, match="missing.pth: download failed .*404"):
-        download(f"{base}/missing.pth", cache_dir=cache, progress=False)
+    with pytest.raises(DownloadError, match="missing.pth: download failed .*404"):
+        resolve(f"{base}/missing.pth", cache_dir=cache, progress=False)
     with pytest.raises(FileNotFoundError, match="offline mode"):
-        download(f"{base}/other.pth", cache_dir=cache, offline=True)
+        resolve(f"{base}/other.pth", cache_dir=cache, offline=True)
 
 
 def test_create_model_from_url(tmp_path, loopback_server, monkeypatch):
@@ -352,6 +355,6 @@ def test_create_model_from_url(tmp_path, loopback_server, monkeypatch):
     save_weights(model, served / "r20.safetensors", classes=[str(i) for i in range(10)])
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "env_cache"))
     loaded = resnets.create_model("resnet20", weights=f"{base}/r20.safetensors")
-    assert (tmp_path / "env_cache" / "checkpoints" / "r20.safetensors").is_file()
+    assert len(list((tmp_path / "env_cache" / "checkpoints").glob("*/r20.safetensors"))) == 1
     assert _same_outputs(model, loaded, 32) == 0.0
     assert json.loads(json.dumps(loaded.classes)) == [str(i) for i in range(10)]

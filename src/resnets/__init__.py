@@ -1,14 +1,40 @@
-"""resnets: the residual networks of He et al. (2015, 2016), exact and ready to use."""
+"""resnets: the residual networks of He et al. (2015, 2016), exact and ready to use.
 
-from .deploy import InferenceSession
-from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, cifar_resnet, create_model,
-                     freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
-from .weights import CheckpointError, load_weights, read_metadata, save_weights
+The public names are loaded on first use (PEP 562), so that ``import resnets`` and
+``resnets --help`` cost little beyond ``import torch``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError", "FrozenBatchNorm2d", "InferenceSession", "Preprocessing", "ResNet", "ResNetFeatures",
-    "__version__", "cifar_resnet", "create_model", "freeze_batchnorm", "get_model_spec", "import_models",
-    "list_models", "load_weights", "read_metadata", "register_model", "save_weights",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "create_model": "factory",
+    "InferenceSession": "deploy.session",
+    "ResnetsError": "errors",
+    "CheckpointError": "weights.formats",
+    "load_weights": "weights.formats",
+    "read_metadata": "weights.formats",
+    "save_weights": "weights.formats",
+    **{name: "models" for name in (
+        "FrozenBatchNorm2d", "Preprocessing", "ResNet", "ResNetFeatures", "build_model", "cifar_resnet",
+        "freeze_batchnorm", "get_model_spec", "import_models", "list_models", "register_model")},
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .deploy.session import InferenceSession
+    from .errors import ResnetsError
+    from .factory import create_model
+    from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
+                         freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
+    from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights

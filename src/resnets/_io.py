@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target's directory, fsync, rename.
+"""Files: atomic writes (a temporary file in the target's directory, fsync, rename), digests, the cache root.
 
 A reader (or a run resumed after a kill) sees either the old file or the new one, never
 a half-written one.
@@ -53,10 +53,20 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
         tmp.write_text(text)
 
 
-def sha256_file(path: Union[str, os.PathLike]) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: Union[str, os.PathLike], algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    return file_digest(path, "sha256")
+
+
+def cache_root() -> Path:
+    """The package's one cache root: ``$RESNETS_CACHE`` or ``~/.cache/resnets``. Checkpoints live in
+    ``checkpoints/``, dataset archives in ``datasets/``, decoded datasets in ``decoded/``."""
+    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")).expanduser()

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
-from typing import Optional, Sequence
+import time
+import typing
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from . import __version__, deploy, studies
 from .errors import ResnetsError, UsageError
+from .factory import create_model
+from .models import get_model_spec, import_models, list_models
+from .models.summary import format_table, summarize
+from .train import TrainOptions, train
+from .train.evaluate import evaluate_checkpoint
+from .train.options import option_fields
+from .train.plot import plot_runs
+from .transfer import FinetuneOptions, compute_features, finetune
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .models import get_model_spec, list_models
-
     names = list_models(args.filter or None, family=args.family)
     if args.json:
         print(json.dumps([dict(name=n, family=get_model_spec(n).family, kind=get_model_spec(n).kind) for n in names]))
@@ -23,8 +36,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .models.summary import format_table, summarize
-
     kwargs = {}
     for key in ("shortcut", "variant", "num_classes"):
         value = getattr(args, key)
@@ -49,24 +60,57 @@ def _parse_model_args(pairs: Sequence[str]) -> dict:
     return kwargs
 
 
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag (or positional argument) per field of an options dataclass, from its type,
+    default and metadata (``help``, ``choices``, ``flag``, ``positional``, ``group``)."""
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, Any] = {}
+    for f in option_fields(cls):
+        meta = f.metadata
+        if meta.get("positional"):
+            parser.add_argument(f.name, help=meta.get("help"))
+            continue
+        kind = hints[f.name]
+        optional = typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind)
+        if optional:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        default = None if f.default is dataclasses.MISSING else f.default
+        target = parser
+        if meta.get("group"):
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_mutually_exclusive_group()
+            target = groups[meta["group"]]
+        spec: dict[str, Any] = dict(dest=f.name, help=meta.get("help"))
+        if kind is bool:
+            spec.update(action=argparse.BooleanOptionalAction if optional else "store_true", default=default)
+        elif kind is dict:  # KEY=VALUE pairs, repeatable
+            spec.update(action="append", default=[], metavar="KEY=VALUE")
+        else:
+            spec.update(type=kind if kind in (int, float) else str, default=default, choices=meta.get("choices"))
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if (required and "cli_default" not in meta) or meta.get("cli_required"):
+                spec["required"] = True
+        target.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), **spec)
+
+
+def options_from_args(cls: type, args: argparse.Namespace, **given: Any):
+    """The options dataclass ``cls`` from parsed arguments (``given`` wins)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in option_fields(cls):
+        value = getattr(args, f.name)
+        values[f.name] = _parse_model_args(value) if hints[f.name] is dict else value
+    return cls(**{**values, **given})
+
+
+def _run_dir(args: argparse.Namespace, kind: str = "") -> Path:
+    return Path(args.out) if args.out else Path("runs") / f"{args.model}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from .train import TrainOptions, train
-
-    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    options = TrainOptions(
-        model=args.model, out=out, data=args.data, recipe=args.recipe, resume=args.resume, device=args.device,
-        iterations=args.iterations, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        evaluations=args.evaluations, val_size=args.val_size, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, compile_mode=args.compile_mode, pipeline=args.pipeline,
-        deterministic=args.deterministic, micro_batches=args.micro_batches,
-        sync_bn=args.sync_bn, model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers,
-        cache_dir=args.cache_dir, tensorboard=args.tensorboard, keep_snapshots=args.keep_snapshots,
-        progress=args.progress)
-    result = train(options)
-    if result and int(__import__("os").environ.get("RANK", "0")) == 0:
+    out = _run_dir(args)
+    result = train(options_from_args(TrainOptions, args, out=out))
+    if result and int(os.environ.get("RANK", "0")) == 0:
         summary = f"finished {args.model}: run in {out}"
         if "val_top1" in result:
             summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
@@ -76,20 +120,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from .transfer import FinetuneOptions, finetune
-
-    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-finetune-{time.strftime('%Y%m%d-%H%M%S')}"
-    options = FinetuneOptions(
-        model=args.model, weights=args.weights, data=args.data, out=out, strategy=args.strategy,
-        freeze_bn=args.freeze_bn, head_lr_mult=args.head_lr_mult, recipe=args.recipe, iterations=args.iterations,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, evaluations=args.evaluations,
-        val_size=args.val_size, seed=args.seed, image_size=args.image_size, device=args.device, resume=args.resume,
-        model_kwargs=_parse_model_args(args.model_arg), num_workers=args.num_workers, cache_dir=args.cache_dir,
-        progress=args.progress)
-    result = finetune(options)
+    out = _run_dir(args, "-finetune")
+    result = finetune(options_from_args(FinetuneOptions, args, out=out))
     summary = f"finished fine-tuning {args.model} ({args.strategy}): run in {out}"
     if result and "val_top1" in result:
         summary += f", validation accuracy {result['val_top1']:.2f}% on {result['val_n']} images"
@@ -98,8 +130,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from .transfer import compute_features
-
     features = compute_features(args.model, args.data, weights=args.weights, stage=args.stage,
                                 batch_size=args.batch_size, device=args.device, image_size=args.image_size,
                                 num_workers=args.num_workers)
@@ -111,8 +141,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluate import evaluate_checkpoint
-
     result = evaluate_checkpoint(args.model, args.weights, args.data, split=args.split, batch_size=args.batch_size,
                                  mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
                                  device=args.device, confusion_png=args.confusion, per_class=args.per_class,
@@ -137,32 +165,24 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple]:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .train.plot import plot_runs
-
     out = Path(args.out) if args.out else Path(args.runs[0]) / "curves.png"
     print(plot_runs(args.runs, out, title=args.title))
     return 0
 
 
 def _session(args: argparse.Namespace, **kwargs):
-    from .deploy import InferenceSession
-
-    return InferenceSession(args.model, weights=args.weights, backend=args.backend, **kwargs)
+    return deploy.InferenceSession(args.model, weights=args.weights, backend=args.backend, **kwargs)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy import find_images, load_batch
-
-    paths = find_images(args.images)
+    paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
     session = _session(args)
     results = []
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
-        for path, top in zip(chunk, session.predict(load_batch(chunk, session.preprocessing), top_k=args.top_k)):
+        for path, top in zip(chunk, session.predict(deploy.load_batch(chunk, session.preprocessing), top_k=args.top_k)):
             results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
     if args.json:
         print(json.dumps({"arch": session.arch, "backend": session.backend, "results": results}, indent=2))
@@ -175,15 +195,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .deploy import export_model, find_images, load_batch
-    from .models import create_model
-
     model = create_model(args.model, weights=args.weights) if args.weights else create_model(args.model)
     real = None
     if args.check_images:
-        paths = find_images(args.check_images)[:args.check_count]
-        real = load_batch(paths, model.preprocessing) if paths else None
-    report = export_model(model, args.out, args.format, real_inputs=real, tolerance=args.tolerance)
+        paths = deploy.find_images(args.check_images)[:args.check_count]
+        real = deploy.load_batch(paths, model.preprocessing) if paths else None
+    report = deploy.export_model(model, args.out, args.format, real_inputs=real, tolerance=args.tolerance)
     for name, diff in report.max_abs_diff.items():
         print(f"max abs difference vs PyTorch, {name}: {diff:.3g}")
     print(f"wrote {report.path} ({args.format}, dynamic batch), within {report.tolerance:g}")
@@ -191,7 +208,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .deploy.server import ServerConfig, serve
+    from .deploy.server import ServerConfig, serve  # deferred: fastapi and uvicorn are the optional 'serve' extra
 
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
@@ -200,11 +217,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import studies
-    from .models import import_models
-
     for source in args.imports or []:
         import_models(source)
     out = Path(args.out)
@@ -240,8 +252,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="resnets", description="Residual networks of He et al. (2015, 2016).")
     parser.add_argument("--version", action="version", version=f"resnets {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -263,68 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train a model with a recipe; resumable, one or many processes (torchrun)")
-    p.add_argument("model")
-    p.add_argument("--data", help="data source (default: a small CIFAR-10 sample shipped with the package)")
-    p.add_argument("--recipe", help="shipped recipe name (paper-cifar, paper-imagenet, modern) or a TOML file")
-    p.add_argument("--out", help="run directory (default: runs/MODEL-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=int, help="run length in iterations (the schedule is scaled)")
-    length.add_argument("--epochs", type=float, help="run length in epochs (the schedule is scaled)")
-    p.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--evaluations", type=int, help="evaluations (and checkpoints) over the run")
-    p.add_argument("--val-size", type=int, help="images carved out of train for validation")
-    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="off")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs")
-    p.add_argument("--pipeline", choices=["auto", "small", "large"], default="auto",
-                   help="data pipeline: on-device tensors (small images) or DataLoader workers (large)")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise resume)")
-    p.add_argument("--micro-batches", type=int, help="split each batch into N parts with averaged gradients")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)")
-    p.add_argument("--num-workers", type=int, help="data loader workers (large images)")
-    p.add_argument("--cache-dir", help="cache for decoded datasets (default ~/.cache/resnets)")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
-    p.add_argument("--keep-snapshots", action="store_true",
-                   help="keep the weights of every evaluation (and of step 0) in RUN_DIR/snapshots/")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: on a terminal, outside CI)")
+    add_options(p, TrainOptions)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune pretrained weights on a labelled image set (new classifier)")
-    p.add_argument("model")
-    p.add_argument("--weights", required=True, help="pretrained checkpoint, any supported format (path or URL)")
-    p.add_argument("--data", required=True, help="data source; its class folders become the new classes")
-    p.add_argument("--out", help="run directory (default: runs/MODEL-finetune-TIMESTAMP)")
-    p.add_argument("--strategy", choices=["linear-probe", "full", "gradual"], default="full",
-                   help="linear-probe: frozen backbone, cached features; full: every layer, backbone at --lr; "
-                        "gradual: unfreeze stage by stage from the last (default: full)")
-    p.add_argument("--freeze-bn", action="store_true",
-                   help="keep the pretrained BatchNorm statistics and affine parameters (small batches)")
-    p.add_argument("--head-lr-mult", type=float, default=10.0, help="classifier lr = lr x this (default 10)")
-    p.add_argument("--recipe", help="recipe name or TOML file (default: finetune)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=int)
-    length.add_argument("--epochs", type=float, help="run length in epochs (default 30)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="backbone learning rate (default 0.01)")
-    p.add_argument("--evaluations", type=int)
-    p.add_argument("--val-size", type=int, help="images held out for validation (default: 20%%)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--image-size", type=int, help="input side (default: the weights' own preprocessing)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--cache-dir")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_options(p, FinetuneOptions)
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")

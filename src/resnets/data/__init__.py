@@ -36,11 +36,12 @@ import torch
 
 from ..errors import UsageError
 from .cache import DecodedImages, decode_to_tensor, probe_size
-from .download import CIFAR_ARCHIVES, DownloadError, cifar_archive, download, file_md5
+from ..download import DownloadError
+from .download import CIFAR_ARCHIVES, cifar_archive
 from .large import ImageLoader, ImageLoaderConfig, ResumableSampler, build_transform
 from .small import DeviceLoader, DeviceLoaderConfig
 from .sources import (SYNTHETIC_SYNTAX, BadImageError, BadInputWarning, FileTreeSource, ImageSource, SyntheticSource,
-                      TensorSource, check_policy, decode_bytes, default_cache_dir, load_cifar, load_folder, load_zip,
+                      TensorSource, check_policy, decode_bytes, load_cifar, load_folder, load_zip,
                       resolve_source, sample_path)
 from .splits import Split, SplitMismatchError, make_split
 
@@ -75,7 +76,7 @@ class DataConfig:
     rank: int = 0
     world_size: int = 1
     bad_input: str = "skip"  # "skip": skip, count and warn naming the file; "error": refuse
-    cache_dir: Optional[Union[str, Path]] = None  # default $RESNETS_CACHE or ~/.cache/resnets
+    cache_dir: Optional[Union[str, Path]] = None  # default: resnets._io.cache_root()
     use_cache: bool = True
     download: bool = False  # fetch cifar10 / cifar100 when missing from the cache
     small_max_side: int = 64
@@ -287,6 +288,6 @@ __all__ = [
     "DeviceLoaderConfig", "DownloadError", "FileTreeSource", "ImageLoader", "ImageLoaderConfig", "ImageSource",
     "ResumableSampler", "SYNTHETIC_SYNTAX", "Split", "SplitMismatchError", "SyntheticSource", "TensorSource",
     "build_loaders", "build_transform", "check_same_classes", "cifar_archive", "decode_bytes", "decode_to_tensor",
-    "default_cache_dir", "download", "file_md5", "load_cifar", "load_folder", "load_zip", "make_split",
+    "load_cifar", "load_folder", "load_zip", "make_split",
     "resolve_source", "sample_path",
 ]

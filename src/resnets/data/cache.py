@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .._io import atomic_path
-from .sources import BadImageError, ImageSource, check_policy, default_cache_dir, report_skipped
+from .._io import atomic_path, cache_root
+from .sources import BadImageError, ImageSource, check_policy, report_skipped
 
 _CACHE_VERSION = 1
 
@@ -76,7 +76,7 @@ def decode_to_tensor(source: ImageSource, *, image_size: Optional[tuple[int, int
     if held is not None:  # CIFAR pickles and synthetic data are already pixels: nothing to decode or cache
         return DecodedImages(held, np.arange(len(source), dtype=np.int64))
     size = tuple(image_size) if image_size is not None else probe_size(source, bad_input)
-    path = Path(cache_dir or default_cache_dir()) / "decoded" / f"{cache_key(source, size)}.pt"
+    path = Path(cache_dir or cache_root()) / "decoded" / f"{cache_key(source, size)}.pt"
     if use_cache and path.is_file():
         try:
             record = torch.load(path, weights_only=True)

@@ -31,7 +31,8 @@ from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from ..errors import UsageError, MissingFileError
+from ..errors import MissingFileError, UsageError
+from .download import cifar_archive
 
 BadInputPolicy = Literal["skip", "error"]
 BAD_INPUT_POLICIES = ("skip", "error")
@@ -52,11 +53,6 @@ class BadImageError(UsageError):
 
 class BadInputWarning(UserWarning):
     """Files that were skipped (named in the message) or an empty class folder."""
-
-
-def default_cache_dir() -> Path:
-    """``$RESNETS_CACHE`` or ``~/.cache/resnets``."""
-    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")).expanduser()
 
 
 def check_policy(bad_input: str) -> str:
@@ -479,8 +475,6 @@ def resolve_source(spec: Union[str, Path, ImageSource], split: str = "train", *,
     if text.startswith("sample:"):
         return load_zip(sample_path(text.split(":", 1)[1]), split, bad_input)
     if text in _CIFAR:
-        from .download import cifar_archive
-
         return load_cifar(cifar_archive(text, cache_dir=cache_dir, download=download), split)
     path = Path(text).expanduser()
     if not path.exists():

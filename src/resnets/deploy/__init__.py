@@ -1,14 +1,29 @@
 """Deployment: BN folding, export (ONNX, TorchScript), inference sessions, class names,
-image decoding for prediction, and the HTTP server (``resnets.deploy.server``)."""
+image decoding for prediction, and the HTTP server (``resnets.deploy.server``).
 
-from .classes import class_names, resolve_class_names
-from .export import ExportReport, export_model, export_onnx, export_torchscript
-from .fold import fold_batchnorm, fuse_conv_bn
-from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
-from .session import InferenceSession, Prediction, SessionConfig
+Names are loaded on first use: image decoding pulls in torchvision, export pulls in ONNX.
+"""
 
-__all__ = [
-    "ExportReport", "ImageDecodeError", "InferenceSession", "Prediction", "SessionConfig", "class_names",
-    "decode_image", "export_model", "export_onnx", "export_torchscript", "find_images", "fold_batchnorm",
-    "fuse_conv_bn", "load_batch", "preprocess", "resolve_class_names",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "class_names": "classes", "resolve_class_names": "classes",
+    "ExportReport": "export", "export_model": "export", "export_onnx": "export", "export_torchscript": "export",
+    "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
+    "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
+    "preprocess": "images",
+    "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
+
+if TYPE_CHECKING:
+    from .classes import class_names, resolve_class_names
+    from .export import ExportReport, export_model, export_onnx, export_torchscript
+    from .fold import fold_batchnorm, fuse_conv_bn
+    from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
+    from .session import InferenceSession, Prediction, SessionConfig

@@ -59,7 +59,7 @@ class InferenceSession:
     def __init__(self, model: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None, *,
                  backend: str = "auto", device: Union[str, torch.device, None] = "cpu", calibration: Optional[torch.Tensor] = None,
                  config: Optional[SessionConfig] = None, **model_kwargs):
-        from ..models import create_model
+        from ..factory import create_model
 
         self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
         if self.config.backend not in BACKENDS:
@@ -75,7 +75,7 @@ class InferenceSession:
 
             load_weights(model, weights)
         self.model = model.eval()
-        self.arch = getattr(model, "arch", type(model).__name__)
+        self.arch = getattr(model, "arch", None) or type(model).__name__
         self.preprocessing = model.preprocessing
         self.num_classes = int(getattr(model, "num_classes", 0))
         self.classes = resolve_class_names(self.num_classes, getattr(model, "classes", None))

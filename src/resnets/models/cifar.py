@@ -6,7 +6,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UsageError
-from .registry import CIFAR10_PREPROCESSING, register_model
+from .preprocessing import CIFAR10_PREPROCESSING
+from .registry import register_model
 from .resnet import ResNet, ResNetFeatures
 
 CIFAR_WIDTHS = (16, 32, 64)

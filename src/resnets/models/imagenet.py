@@ -6,7 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
-from .registry import IMAGENET_PREPROCESSING, register_model
+from .preprocessing import IMAGENET_PREPROCESSING
+from .registry import register_model
 from .resnet import ResNet, ResNetFeatures
 
 IMAGENET_WIDTHS = (64, 128, 256, 512)

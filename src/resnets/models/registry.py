@@ -1,39 +1,26 @@
-"""The model registry: names, builders and each model's default preprocessing."""
+"""The model registry: names, builders and each model's default preprocessing.
+
+A leaf of the package: it builds networks and knows nothing of checkpoints; ``resnets.factory``
+joins it with the weights.
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
+import importlib
+import importlib.util
 import re
-from dataclasses import asdict, dataclass, replace
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 from torch import nn
-from ..errors import UsageError, MissingFileError
 
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the model's input: resize the shorter side to
-    ``input_size / crop_pct``, center-crop ``input_size``, scale to [0, 1], normalise."""
-
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def resize_size(self) -> int:
-        return int(round(self.input_size[-1] / self.crop_pct))
-
-
-IMAGENET_PREPROCESSING = Preprocessing((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CIFAR10_PREPROCESSING = Preprocessing((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                                      crop_pct=1.0)
+from ..errors import MissingFileError, UsageError
+from .preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -67,12 +54,6 @@ def import_models(source: str) -> list[str]:
     """Import a module that registers models of its own (``@register_model``): a dotted module
     name importable from ``sys.path``, or the path of a ``.py`` file. Returns the names it added,
     so that the studies and the engine can be run on a researcher's own architectures."""
-    import hashlib
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     before = set(_MODELS)
     path = Path(source)
     if source.endswith(".py"):
@@ -130,22 +111,15 @@ def get_model_spec(name: str) -> ModelSpec:
         raise UsageError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, *, weights: Optional[str] = None, features_only: bool = False,
-                 out_indices: Optional[Sequence[int]] = None, **kwargs) -> nn.Module:
-    """Build a registered model by name.
+def build_model(name: str, *, features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
+                **kwargs) -> nn.Module:
+    """Build a registered model by name, with freshly initialised weights.
 
     Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
     ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
     returns a network giving the feature maps of ``out_indices`` (0: stem, k: stage k).
-    ``weights`` (a path or URL of any supported checkpoint format) loads weights, taking
-    the architecture options and classifier size from the file unless given here.
+    Loading weights is ``resnets.create_model(name, weights=...)``.
     """
-    if weights is not None:
-        # checkpoint formats live in resnets.weights, which calls back here without weights
-        from ..weights import create_model_with_weights
-
-        return create_model_with_weights(name, weights, features_only=features_only, out_indices=out_indices,
-                                         **kwargs)
     spec = get_model_spec(name)
     if out_indices is not None and not features_only:
         raise UsageError("out_indices is only used with features_only=True")

@@ -8,7 +8,7 @@ The ImageNet stem is a 7x7/2 convolution and a 3x3/2 max pool followed by four s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from ..errors import UsageError
 from .blocks import (SHORTCUT_OPTIONS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck,
                      make_shortcut)
 from .layers import NormLayer, get_norm_layer
+from .preprocessing import Preprocessing
 
 BLOCKS = {
     "basic": BasicBlock,
@@ -76,6 +77,14 @@ class ResNet(nn.Module):
         if len(replace_stride_with_dilation) != len(layers) - 1:
             raise UsageError(f"replace_stride_with_dilation needs {len(layers) - 1} entries, "
                              f"got {len(replace_stride_with_dilation)}")
+
+        # what the network is and was trained for: set by the registry (arch, options, default
+        # preprocessing) and by loaded weights (classes, their preprocessing); saved in our checkpoints
+        self.arch: Optional[str] = None
+        self.arch_kwargs: dict = {}
+        self.preprocessing: Optional[Preprocessing] = None
+        self.classes: Optional[list[str]] = None
+        self.checkpoint_info: Any = None  # resnets.weights.CheckpointInfo of the file the weights came from
 
         norm = get_norm_layer(norm_layer)
         self.preact = block_cls in (PreActBasicBlock, PreActBottleneck)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import create_model, get_model_spec
+from .registry import build_model, get_model_spec
 from .resnet import ResNet
 
 
@@ -52,7 +52,7 @@ def summarize(name: str, input_size: Optional[int] = None, **kwargs) -> dict:
     parameters and multiply-adds at ``input_size`` (default: the model's own)."""
     spec = get_model_spec(name)
     with torch.device("meta"):
-        model = create_model(name, **kwargs)
+        model = build_model(name, **kwargs)
     if not isinstance(model, ResNet):
         raise TypeError(f"{name} is not a ResNet")
     size = input_size or model.preprocessing.input_size[-1]
@@ -80,12 +80,12 @@ def summarize(name: str, input_size: Optional[int] = None, **kwargs) -> dict:
         name=name, family=spec.family, kind=spec.kind, description=spec.description,
         input_size=[in_chans, size, size], params=count_parameters(model), macs=macs,
         shortcut=model.shortcut, variant=model.variant, preact=model.preact,
-        depth=_depth(model), num_classes=model.num_classes, global_pool=model.global_pool_type, stages=stages,
+        depth=network_depth(model), num_classes=model.num_classes, global_pool=model.global_pool_type, stages=stages,
         preprocessing=model.preprocessing.to_dict(),
     )
 
 
-def _depth(model: ResNet) -> int:
+def network_depth(model: ResNet) -> int:
     """Weighted layers as the papers count them: convolutions on the main path plus the classifier."""
     convs = 1 + sum(len(_branch_convs(block)) for n in model.stage_names for block in getattr(model, n))
     return convs + (1 if isinstance(model.fc, nn.Linear) else 0)

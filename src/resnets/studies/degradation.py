@@ -110,7 +110,8 @@ def check_models(models: Sequence[str]) -> list[str]:
         raise UsageError(f"--models: a model is listed twice in {models}")
     import torch
 
-    from ..models import ResNet, create_model
+    from ..factory import create_model
+    from ..models import ResNet
 
     for model in models:
         with torch.device("meta"):  # the structure only, no memory
@@ -206,11 +207,11 @@ def stalled(run: dict, margin: float = 2.0) -> bool:
 def _depth_of(model: str) -> int:
     import torch
 
-    from ..models import create_model
-    from ..models.summary import _depth
+    from ..factory import create_model
+    from ..models.summary import network_depth
 
     with torch.device("meta"):
-        return _depth(create_model(model))
+        return network_depth(create_model(model))
 
 
 def _compare(first: dict, second: dict, first_name: str, second_name: str) -> Optional[dict]:

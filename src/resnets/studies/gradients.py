@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..models import create_model, get_model_spec, list_models
-from ..models.summary import _depth
+from ..factory import create_model
+from ..models import get_model_spec, list_models
+from ..models.summary import network_depth
 from ._common import block_layers, blocks, image_batches, weighted_layers
 from .report import (
     markdown_table,
@@ -119,7 +120,7 @@ def _entry(name: str, model: torch.nn.Module, batches, when: str) -> dict:
     result = measure(model, batches)
     grads = result["activation_grad_norm"]
     weights = result["weight_grad_norm"]
-    return dict(model=name, kind=get_model_spec(name).kind, depth=_depth(model), when=when, **result,
+    return dict(model=name, kind=get_model_spec(name).kind, depth=network_depth(model), when=when, **result,
                 # how the signal changes from the top of the network to the bottom
                 input_over_last_block=grads[0] / grads[-1], first_conv_over_classifier=weights[0] / weights[-1])
 

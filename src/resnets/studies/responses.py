@@ -17,8 +17,9 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import UsageError
-from ..models import create_model, get_model_spec
-from ..models.summary import _depth
+from ..factory import create_model
+from ..models import get_model_spec
+from ..models.summary import network_depth
 from ._common import blocks
 from .report import (
     fmt,
@@ -122,7 +123,7 @@ def run_responses(config: ResponseConfig) -> dict:
         from ..train import read_metrics
 
         rows = read_metrics(run_dir)
-        entries.append(dict(model=name, kind=get_model_spec(name).kind, depth=_depth(model),
+        entries.append(dict(model=name, kind=get_model_spec(name).kind, depth=network_depth(model),
                             trained_steps=rows[-1]["step"] if rows else 0, images=count,
                             layer=list(range(1, len(stds) + 1)), std=stds, std_sorted=sorted(stds, reverse=True)))
     result = dict(study="responses", runs_from=str(config.runs_from), models=entries)

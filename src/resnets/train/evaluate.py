@@ -82,7 +82,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     one of our checkpoints (or the default seeded split for other files).
     """
     from ..data.evaluation import build_eval_loader
-    from ..models import create_model
+    from ..factory import create_model
     model = create_model(model_name, weights=weights)
     # the file's metadata (empty for foreign formats), already read by the loader; its
     # recorded preprocessing is already on the model

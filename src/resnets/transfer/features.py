@@ -200,7 +200,7 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     if isinstance(model, str):
         net = load_pretrained(model, weights, image_size=image_size) if weights else None
         if net is None:
-            from ..models import create_model
+            from ..factory import create_model
 
             net = create_model(model)
     else:
@@ -232,4 +232,4 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
         # the large pipeline drops undecodable images from their batches, in order
         rows = np.asarray([i for i in rows if source.image_id(int(i)) not in loader.skipped], dtype=np.int64)
     files = [source.image_id(int(i)) for i in rows]
-    return Features(features, labels, files, list(source.classes), getattr(net, "arch", type(net).__name__), stage)
+    return Features(features, labels, files, list(source.classes), getattr(net, "arch", None) or type(net).__name__, stage)

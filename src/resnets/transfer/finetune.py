@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained network on a small labelled set of one's own images.
 
 ``finetune(FinetuneOptions(...))`` checks the data, turns a strategy into a
-:class:`resnets.train.engine.Transfer` (which parameters train, from when, at what learning
+:class:`resnets.transfer.Transfer` hook (which parameters train, from when, at what learning
 rate) and hands the run to the training engine, which does everything else: resume,
 progress, metrics, plots, checkpoints carrying the new class names.
 
@@ -17,50 +17,54 @@ Strategies:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..train.engine import TrainOptions, Transfer, train
+from ..data import resolve_source
+from ..data.sources import BadImageError
+from ..factory import create_model
+from ..train.engine import train
+from ..train.options import TrainOptions, option, required
+from .hook import Transfer
 
 STRATEGIES = ("linear-probe", "full", "gradual")
 DEFAULT_RECIPE = "finetune"
 DEFAULT_HEAD_LR_MULT = 10.0
 
 
-@dataclass
-class FinetuneOptions:
-    """What ``resnets finetune`` takes. Length, batch size, lr, evaluations and the validation
-    split default to the ``finetune`` recipe (30 epochs, batch 64, lr 0.01, 20 % held out)."""
+@dataclass(kw_only=True)
+class FinetuneOptions(TrainOptions):
+    """What ``resnets finetune`` takes: every training option, and how to start from pretrained
+    weights. Length, batch size, lr, evaluations and the validation split default to the
+    ``finetune`` recipe (30 epochs, batch 64, lr 0.01 for the backbone, 20 % held out)."""
 
-    model: str
-    weights: str  # pretrained checkpoint, any supported format
-    data: str  # any --data source; its classes become the new head's
-    out: Path
-    strategy: str = "full"
-    freeze_bn: bool = False
-    head_lr_mult: float = DEFAULT_HEAD_LR_MULT
-    recipe: Optional[str] = None
-    iterations: Optional[int] = None
-    epochs: Optional[float] = None
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None  # the backbone's; the classifier's is lr x head_lr_mult
-    evaluations: Optional[int] = None
-    val_size: Optional[int] = None
-    seed: Optional[int] = None
-    image_size: Optional[int] = None  # input side (default: the weights' own preprocessing)
-    device: str = "cpu"
-    resume: bool = False
-    model_kwargs: dict = field(default_factory=dict)
-    num_workers: Optional[int] = None
-    cache_dir: Optional[str] = None
-    progress: Optional[bool] = None
-    log: Any = None
-    on_step: Optional[Callable[[int, nn.Module], None]] = None
+    data: Optional[str] = option(help="data source; its class folders become the new classes", cli_required=True)
+    recipe: Optional[str] = option(help="recipe name or TOML file (default: finetune)")
+    lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
+    weights: str = required(help="pretrained checkpoint, any supported format (path or URL)")
+    strategy: str = option("full", choices=STRATEGIES,
+                           help="linear-probe: frozen backbone, cached features; full: every layer, backbone at "
+                                "--lr; gradual: unfreeze stage by stage from the last (default: full)")
+    freeze_bn: bool = option(False, help="keep the pretrained BatchNorm statistics and affine parameters "
+                                         "(small batches)")
+    head_lr_mult: float = option(DEFAULT_HEAD_LR_MULT, help="classifier lr = lr x this (default 10)")
+    image_size: Optional[int] = option(help="input side (default: the weights' own preprocessing)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not self.head_lr_mult > 0:
+            raise UsageError(f"--head-lr-mult must be positive, got {self.head_lr_mult}")
+        if self.image_size is not None and self.image_size < 8:
+            raise UsageError(f"image size {self.image_size} is too small; expected at least 8 pixels")
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:
@@ -80,8 +84,6 @@ def strategy_transfer(strategy: str, model: nn.Module, *, weights: str, head_lr_
     """The engine's :class:`Transfer` for a strategy name."""
     if strategy not in STRATEGIES:
         raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if head_lr_mult <= 0:
-        raise UsageError(f"--head-lr-mult must be positive, got {head_lr_mult}")
     # a local file is recorded by its absolute path, so that --resume works from any directory
     local = Path(str(weights)).expanduser()
     weights = str(local.resolve()) if local.is_file() else str(weights)
@@ -100,11 +102,6 @@ def strategy_transfer(strategy: str, model: nn.Module, *, weights: str, head_lr_
 def check_finetune_data(data: str, *, bad_input: str = "skip", cache_dir: Optional[str] = None) -> list[str]:
     """The classes of ``data``, refusing a set a new head cannot be trained on: fewer than two
     classes, or a class with no usable image (an empty folder, or only unreadable files)."""
-    import numpy as np
-
-    from ..data import resolve_source
-    from ..data.sources import BadImageError
-
     source = resolve_source(data, "train", bad_input=bad_input, cache_dir=cache_dir)
     classes = list(source.classes)
     if len(classes) < 2:
@@ -138,8 +135,8 @@ def finetune(options: FinetuneOptions) -> dict:
     """Fine-tune ``options.model`` from ``options.weights`` on ``options.data``; returns the
     last evaluation's metrics (``val_top1``, ...). The run directory is a training run
     (``resnets plot``, ``resnets eval`` and ``resnets predict`` read it as they read any)."""
-    from ..models import create_model
-
+    if options.data is None:
+        raise UsageError("fine-tuning needs --data: a labelled image set whose classes become the new head's")
     check_finetune_data(options.data, cache_dir=options.cache_dir)
     with torch.device("meta"):  # the stage names only; nothing is allocated
         skeleton = create_model(options.model, **options.model_kwargs)
@@ -147,10 +144,4 @@ def finetune(options: FinetuneOptions) -> dict:
     transfer = strategy_transfer(options.strategy, skeleton, weights=options.weights,
                                  head_lr_mult=options.head_lr_mult, freeze_bn=options.freeze_bn,
                                  image_size=options.image_size)
-    return train(TrainOptions(
-        model=options.model, out=Path(options.out), data=options.data, recipe=options.recipe or DEFAULT_RECIPE,
-        resume=options.resume, device=options.device, iterations=options.iterations, epochs=options.epochs,
-        batch_size=options.batch_size, lr=options.lr, seed=options.seed, evaluations=options.evaluations,
-        val_size=options.val_size, model_kwargs=options.model_kwargs, num_workers=options.num_workers,
-        cache_dir=options.cache_dir, progress=options.progress, log=options.log, transfer=transfer,
-        on_step=options.on_step))
+    return train(dataclasses.replace(options, recipe=options.recipe or DEFAULT_RECIPE, hook=transfer))

@@ -8,7 +8,8 @@ from typing import Any, Optional
 from torch import nn
 
 from ..errors import UsageError
-from ..models import Preprocessing, create_model
+from ..factory import create_model
+from ..models import Preprocessing
 
 
 def load_pretrained(name: str, weights: str, *, image_size: Optional[int] = None, **model_kwargs: Any) -> nn.Module:

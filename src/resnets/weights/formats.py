@@ -19,16 +19,10 @@ pytorch_resnet_cifar10 are undone.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
 import struct
-import sys
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -36,8 +30,10 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .errors import UsageError, MissingFileError
-from ._io import atomic_path, fsync_dir, sha256_file
+from .._io import atomic_path, cache_root, sha256_file
+from ..download import cache_entry, fetch
+from ..errors import MissingFileError, UsageError
+from ..models import Preprocessing, build_model, get_model_spec, list_models
 
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
@@ -50,7 +46,6 @@ _RESERVED_METADATA = ("format", "format_version", "arch", "arch_kwargs", "prepro
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
 # prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
 _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 
 
 class CheckpointError(UsageError):
@@ -179,17 +174,27 @@ def _to_our_layout(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[dic
     return state_dict, layout
 
 
+def checkpoint_cache_dir() -> Path:
+    """Where downloaded checkpoints are cached: ``checkpoints/`` under the package's cache root."""
+    return cache_root() / "checkpoints"
+
+
 def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None,
             offline: Optional[bool] = None, progress: bool = True) -> Path:
-    """A local path for ``path_or_url``: URLs are downloaded into the cache first."""
+    """A local path for ``path_or_url``: URLs are downloaded into the cache first (once, verified)."""
     text = os.fspath(path_or_url)
     if re.match(r"^https?://", text):
-        return download(text, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress)
+        directory = Path(cache_dir).expanduser() if cache_dir is not None else checkpoint_cache_dir()
+        return fetch(text, cache_entry(text, directory), sha256=sha256, offline=offline, progress=progress)
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give the checkpoint file inside it")
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
     if sha256 is not None:
-        _check_hash(path, sha256_file(path), sha256, text)
+        actual = sha256_file(path)
+        if not actual.startswith(sha256.lower()):
+            raise CheckpointError(f"{text}: sha256 {actual} does not match the expected {sha256}")
     return path
 
 
@@ -242,8 +247,6 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     """The registered models whose parameter names and shapes a state dict matches exactly
     (built on the meta device, so nothing is allocated), residual nets first. Several can
     match: option-A shortcuts have no parameters, so resnet20 and plain20 look alike."""
-    from .models import create_model, get_model_spec, list_models
-
     shapes = _shapes(state_dict)
     conv1 = shapes.get("conv1.weight")
     if conv1 is None or len(conv1) != 4:
@@ -256,7 +259,7 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
         if key not in _SIGNATURES:
             try:
                 with torch.device("meta"):
-                    model = create_model(name, num_classes=num_classes, in_chans=conv1[1])
+                    model = build_model(name, num_classes=num_classes, in_chans=conv1[1])
                 _SIGNATURES[key] = _shapes(model.state_dict())
             except (ValueError, TypeError):
                 continue
@@ -309,7 +312,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     wrong_shape = sorted(f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
                          for k, v in given.items() if k in target and tuple(v.shape) != tuple(target[k].shape))
     if wrong_shape or (strict and (missing or unexpected)):
-        arch = getattr(model, "arch", type(model).__name__)
+        arch = getattr(model, "arch", None) or type(model).__name__
         lines = [f"{source} does not fit {arch} ({info.layout} layout, {info.format}):"]
         if missing:
             lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
@@ -338,62 +341,19 @@ def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = Tru
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
     if info.classes is not None and not any(k.startswith("fc.") for k in info.skipped_keys):
         model.classes = list(info.classes)
-    _apply_preprocessing(model, info)
+    apply_preprocessing(model, info)
     return info
 
 
-def _apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
-    # the preprocessing a model was trained with travels with its weights and wins over the default
-    from .models import Preprocessing
-
+def apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
+    """The preprocessing a model was trained with travels with its weights and wins over the default."""
     stored = info.metadata.get("preprocessing") if info.layout == "resnets" else None
     if not stored:
         return
     try:
-        model.preprocessing = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    except TypeError as error:
+        model.preprocessing = Preprocessing.from_dict(stored)
+    except (TypeError, AttributeError) as error:
         raise CheckpointError(f"{info.path}: metadata 'preprocessing' is not valid: {error}") from None
-
-
-def create_model_with_weights(name: str, weights: PathOrUrl, *, features_only: bool = False,
-                              out_indices: Optional[Sequence[int]] = None, sha256: Optional[str] = None,
-                              strict: bool = True, **kwargs) -> nn.Module:
-    """``create_model(name, weights=...)``: build the model the checkpoint describes and load it.
-
-    Our own files supply the architecture options; the classifier size comes from the file
-    unless ``num_classes`` is given, in which case a different-sized head starts fresh
-    (fine-tuning) while the rest is loaded.
-    """
-    from .models import create_model
-
-    state_dict, info = load_checkpoint(weights, sha256=sha256)
-    options: dict = {}
-    if info.layout == "resnets":
-        arch = info.metadata.get("arch")
-        if arch and arch != name:
-            raise CheckpointError(f"{info.path} holds {arch} weights, not {name}; "
-                                  f"use create_model({arch!r}, weights=...)")
-        options.update(info.metadata.get("arch_kwargs") or {})
-    file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
-    options["num_classes"] = file_classes
-    options.update(kwargs)
-    exclude: tuple[str, ...] = ()
-    if features_only:
-        options.pop("num_classes", None)
-        model = create_model(name, features_only=True, out_indices=out_indices, **options)
-        # a feature extractor keeps the stages up to its last index; the rest of the file is unused
-        present = {k.split(".")[0] for k in model.state_dict()}
-        exclude = tuple(sorted({k.split(".")[0] + "." for k in state_dict} - {p + "." for p in present}))
-    else:
-        model = create_model(name, **options)
-        if options["num_classes"] != file_classes:
-            exclude = ("fc.",)
-    load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
-    if info.classes is not None and not exclude:
-        model.classes = list(info.classes)
-    _apply_preprocessing(model, info)
-    model.checkpoint_info = info
-    return model
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -453,99 +413,9 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
         save_file(tensors, str(tmp), metadata=encoded)
 
 
-# -- downloads --------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``checkpoints`` under the package's cache root (``$RESNETS_CACHE`` or ``~/.cache/resnets``,
-    shared with the data layer's caches)."""
-    root = Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")).expanduser()
-    return root / "checkpoints"
-
-
-def _offline_from_env() -> bool:
-    return os.environ.get("RESNETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _expected_hash(url: str, sha256: Optional[str]) -> Optional[str]:
-    if sha256:
-        sha256 = sha256.lower()
-        if not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
-            raise UsageError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
-        return sha256
-    match = _HASH_IN_NAME.search(Path(urllib.parse.urlparse(url).path).name)
-    return match.group(1) if match else None
-
-
-def _check_hash(path: Path, actual: str, expected: Optional[str], source: str) -> None:
-    if expected and not actual.startswith(expected):
-        raise CheckpointError(f"{source}: sha256 {actual} does not match the expected {expected}"
-                              f"{'...' if len(expected) < 64 else ''} ({path})")
-
-
-def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[PathOrUrl] = None,
-             offline: Optional[bool] = None, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``url`` into the cache (once) and return the cached path.
-
-    The sha256 is checked against ``sha256`` (full or a prefix) or, failing that, the hash
-    prefix in the file name (``name-<8+ hex>.ext``, as torchvision's URLs carry). The file
-    appears under its final name only when complete and verified. ``offline=True`` (or
-    ``RESNETS_OFFLINE=1``) never touches the network and uses the cache only.
-    """
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    offline = _offline_from_env() if offline is None else offline
-    name = Path(urllib.parse.urlparse(url).path).name
-    if not name:
-        raise UsageError(f"cannot derive a file name from the URL {url!r}")
-    expected = _expected_hash(url, sha256)
-    target = cache / name
-    if target.is_file():
-        _check_hash(target, sha256_file(target), expected, url)
-        return target
-    if offline:
-        raise MissingFileError(f"offline mode: {url} is not in the cache ({target})")
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            bar = _progress_bar(total, name, enabled=progress)
-            try:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            finally:
-                bar.close()
-            out.flush()
-            os.fsync(out.fileno())
-            if total is not None and out.tell() != total:
-                raise CheckpointError(f"{url}: download incomplete ({out.tell()} of {total} bytes)")
-        _check_hash(Path(tmp), digest.hexdigest(), expected, url)
-        os.replace(tmp, target)
-    except urllib.error.URLError as error:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise CheckpointError(f"{url}: download failed ({error})") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(cache)
-    return target
-
-
-def _progress_bar(total: Optional[int], name: str, *, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
-                disable=not enabled, leave=False)
-
-
 __all__ = [
-    "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "create_model_with_weights", "default_cache_dir",
-    "describe_state_dict", "detect_format", "download", "guess_architecture", "load_checkpoint", "load_state_dict",
-    "load_weights", "read_metadata", "resolve", "save_weights",
+    "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "apply_preprocessing", "checkpoint_cache_dir",
+    "describe_state_dict", "detect_format", "guess_architecture", "load_checkpoint", "load_state_dict", "load_weights",
+    "read_metadata", "resolve", "save_weights",
 ]
 

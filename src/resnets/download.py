@@ -1,0 +1,135 @@
+"""The one downloader: URLs to verified files in the cache, never half-written.
+
+A file is fetched into a temporary file beside its cache entry and moved into place only
+after a complete read (the length the server announced, when it announced one) and a
+matching hash (sha256 or md5, when known); the whole transfer is bounded in time and in
+size. Cache entries are keyed by the URL, so two URLs ending in one file name never share
+an entry. ``offline=True`` (or ``RESNETS_OFFLINE=1``) never touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Optional, Union
+
+from ._io import atomic_path, file_digest
+from .errors import MissingFileError, ResnetsError, UsageError
+
+# torchvision's and timm's URLs end in NAME-<8+ hex digits of the sha256>.EXT
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
+DEFAULT_TIMEOUT_S = 600.0  # the whole transfer, not one read
+DEFAULT_MAX_BYTES = 4 << 30  # no checkpoint or archive we read is near 4 GiB
+
+
+class DownloadError(ResnetsError, RuntimeError):
+    """A download that failed, was cut short, was too large or too slow, or did not match its hash."""
+
+
+def offline_from_env() -> bool:
+    return os.environ.get("RESNETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def expected_sha256(url: str, sha256: Optional[str] = None) -> Optional[str]:
+    """``sha256`` (full or a prefix of 8+ hex digits), else the hash prefix in the URL's file name."""
+    if sha256:
+        sha256 = sha256.lower()
+        if not re.fullmatch(r"[0-9a-f]{8,64}", sha256):
+            raise UsageError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
+        return sha256
+    match = _HASH_IN_NAME.search(url_file_name(url))
+    return match.group(1) if match else None
+
+
+def url_file_name(url: str) -> str:
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name:
+        raise UsageError(f"cannot derive a file name from the URL {url!r}")
+    return name
+
+
+def cache_entry(url: str, directory: Union[str, Path]) -> Path:
+    """Where ``url`` is cached under ``directory``: a folder named by the URL's hash, holding the
+    file under its own name (so the name stays readable and two URLs never collide)."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(directory).expanduser() / key / url_file_name(url)
+
+
+def _matches(path: Path, sha256: Optional[str], md5: Optional[str]) -> tuple[bool, str]:
+    if sha256:
+        actual = file_digest(path, "sha256")
+        return actual.startswith(sha256), f"sha256 {actual} does not match the expected {sha256}" + \
+            ("..." if len(sha256) < 64 else "")
+    if md5:
+        actual = file_digest(path, "md5")
+        return actual == md5, f"md5 {actual} does not match the expected {md5}"
+    return True, ""
+
+
+def fetch(url: str, target: Union[str, Path], *, sha256: Optional[str] = None, md5: Optional[str] = None,
+          offline: Optional[bool] = None, progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
+          max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """``target``, downloaded from ``url`` unless a verified copy is already there.
+
+    ``sha256`` defaults to the hash prefix in the URL's file name. A cached file that fails its
+    hash is fetched again (or refused offline).
+    """
+    target = Path(target)
+    sha256 = expected_sha256(url, sha256)
+    offline = offline_from_env() if offline is None else offline
+    if target.is_file():
+        ok, why = _matches(target, sha256, md5)
+        if ok:
+            return target
+        if offline:
+            raise DownloadError(f"{url}: the cached {target} is damaged ({why}); delete it and download again")
+    elif offline:
+        raise MissingFileError(f"offline mode: {url} is not in the cache ({target}); download it on a machine with "
+                               f"network access, or pass the file's path instead of the URL")
+    deadline = time.monotonic() + timeout
+    try:
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=min(timeout, 60.0)) as response:
+                announced = response.headers.get("Content-Length")
+                total = int(announced) if announced and announced.isdigit() else None
+                if total is not None and total > max_bytes:
+                    raise DownloadError(f"{url}: {total} bytes is over the limit of {max_bytes}; nothing written")
+                bar = _progress_bar(total, target.name, enabled=progress)
+                try:
+                    while chunk := response.read1(1 << 16):  # what has arrived: a drip cannot stall the deadline
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                        if out.tell() > max_bytes:
+                            raise DownloadError(f"{url}: more than {max_bytes} bytes; nothing written")
+                        if time.monotonic() > deadline:
+                            raise DownloadError(f"{url}: not complete after {timeout:g} s; nothing written")
+                finally:
+                    bar.close()
+                if total is not None and out.tell() != total:
+                    raise DownloadError(f"{url}: download incomplete ({out.tell()} of {total} bytes); nothing written")
+            ok, why = _matches(tmp, sha256, md5)
+            if not ok:
+                raise DownloadError(f"{url}: {why}; nothing written")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
+        # unreachable host, HTTP error, timeout, connection or body cut short; a local failure
+        # (disk full, permissions) is not a download failure and keeps its own error
+        raise DownloadError(f"{url}: download failed ({error})") from None
+    return target
+
+
+def _progress_bar(total: Optional[int], name: str, *, enabled: bool):
+    from tqdm import tqdm  # deferred: only a download pays for the progress bar
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
+                disable=not enabled, leave=False)
+
+
+__all__ = ["DownloadError", "cache_entry", "expected_sha256", "fetch", "offline_from_env", "url_file_name"]

@@ -1,0 +1,44 @@
+"""How an image becomes a model's input: one record per model, and the constants it is made of.
+
+A leaf: it imports nothing of the package, so that data, weights and deployment code can
+type and build preprocessing without loading the networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# evaluation resizes the shorter side to input_size / crop_pct, then center-crops (224 / 0.875 = 256)
+DEFAULT_CROP_PCT = 0.875
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input: resize the shorter side to
+    ``input_size / crop_pct``, center-crop ``input_size``, scale to [0, 1], normalise."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = DEFAULT_CROP_PCT
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        """The inverse of ``to_dict`` (lists, as JSON gives them, become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.input_size[-1] / self.crop_pct))
+
+
+IMAGENET_PREPROCESSING = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD)
+CIFAR10_PREPROCESSING = Preprocessing((3, 32, 32), CIFAR10_MEAN, CIFAR10_STD, crop_pct=1.0)

@@ -1,0 +1,105 @@
+"""What a training run takes, said once: the ``resnets train`` flags are built from these fields.
+
+Field metadata: ``help`` (the flag's help text), ``choices``, ``flag`` (another flag name),
+``cli=False`` for fields the command line does not take (set by code: hooks, callbacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+from ..errors import UsageError
+from .hooks import TrainHook
+
+AMP_CHOICES = ("bf16", "fp16", "off")
+PIPELINES = ("auto", "small", "large")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def option(default: Any = None, help: str = "", **meta: Any) -> Any:
+    """A dataclass field with a default and its command-line help (and other CLI metadata)."""
+    if callable(default) and not isinstance(default, type):
+        return field(default_factory=default, metadata=dict(help=help, **meta))
+    return field(default=default, metadata=dict(help=help, **meta))
+
+
+def required(help: str = "", **meta: Any) -> Any:
+    """A dataclass field without a default (a positional argument or a required flag on the command line)."""
+    return field(metadata=dict(help=help, **meta))
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``resnets train`` takes. Options left as None come from the recorded run
+    when resuming, else from the recipe and the defaults."""
+
+    model: str = required(help="model name (resnets list)", positional=True)
+    out: Path = required(help="run directory (default: runs/MODEL-TIMESTAMP)", cli_default="runs/{model}-{time}")
+    data: Optional[str] = option(help="data source (default: a small CIFAR-10 sample shipped with the package)")
+    recipe: Optional[str] = option(help="shipped recipe name (resnets.train.list_recipes()) or a TOML file")
+    resume: bool = option(False, help="continue the run in --out from its last checkpoint")
+    device: str = option("cpu", help="cpu or cuda")
+    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length")
+    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", group="length")
+    batch_size: Optional[int] = option(help="global batch size (split over processes)")
+    lr: Optional[float] = option(help="peak learning rate")
+    seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)")
+    evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run")
+    val_size: Optional[int] = option(help="images carved out of train for validation")
+    amp: str = option("off", help="autocast precision", choices=AMP_CHOICES)
+    channels_last: bool = option(False, help="channels-last memory format")
+    compile: bool = option(False, help="torch.compile the model")
+    compile_mode: Optional[str] = option(help="torch.compile mode (implies --compile); reduce-overhead replays "
+                                              "CUDA graphs", choices=COMPILE_MODES)
+    pipeline: str = option("auto", help="data pipeline: on-device tensors (small images) or DataLoader workers "
+                                        "(large)", choices=PIPELINES)
+    deterministic: bool = option(False, help="deterministic algorithms (bitwise resume)")
+    micro_batches: Optional[int] = option(help="split each batch into N parts with averaged gradients")
+    sync_bn: bool = option(False, help="SyncBatchNorm across processes")
+    model_kwargs: dict = option(dict, help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)",
+                                flag="--model-arg")
+    num_workers: Optional[int] = option(help="data loader workers (large images)")
+    cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
+    tensorboard: bool = option(False, help="also write TensorBoard logs")
+    # the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to the
+    # checkpoint's weights, so no extra write), for studies of how a network changes as it trains
+    keep_snapshots: bool = option(False, help="keep the weights of every evaluation (and of step 0) in "
+                                               "RUN_DIR/snapshots/")
+    progress: Optional[bool] = option(help="progress bar (default: on a terminal, outside CI)")
+    log: Any = option(cli=False)  # where progress lines go (default: stderr)
+    # a variation of training (fine-tuning is one): recorded in config.json, must match on resume
+    hook: Optional[TrainHook] = option(cli=False)
+    on_step: Optional[Callable[[int, nn.Module], None]] = option(cli=False)  # after each optimiser step
+
+    def __post_init__(self) -> None:
+        # wrong values are refused here, before anything is read or written
+        self.out = Path(self.out)
+        if self.iterations is not None and self.epochs is not None:
+            raise UsageError("give --iterations or --epochs, not both")
+        for name in ("iterations", "batch_size", "evaluations", "micro_batches"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise UsageError(f"--epochs must be positive, got {self.epochs}")
+        if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
+            raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
+        if self.val_size is not None and self.val_size < 0:
+            raise UsageError(f"--val-size must not be negative, got {self.val_size}")
+        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+
+
+def option_fields(cls: type) -> list:
+    """The fields of an options dataclass that the command line takes."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+__all__ = ["AMP_CHOICES", "COMPILE_MODES", "PIPELINES", "TrainOptions", "option", "option_fields", "required"]

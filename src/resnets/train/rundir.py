@@ -1,0 +1,77 @@
+"""Run directories: what a run is (``config.json``), and whether a directory may be used as asked.
+
+A new run gets its record from the options, the recipe and the defaults; a resumed run must be
+given the options it was started with (any that are given) and continues from its last
+complete checkpoint. Files are written by ``checkpoint.py``; nothing is written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from .checkpoint import RunDirError, last_checkpoint, read_config
+from .options import TrainOptions
+from .recipe import Recipe, load_recipe
+
+DEFAULT_DATA = "sample:cifar10"
+DEFAULT_RECIPE = "paper-cifar"
+# without --data: the paper's CIFAR recipe, shortened to about a minute on two CPU cores,
+# on the 2,000-image CIFAR-10 sample shipped with the package
+SAMPLE_DEFAULTS = dict(iterations=200, val_size=400, evaluations=10)
+
+
+def resolve_run(options: TrainOptions, world_size: int) -> tuple[dict, Optional[dict]]:
+    """The run's record (config.json) and its last checkpoint, refusing a run directory that
+    holds something else. Nothing is written here."""
+    out = Path(options.out)
+    recorded = read_config(out) if out.exists() else None
+    if recorded is not None and recorded.get("model") != options.model:
+        raise RunDirError(f"{out} holds a run of {recorded.get('model')!r}, not {options.model!r}; "
+                          f"choose another --out")
+    if recorded is None and out.exists() and (out / "last.json").exists():
+        raise RunDirError(f"{out} holds a checkpoint but no config.json; choose another --out")
+    if recorded is not None and not options.resume:
+        raise RunDirError(f"{out} already holds a run of {options.model}; pass --resume to continue it "
+                          f"or choose another --out")
+    if options.resume and recorded is None:
+        raise RunDirError(f"--resume: {out} holds no run to resume (no config.json)")
+
+    if recorded is not None:
+        given = {"data": options.data, "seed": options.seed, "micro_batches": options.micro_batches,
+                 "world_size": world_size, "model_kwargs": options.model_kwargs or None,
+                 "transfer": options.hook.record() if options.hook is not None else None}
+        clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
+                   if v is not None and recorded.get(k) != v]
+        recipe = build_recipe(options, base=recorded["recipe"])
+        if recipe.to_dict() != recorded["recipe"]:
+            clashes.append("recipe options (iterations, epochs, batch size, lr, evaluations, val size)")
+        if clashes:
+            raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}")
+        return recorded, last_checkpoint(out)
+
+    if options.data is None:
+        if options.epochs is not None:
+            options = dataclasses.replace(options, iterations=None)
+        options = dataclasses.replace(options, **{k: v for k, v in SAMPLE_DEFAULTS.items()
+                                                  if getattr(options, k) is None and
+                                                  not (k == "iterations" and options.epochs is not None)})
+    recipe = build_recipe(options)
+    record = dict(model=options.model, data=options.data or DEFAULT_DATA, recipe=recipe.to_dict(),
+                  recipe_name=options.recipe or DEFAULT_RECIPE, seed=options.seed if options.seed is not None else 0,
+                  micro_batches=options.micro_batches or 1, world_size=world_size,
+                  model_kwargs=options.model_kwargs or {},
+                  transfer=options.hook.record() if options.hook is not None else None)
+    return record, None
+
+
+def build_recipe(options: TrainOptions, base: Optional[dict] = None) -> Recipe:
+    recipe = Recipe(**base) if base is not None else load_recipe(options.recipe or DEFAULT_RECIPE)
+    recipe = recipe.with_length(options.iterations, options.epochs)
+    changes = {k: v for k, v in dict(batch_size=options.batch_size, lr=options.lr, evaluations=options.evaluations,
+                                      val_size=options.val_size).items() if v is not None}
+    return dataclasses.replace(recipe, **changes) if changes else recipe
+
+
+__all__ = ["DEFAULT_DATA", "DEFAULT_RECIPE", "SAMPLE_DEFAULTS", "build_recipe", "resolve_run"]

@@ -1,0 +1,17 @@
+"""Weights: reading and writing checkpoints of every supported format, without running code.
+
+``formats`` detects and reads safetensors, torch.save (zip and legacy) files of ours,
+torchvision's, timm's and pytorch_resnet_cifar10's, maps their keys onto ours and writes our
+safetensors with metadata. URLs go through the package's one downloader (``resnets.download``).
+"""
+
+from ..download import DownloadError, fetch
+from .formats import (CheckpointError, CheckpointInfo, UnsafeCheckpointError, apply_preprocessing,
+                      checkpoint_cache_dir, describe_state_dict, detect_format, guess_architecture, load_checkpoint,
+                      load_state_dict, load_weights, read_metadata, resolve, save_weights)
+
+__all__ = [
+    "CheckpointError", "CheckpointInfo", "DownloadError", "UnsafeCheckpointError", "apply_preprocessing",
+    "checkpoint_cache_dir", "describe_state_dict", "detect_format", "fetch", "guess_architecture", "load_checkpoint",
+    "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
+]

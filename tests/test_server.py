@@ -33,6 +33,14 @@ def _jpeg(size=(32, 32), color=(200, 30, 30)) -> bytes:
     return buffer.getvalue()
 
 
+def _png(size) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 160, 30)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
 def _request(url: str, data: bytes = None, content_type: str = None, timeout: float = 30.0) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if content_type:
@@ -136,3 +144,20 @@ def test_concurrent_requests_are_batched(server):
     assert all(status == 200 for status, _ in results)
     assert max(result["batch_size"] for _, result in results) > 1
     assert app.state.batcher.batches_run - before < len(results)
+
+
+def test_aspect_ratio_bombs_are_refused_before_resizing(server):
+    url, _, _ = server
+    # a few hundred bytes each; resized as sent, the 1x200000 strip needed gigabytes and got a 500
+    for size in [(1, 20_000), (20_000, 1), (1, 200_000), (3, 100)]:
+        body = _png(size)
+        assert len(body) < 2_000
+        started = time.monotonic()
+        status, result = _request(f"{url}/predict", body, "image/png")
+        assert status == 400, (size, result)
+        assert "aspect ratio" in result["error"] and "20:1" in result["error"]
+        assert time.monotonic() - started < 2.0
+        assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
+    status, result = _request(f"{url}/predict", _png((5, 100)), "image/png")  # 20:1 itself is allowed
+    assert status == 200, result
+    assert _request(f"{url}/health")[0] == 200

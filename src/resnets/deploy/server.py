@@ -3,6 +3,10 @@
 Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together are run as one batch (dynamic batching): each request
 decodes its image in a worker thread, then waits on a queue that a single loop drains into
 batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
+
+A request body must arrive within ``read_timeout`` seconds (else 408 and the connection is
+closed), and at most ``max_concurrent`` predictions are in progress at once (more get 503 at
+once), so slow or numerous clients cannot hold the server's memory and threads without bound.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ class ServerConfig:
     max_wait_ms: float = 5.0
     # run one batch of max_batch_size at start-up, so the backend choice is not paid by a client
     warm_up: bool = True
+    # seconds for the whole request body: a per-read timeout would let a client drip one byte at a time
+    read_timeout: float = 30.0
+    # /predict requests in progress at once (reading, decoding or waiting for a batch); a few batches'
+    # worth, so a burst is batched while a flood is told to come back instead of queueing without end
+    max_concurrent: int = 64
 
 
 class DynamicBatcher:
@@ -107,10 +116,11 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
 
     app = FastAPI(title=f"resnets: {session.arch}", lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.in_progress = 0  # /predict requests now running; the event loop is one thread, so no lock
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException):
-        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def read_limited(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -118,7 +128,18 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
             raise HTTPException(413, f"request body of {declared} bytes is over the limit of "
                                      f"{config.max_body_bytes} bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.read_timeout
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), deadline - loop.time())
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                # closing the connection stops a client that is still dripping the body
+                raise HTTPException(408, f"request body not received within {config.read_timeout:g} s "
+                                         "(read_timeout); send it at once", headers={"Connection": "close"}) from None
             size += len(chunk)
             if size > config.max_body_bytes:
                 raise HTTPException(413, f"request body is over the limit of {config.max_body_bytes} bytes")
@@ -161,6 +182,16 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
 
     @app.post("/predict")
     async def predict(request: Request, top_k: Optional[int] = None):
+        if app.state.in_progress >= config.max_concurrent:
+            raise HTTPException(503, f"busy: {config.max_concurrent} requests already in progress "
+                                     "(max_concurrent); retry shortly", headers={"Retry-After": "1"})
+        app.state.in_progress += 1
+        try:
+            return await answer(request, top_k)
+        finally:
+            app.state.in_progress -= 1
+
+    async def answer(request: Request, top_k: Optional[int]) -> dict:
         k = config.top_k if top_k is None else top_k
         if not 1 <= k <= session.num_classes:
             raise HTTPException(422, f"top_k must be between 1 and {session.num_classes}, got {k}")

@@ -164,6 +164,17 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
     assert _request(f"{url}/predict?top_k=11", image, "image/jpeg")[0] == 422
 
 
+def test_unparsable_query_gets_the_usual_error_shape(server):
+    url, _, _ = server
+    status, result = _request(f"{url}/predict?top_k=abc", _jpeg(), "image/jpeg")
+    assert status == 422 and list(result) == ["error"]
+    assert result["error"] == "top_k: Input should be a valid integer, unable to parse string as an integer, got 'abc'"
+    status, result = _request(f"{url}/predict?top_k=0", _jpeg(), "image/jpeg")
+    assert (status, result) == (422, {"error": "top_k must be between 1 and 10, got 0"})
+    assert _request(f"{url}/no-such-path") == (404, {"error": "Not Found"})
+    assert _request(f"{url}/predict") == (405, {"error": "Method Not Allowed"})
+
+
 def test_concurrent_requests_are_batched(server):
     url, _, app = server
     images = [_jpeg((32, 32), (i * 20, 100, 200 - i * 20)) for i in range(8)]

@@ -18,8 +18,10 @@ from typing import Optional
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .images import ImageDecodeError, decode_image, preprocess
 from .session import InferenceSession
@@ -100,6 +102,13 @@ class DynamicBatcher:
                     future.set_result((row, len(items)))
 
 
+def _describe(problem: dict) -> str:
+    """One validation problem as 'top_k: <what pydantic says>, got 'abc''."""
+    where = ".".join(str(part) for part in problem["loc"][1:]) or str(problem["loc"][0])  # drop "query"
+    got = f", got {problem['input']!r}" if "input" in problem else ""
+    return f"{where}: {problem['msg']}{got}"
+
+
 def create_app(session: InferenceSession, config: Optional[ServerConfig] = None):
     """The FastAPI application serving ``session``."""
     config = config or ServerConfig()
@@ -118,9 +127,15 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
     app.state.batcher = batcher
     app.state.in_progress = 0  # /predict requests now running; the event loop is one thread, so no lock
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, error: HTTPException):
+    # Starlette's class, which FastAPI's extends: routing's own 404 and 405 get the {"error": ...} shape too
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException):
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    # a query that does not parse (top_k=abc) would get FastAPI's {"detail": [...]}; one shape for every 4xx
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": "; ".join(map(_describe, error.errors()))}, status_code=422)
 
     async def read_limited(request: Request) -> bytes:
         declared = request.headers.get("content-length")

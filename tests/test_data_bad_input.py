@@ -1,5 +1,7 @@
 """Bad input: converted, skipped and named in a warning, or refused, never a crash inside a worker."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,73 @@ def test_train_and_validation_classes_must_match(tmp_path):
     (tmp_path / "val" / "fox").rmdir()
     _, val, info = build_loaders(tmp_path, val_source=tmp_path, cache_dir=tmp_path / "cache", batch_size=2)
     assert info.val_size == 2 and info.train_size == 4 and info.split["val_size"] == 0
+
+
+def _skipped_names(source) -> dict:
+    return {path.rsplit("/", 1)[-1]: reason for path, reason in source.skipped}
+
+
+def test_symlink_loops_are_skipped_and_named(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    os.symlink("..", tmp_path / "a" / "up")  # back to the data root
+    os.symlink(".", tmp_path / "b" / "self")
+    os.symlink("x2.png", tmp_path / "a" / "x1.png")  # two file links pointing at each other
+    os.symlink("x1.png", tmp_path / "a" / "x2.png")
+    with pytest.warns(BadInputWarning) as record:
+        source = resolve_source(tmp_path)
+    assert source.classes == ["a", "b"] and source.targets.tolist() == [0, 0, 1, 1]
+    skipped = _skipped_names(source)
+    assert skipped == {"up": "symlink loop: leads back to the data root", "self": "symlink loop: leads back to b",
+                       "x1.png": "symlink loop", "x2.png": "symlink loop"}
+    text = " ".join(str(w.message) for w in record)
+    assert "skipped 4 file(s)" in text and all(f"{name} (symlink loop" in text for name in skipped)
+    with pytest.raises(BadImageError, match="symlink loop"):
+        resolve_source(tmp_path, bad_input="error")
+
+
+def test_dangling_symlinks_are_skipped_and_named(tmp_path):
+    write_tree(tmp_path, {"a": 2, "b": 2}, size=(8, 8))
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "a" / "gone.png")
+    os.symlink(tmp_path / "no-folder", tmp_path / "c")  # a class folder whose target is gone
+    with pytest.warns(BadInputWarning, match="gone.png"):
+        source = resolve_source(tmp_path)
+    assert source.classes == ["a", "b"] and len(source) == 4
+    assert _skipped_names(source) == {"gone.png": f"dangling symlink to {tmp_path / 'nowhere.png'}",
+                                      "c": f"dangling symlink to {tmp_path / 'no-folder'}"}
+    assert all(source.decode(i).shape == (3, 8, 8) for i in range(len(source)))
+
+
+def test_names_that_are_not_utf8_are_skipped_and_named(tmp_path):
+    write_tree(tmp_path / "data", {"a": 2, "b": 2}, size=(8, 8))
+    image = (tmp_path / "data" / "a" / "000.png").read_bytes()
+    root = os.fsencode(tmp_path / "data")
+    with open(root + b"/a/caf\xe9.png", "wb") as handle:  # Latin-1 é, as an old archive might hold
+        handle.write(image)
+    os.mkdir(root + b"/c\xff")
+    with open(root + b"/c\xff/000.png", "wb") as handle:
+        handle.write(image)
+    with pytest.warns(BadInputWarning) as record:
+        train, val, info = build_loaders(tmp_path / "data", pipeline="small", image_size=8, val_size=2,
+                                         batch_size=2, cache_dir=tmp_path / "cache")
+    assert info.train_size + info.val_size == 4 and info.classes == ["a", "b"]
+    assert {p.rsplit("/", 1)[-1]: r for p, r in info.skipped} == {"caf\\xe9.png": "name is not valid UTF-8; rename it",
+                                                                   "c\\xff": "name is not valid UTF-8; rename it"}
+    text = " ".join(str(w.message) for w in record)
+    assert "a/caf\\xe9.png (name is not valid UTF-8" in text and "c\\xff (name is not valid UTF-8" in text
+    assert sum(len(y) for _, y in train) == info.train_size
+
+
+def test_folder_linked_from_outside_is_followed_and_reported_once(tmp_path):
+    root = tmp_path / "data"
+    write_tree(root, {"a": 2, "b": 2}, size=(8, 8))
+    write_tree(tmp_path / "elsewhere", {"c": 3}, size=(8, 8), seed=1)
+    os.symlink(tmp_path / "elsewhere" / "c", root / "c")
+    os.symlink(root / "a", root / "d")  # a link that stays inside the root is not reported
+    with pytest.warns(BadInputWarning) as record:
+        source = resolve_source(root)
+    assert len(record) == 1  # once for the link, not once per image behind it
+    assert str(record[0].message) == (f"{root}: followed 1 symlink(s) to folder(s) outside the data root: "
+                                      f"{root / 'c'} -> {tmp_path / 'elsewhere' / 'c'}")
+    assert source.classes == ["a", "b", "c", "d"] and source.targets.tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert source.skipped == []
+    assert torch.equal(source.decode(4), resolve_source(tmp_path / "elsewhere").decode(0))

@@ -158,6 +158,31 @@ def test_decode_and_preprocess():
         decode_image(b"hello world", source="x")
 
 
+def _png(size) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 160, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_aspect_ratio_and_size_limits(tmp_path, capsys):
+    preprocessing = resnets.create_model("resnet18").preprocessing
+    with pytest.raises(ImageDecodeError, match=r"strip.png: 1x20000 pixels has an aspect ratio of 20000:1, "
+                                               r"over the limit of 20:1"):
+        decode_image(_png((1, 20_000)), source="strip.png")
+    # a tensor handed straight to preprocess is checked before the resize, which would take 4 GB
+    with pytest.raises(ImageDecodeError, match="aspect ratio of 20000:1"):
+        preprocess(torch.zeros(3, 1, 20_000, dtype=torch.uint8), preprocessing)
+    with pytest.raises(ImageDecodeError, match="8000x8001 pixels is over the limit of 64000000 pixels"):
+        preprocess(torch.zeros(1, 1, 1, dtype=torch.uint8).expand(3, 8001, 8000), preprocessing)  # no memory
+    assert preprocess(decode_image(_png((10, 200))), preprocessing).shape == (3, 224, 224)  # 20:1 is allowed
+    (tmp_path / "strip.png").write_bytes(_png((20_000, 1)))
+    assert main(["predict", "resnet20", str(tmp_path / "strip.png"), "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "strip.png: 20000x1 pixels has an aspect ratio" in err and "20:1" in err
+
+
 def test_predict_and_export_commands(tmp_path, capsys):
     model = _calibrated(resnets.create_model("resnet20"), 32)
     classes = [f"kind{i}" for i in range(10)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -33,6 +34,14 @@ def _jpeg(size=(32, 32), color=(200, 30, 30)) -> bytes:
     return buffer.getvalue()
 
 
+def _png(size) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 160, 30)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
 def _request(url: str, data: bytes = None, content_type: str = None, timeout: float = 30.0) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     if content_type:
@@ -51,12 +60,11 @@ def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _run_server(config: ServerConfig):
+    """uvicorn serving a random resnet20 on an ephemeral loopback port, in a thread."""
     model = resnets.create_model("resnet20").eval()
     model.classes = CLASSES
     session = InferenceSession(model, backend="torch")
-    config = ServerConfig(max_body_bytes=200_000, max_batch_size=8, max_wait_ms=30.0, top_k=3)
     app = create_app(session, config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,6 +82,35 @@ def server(tmp_path_factory):
     instance.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from _run_server(ServerConfig(max_body_bytes=200_000, max_batch_size=8, max_wait_ms=30.0, top_k=3))
+
+
+@pytest.fixture(scope="module")
+def strict_server():
+    """A server with a 2 s read timeout that runs at most 2 predictions at once."""
+    yield from _run_server(ServerConfig(max_batch_size=8, read_timeout=2.0, max_concurrent=2, warm_up=False))
+
+
+def _open_upload(url: str, length: int = 1000) -> socket.socket:
+    """A raw connection that has sent a /predict request's headers and none of its body."""
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    client = socket.create_connection((host, int(port)), timeout=6)
+    client.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+                   f"Content-Length: {length}\r\n\r\n".encode())
+    return client
+
+
+def _read_until_closed(client: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the answer, read until the server closes the connection."""
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
 
 
 def test_health_and_metadata(server):
@@ -127,6 +164,17 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
     assert _request(f"{url}/predict?top_k=11", image, "image/jpeg")[0] == 422
 
 
+def test_unparsable_query_gets_the_usual_error_shape(server):
+    url, _, _ = server
+    status, result = _request(f"{url}/predict?top_k=abc", _jpeg(), "image/jpeg")
+    assert status == 422 and list(result) == ["error"]
+    assert result["error"] == "top_k: Input should be a valid integer, unable to parse string as an integer, got 'abc'"
+    status, result = _request(f"{url}/predict?top_k=0", _jpeg(), "image/jpeg")
+    assert (status, result) == (422, {"error": "top_k must be between 1 and 10, got 0"})
+    assert _request(f"{url}/no-such-path") == (404, {"error": "Not Found"})
+    assert _request(f"{url}/predict") == (405, {"error": "Method Not Allowed"})
+
+
 def test_concurrent_requests_are_batched(server):
     url, _, app = server
     images = [_jpeg((32, 32), (i * 20, 100, 200 - i * 20)) for i in range(8)]
@@ -136,3 +184,66 @@ def test_concurrent_requests_are_batched(server):
     assert all(status == 200 for status, _ in results)
     assert max(result["batch_size"] for _, result in results) > 1
     assert app.state.batcher.batches_run - before < len(results)
+
+
+def test_aspect_ratio_bombs_are_refused_before_resizing(server):
+    url, _, _ = server
+    # a few hundred bytes each; resized as sent, the 1x200000 strip needed gigabytes and got a 500
+    for size in [(1, 20_000), (20_000, 1), (1, 200_000), (3, 100)]:
+        body = _png(size)
+        assert len(body) < 2_000
+        started = time.monotonic()
+        status, result = _request(f"{url}/predict", body, "image/png")
+        assert status == 400, (size, result)
+        assert "aspect ratio" in result["error"] and "20:1" in result["error"]
+        assert time.monotonic() - started < 2.0
+        assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
+    status, result = _request(f"{url}/predict", _png((5, 100)), "image/png")  # 20:1 itself is allowed
+    assert status == 200, result
+    assert _request(f"{url}/health")[0] == 200
+
+
+def test_slow_body_gets_408_and_the_connection_is_closed(strict_server):
+    url, _, app = strict_server
+    client = _open_upload(url)
+    stop = threading.Event()
+
+    def drip():  # one byte every 100 ms: each read is quick, the body never completes in time
+        with contextlib.suppress(OSError):
+            while not stop.wait(0.1):
+                client.send(b"x")
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    started = time.monotonic()
+    dripper.start()
+    try:
+        status, result = _read_until_closed(client)  # a server without a read timeout never answers
+    finally:
+        stop.set()
+        dripper.join()
+        client.close()
+    assert status == 408 and "read_timeout" in result["error"]
+    assert 2.0 <= time.monotonic() - started < 5.0
+    assert app.state.in_progress == 0
+    assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
+
+
+def test_requests_over_max_concurrent_get_503_at_once(strict_server):
+    url, _, app = strict_server
+    holders = [_open_upload(url) for _ in range(2)]  # two predictions waiting for their bodies
+    try:
+        deadline = time.monotonic() + 2.0
+        while app.state.in_progress < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.in_progress == 2
+        started = time.monotonic()
+        status, result = _request(f"{url}/predict", _jpeg(), "image/jpeg")
+        assert status == 503 and "max_concurrent" in result["error"]
+        assert time.monotonic() - started < 1.0  # refused, not queued
+        assert _request(f"{url}/health")[0] == 200  # health checks are not counted
+        for holder in holders:  # the holders are answered 408 once the read timeout passes
+            assert _read_until_closed(holder)[0] == 408
+    finally:
+        for holder in holders:
+            holder.close()
+    assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200

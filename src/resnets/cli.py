@@ -211,7 +211,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .deploy.server import ServerConfig, serve  # deferred: fastapi and uvicorn are the optional 'serve' extra
 
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
-                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
+                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                          read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)
     serve(_session(args), config)
     return 0
 
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds to receive a whole body (else 408)")
+    p.add_argument("--max-concurrent", type=int, default=64, help="predictions in progress at once (more get 503)")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
     studies = p.add_subparsers(dest="study", metavar="STUDY")

@@ -17,11 +17,13 @@ fingerprint; ``source.decode(i)`` returns image ``i`` as a uint8 RGB (or C-chann
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import pickle
 import re
+import stat
 import tarfile
 import warnings
 import zipfile
@@ -52,7 +54,8 @@ class BadImageError(UsageError):
 
 
 class BadInputWarning(UserWarning):
-    """Files that were skipped (named in the message) or an empty class folder."""
+    """Files that were skipped (named in the message), an empty class folder, or a linked folder
+    outside the data root."""
 
 
 def check_policy(bad_input: str) -> str:
@@ -302,11 +305,14 @@ def _is_hidden(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
-def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str) -> tuple:
+def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str,
+                unusable: Optional[dict[str, str]] = None) -> tuple:
     """From ``{relative path: (size, stamp)}`` pick the split, classes and image files.
 
     Returns (prefix, files, targets, classes, fingerprint, skipped); ``stamp`` is the zip CRC
     (content) or the file's mtime (folders), so the fingerprint changes when an image does.
+    ``unusable`` ({relative path: reason}, found while walking a folder) joins ``skipped`` where
+    it lies in the chosen split.
     """
     paths = [p for p in entries if not any(_is_hidden(part) for part in p.split("/"))]
     tops = {p.split("/", 1)[0] for p in paths if "/" in p}
@@ -349,6 +355,7 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
             skipped.append((path, "zero-byte file"))
         else:
             by_class[cls].append(path)
+    skipped += [(path, reason) for path, reason in (unusable or {}).items() if path.startswith(prefix)]
     classes = sorted(by_class)
     if not classes:
         raise UsageError(f"{name}: no class folders under {prefix or 'the root'!r} "
@@ -391,20 +398,86 @@ def load_folder(path: Union[str, Path], split: str = "train", bad_input: str = "
     ImageNet-sized tree would take minutes); a zip's covers the members' CRC-32s.
     """
     path = Path(path)
-    entries: dict[str, tuple] = {}
-    for directory, subdirs, names in os.walk(path, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not _is_hidden(d))
-        rel = os.path.relpath(directory, path).replace(os.sep, "/")
-        rel = "" if rel == "." else rel + "/"
-        if rel:
-            entries[rel] = (0, 0)  # keeps empty class folders visible
-        for file in names:
-            stat = os.stat(os.path.join(directory, file))
-            entries[rel + file] = (stat.st_size, stat.st_mtime_ns)
-    _, files, targets, classes, fingerprint, skipped = _build_tree(str(path), entries, split, bad_input)
+    entries, unusable, outside = _scan_folder(path)
+    prefix, files, targets, classes, fingerprint, skipped = _build_tree(str(path), entries, split, bad_input,
+                                                                        unusable)
     skipped = [(os.path.join(path, name), reason) for name, reason in skipped]
     report_skipped(str(path), skipped, bad_input)
+    outside = [(link, target) for link, target in outside if (link + "/").startswith(prefix)]
+    if outside:
+        # followed, since linking class folders in from elsewhere is common, but said once so that a
+        # link nobody meant (to a home directory, a mounted disk) does not go unnoticed
+        named = "; ".join(f"{os.path.join(path, link)} -> {target}" for link, target in outside[:_WARN_LIMIT])
+        more = f"; and {len(outside) - _WARN_LIMIT} more" if len(outside) > _WARN_LIMIT else ""
+        warnings.warn(f"{path}: followed {len(outside)} symlink(s) to folder(s) outside the data root: {named}{more}",
+                      BadInputWarning, stacklevel=3)
     return FileTreeSource(f"{path}:{split}", str(path), files, targets, classes, fingerprint, skipped)
+
+
+def _printable(name: str) -> str:
+    """A file name as text; bytes that are not UTF-8 (kept by os as surrogates) shown as ``\\xe9``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _scan_folder(root: Path) -> tuple[dict[str, tuple], dict[str, str], list[tuple[str, str]]]:
+    """Walk ``root``, following symlinks, into ({relative path: (size, mtime)}, {relative path:
+    why it cannot be used}, [(relative link, target)] for linked folders outside ``root``).
+
+    Folders end in "/" (so that empty class folders stay visible). Dangling links, symlink loops,
+    unreadable entries and names that are not UTF-8 are put aside, never raised: one odd entry
+    must not stop a load of thousands.
+    """
+    real_root = os.path.realpath(root)
+    entries: dict[str, tuple] = {}
+    unusable: dict[str, str] = {}
+    outside: list[tuple[str, str]] = []
+    top = os.stat(root)
+    # each folder's chain of (device, inode) back to the root: meeting one again is a loop
+    pending = [("", os.fspath(root), {(top.st_dev, top.st_ino): ""})]
+    while pending:
+        rel, directory, ancestors = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                items = sorted(listing, key=lambda item: item.name)
+        except OSError as error:
+            if not rel:
+                raise UsageError(f"{root}: cannot read the data folder ({error.strerror})") from None
+            unusable[rel.rstrip("/")] = f"unreadable folder ({error.strerror})"
+            continue
+        for item in items:
+            if _is_hidden(item.name):
+                continue
+            name = rel + item.name
+            try:
+                item.name.encode("utf-8")
+            except UnicodeEncodeError:
+                # kept out of class names, fingerprints and JSON records, which are all text
+                unusable[rel + _printable(item.name)] = "name is not valid UTF-8; rename it"
+                continue
+            try:
+                info = os.stat(item.path)  # follows symlinks
+            except OSError as error:
+                if error.errno == errno.ENOENT and item.is_symlink():
+                    unusable[name] = f"dangling symlink to {os.readlink(item.path)}"
+                elif error.errno == errno.ELOOP:
+                    unusable[name] = "symlink loop"
+                else:
+                    unusable[name] = f"unreadable ({error.strerror})"
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                entries[name] = (info.st_size, info.st_mtime_ns)
+                continue
+            identity = (info.st_dev, info.st_ino)
+            if identity in ancestors:
+                unusable[name] = f"symlink loop: leads back to {ancestors[identity] or 'the data root'}"
+                continue
+            if item.is_symlink():
+                target = os.path.realpath(item.path)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    outside.append((name, target))
+            entries[name + "/"] = (0, 0)
+            pending.append((name + "/", item.path, {**ancestors, identity: name}))
+    return entries, unusable, outside
 
 
 _SYNTHETIC = re.compile(r"^synthetic:(?:(\d+)x)?(\d+)x(\d+):(\d+):(\d+)(?::(\d+))?$")

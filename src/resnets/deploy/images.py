@@ -1,7 +1,9 @@
 """Decoding and preprocessing single images for prediction and serving.
 
 Kept deliberately small: decode with PIL (which notices truncated files), then resize the
-shorter side, center-crop and normalise as the model's ``preprocessing`` says.
+shorter side, center-crop and normalise as the model's ``preprocessing`` says. The image's size
+is checked against MAX_PIXELS and MAX_ASPECT_RATIO from its header, before decoding, and again
+before resizing, so that neither step's memory is set by the sender.
 """
 
 from __future__ import annotations
@@ -23,15 +25,32 @@ from ..models import Preprocessing
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 # a decoded image larger than this is refused rather than filling memory (about 8k x 8k)
 MAX_PIXELS = 64_000_000
+# resizing the shorter side to resize_size makes the longer one aspect * resize_size: a 121-byte
+# 1x20000 PNG became 256x5,120,000 (4 GB). Past 20:1 the center crop keeps under 5% of the image,
+# so a prediction means little; refusing bounds every resized image to 20 * resize_size**2 pixels.
+MAX_ASPECT_RATIO = 20
 
 
 class ImageDecodeError(UsageError):
-    """Bytes that are not a complete, decodable image."""
+    """Bytes that are not a complete, decodable image, or an image over MAX_PIXELS or MAX_ASPECT_RATIO."""
+
+
+def check_image_size(width: int, height: int, source: str = "image") -> None:
+    """Refuse an image over MAX_PIXELS or MAX_ASPECT_RATIO (ImageDecodeError naming ``source``)."""
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"{source}: {width}x{height} pixels is an empty image")
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"{source}: {width}x{height} pixels is over the limit of {MAX_PIXELS} pixels "
+                               "(MAX_PIXELS); scale the image down first")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageDecodeError(f"{source}: {width}x{height} pixels has an aspect ratio of "
+                               f"{max(width, height) / min(width, height):.0f}:1, over the limit of "
+                               f"{MAX_ASPECT_RATIO}:1 (MAX_ASPECT_RATIO); crop the image first")
 
 
 def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> torch.Tensor:
     """An RGB image as a uint8 tensor (3, H, W). Truncated, corrupt or non-image input, and
-    images over MAX_PIXELS, raise ImageDecodeError naming ``source``."""
+    images over MAX_PIXELS or MAX_ASPECT_RATIO, raise ImageDecodeError naming ``source``."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(data, (str, os.PathLike)):
@@ -42,9 +61,7 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise ImageDecodeError(f"{source}: {image.width}x{image.height} pixels is over the limit "
-                                           f"of {MAX_PIXELS}")
+                check_image_size(image.width, image.height, source)  # from the header, before decoding
                 image.load()  # decodes fully: a truncated file fails here, not later
                 rgb = image.convert("RGB")
     except UnidentifiedImageError:
@@ -57,9 +74,11 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def preprocess(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+def preprocess(image: torch.Tensor, preprocessing: Preprocessing, *, source: str = "image") -> torch.Tensor:
     """uint8 (3, H, W) -> normalised float (3, h, w): shorter side resized to
-    ``input_size / crop_pct``, center crop to ``input_size``."""
+    ``input_size / crop_pct``, center crop to ``input_size``. An image over MAX_PIXELS or
+    MAX_ASPECT_RATIO raises ImageDecodeError naming ``source``."""
+    check_image_size(image.shape[-1], image.shape[-2], source)  # before the resize, whose size it bounds
     _, height, width = preprocessing.input_size
     interpolation = InterpolationMode(preprocessing.interpolation)
     if preprocessing.crop_pct >= 1.0 and tuple(image.shape[-2:]) == (height, width):

@@ -3,6 +3,10 @@
 Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together are run as one batch (dynamic batching): each request
 decodes its image in a worker thread, then waits on a queue that a single loop drains into
 batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
+
+A request body must arrive within ``read_timeout`` seconds (else 408 and the connection is
+closed), and at most ``max_concurrent`` predictions are in progress at once (more get 503 at
+once), so slow or numerous clients cannot hold the server's memory and threads without bound.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Optional
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .images import ImageDecodeError, decode_image, preprocess
 from .session import InferenceSession
@@ -33,6 +39,11 @@ class ServerConfig:
     max_wait_ms: float = 5.0
     # run one batch of max_batch_size at start-up, so the backend choice is not paid by a client
     warm_up: bool = True
+    # seconds for the whole request body: a per-read timeout would let a client drip one byte at a time
+    read_timeout: float = 30.0
+    # /predict requests in progress at once (reading, decoding or waiting for a batch); a few batches'
+    # worth, so a burst is batched while a flood is told to come back instead of queueing without end
+    max_concurrent: int = 64
 
 
 class DynamicBatcher:
@@ -91,6 +102,13 @@ class DynamicBatcher:
                     future.set_result((row, len(items)))
 
 
+def _describe(problem: dict) -> str:
+    """One validation problem as 'top_k: <what pydantic says>, got 'abc''."""
+    where = ".".join(str(part) for part in problem["loc"][1:]) or str(problem["loc"][0])  # drop "query"
+    got = f", got {problem['input']!r}" if "input" in problem else ""
+    return f"{where}: {problem['msg']}{got}"
+
+
 def create_app(session: InferenceSession, config: Optional[ServerConfig] = None):
     """The FastAPI application serving ``session``."""
     config = config or ServerConfig()
@@ -107,10 +125,17 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
 
     app = FastAPI(title=f"resnets: {session.arch}", lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.in_progress = 0  # /predict requests now running; the event loop is one thread, so no lock
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, error: HTTPException):
-        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+    # Starlette's class, which FastAPI's extends: routing's own 404 and 405 get the {"error": ...} shape too
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    # a query that does not parse (top_k=abc) would get FastAPI's {"detail": [...]}; one shape for every 4xx
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": "; ".join(map(_describe, error.errors()))}, status_code=422)
 
     async def read_limited(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -118,7 +143,18 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
             raise HTTPException(413, f"request body of {declared} bytes is over the limit of "
                                      f"{config.max_body_bytes} bytes")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.read_timeout
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), deadline - loop.time())
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                # closing the connection stops a client that is still dripping the body
+                raise HTTPException(408, f"request body not received within {config.read_timeout:g} s "
+                                         "(read_timeout); send it at once", headers={"Connection": "close"}) from None
             size += len(chunk)
             if size > config.max_body_bytes:
                 raise HTTPException(413, f"request body is over the limit of {config.max_body_bytes} bytes")
@@ -161,6 +197,16 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
 
     @app.post("/predict")
     async def predict(request: Request, top_k: Optional[int] = None):
+        if app.state.in_progress >= config.max_concurrent:
+            raise HTTPException(503, f"busy: {config.max_concurrent} requests already in progress "
+                                     "(max_concurrent); retry shortly", headers={"Retry-After": "1"})
+        app.state.in_progress += 1
+        try:
+            return await answer(request, top_k)
+        finally:
+            app.state.in_progress -= 1
+
+    async def answer(request: Request, top_k: Optional[int]) -> dict:
         k = config.top_k if top_k is None else top_k
         if not 1 <= k <= session.num_classes:
             raise HTTPException(422, f"top_k must be between 1 and {session.num_classes}, got {k}")

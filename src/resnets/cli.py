@@ -18,7 +18,6 @@ from .factory import create_model
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
 from .train import TrainOptions, train
-from .train.evaluate import evaluate_checkpoint
 from .train.options import option_fields
 from .train.plot import plot_runs
 from .transfer import FinetuneOptions, compute_features, finetune
@@ -141,10 +140,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.model, args.weights, args.data, split=args.split, batch_size=args.batch_size,
-                                 mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
-                                 device=args.device, confusion_png=args.confusion, per_class=args.per_class,
-                                 num_workers=args.num_workers, backend=args.backend)
+    result = deploy.evaluate_checkpoint(args.model, args.weights, args.data, split=args.split,
+                                        batch_size=args.batch_size, mean=_floats(args.mean, "--mean"),
+                                        std=_floats(args.std, "--std"), device=args.device,
+                                        confusion_png=args.confusion, per_class=args.per_class,
+                                        num_workers=args.num_workers, backend=args.backend)
     if args.json:
         print(json.dumps(result))
     else:
@@ -208,7 +208,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .deploy.server import ServerConfig, serve  # deferred: fastapi and uvicorn are the optional 'serve' extra
+    from .deploy.server import (  # deferred: fastapi and uvicorn are the optional 'serve' extra
+        ServerConfig,
+        serve,
+    )
 
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,

@@ -34,15 +34,15 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..download import DownloadError
 from ..errors import UsageError
 from .cache import DecodedImages, decode_to_tensor, probe_size
-from ..download import DownloadError
 from .download import CIFAR_ARCHIVES, cifar_archive
 from .large import ImageLoader, ImageLoaderConfig, ResumableSampler, build_transform
 from .small import DeviceLoader, DeviceLoaderConfig
 from .sources import (SYNTHETIC_SYNTAX, BadImageError, BadInputWarning, FileTreeSource, ImageSource, SyntheticSource,
-                      TensorSource, check_policy, decode_bytes, load_cifar, load_folder, load_zip,
-                      resolve_source, sample_path)
+                      TensorSource, check_policy, decode_bytes, load_cifar, load_folder, load_zip, resolve_source,
+                      sample_path)
 from .splits import Split, SplitMismatchError, make_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -17,8 +17,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ..errors import UsageError
 from .._io import atomic_path, cache_root
+from ..errors import UsageError
 from .sources import BadImageError, ImageSource, check_policy, report_skipped
 
 _CACHE_VERSION = 1

@@ -50,8 +50,7 @@ class ImageLoaderConfig:
 
 def build_transform(cfg: ImageLoaderConfig, mean: Sequence[float], std: Sequence[float]):
     """The transforms.v2 pipeline on uint8 CHW tensors (the output of torchvision.io decoding)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2
+    from torchvision.transforms import InterpolationMode, v2
 
     interpolation = InterpolationMode(cfg.interpolation)
     if cfg.train:

@@ -33,6 +33,7 @@ from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
+
 from ..errors import MissingFileError, UsageError
 from .download import cifar_archive
 

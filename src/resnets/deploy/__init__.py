@@ -13,6 +13,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "class_names": "classes", "resolve_class_names": "classes",
     "ExportReport": "export", "export_model": "export", "export_onnx": "export", "export_torchscript": "export",
+    "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
     "preprocess": "images",
@@ -23,6 +24,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
     from .classes import class_names, resolve_class_names
+    from .evaluate import evaluate_checkpoint, write_confusion_png
     from .export import ExportReport, export_model, export_onnx, export_torchscript
     from .fold import fold_batchnorm, fuse_conv_bn
     from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess

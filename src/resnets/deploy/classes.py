@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from typing import Optional, Sequence
+
 from ..errors import UsageError
 
 DATASETS = ("imagenet1k", "cifar10", "cifar100")

@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+
 from ..errors import UsageError
 
 FORMATS = ("onnx", "torchscript")

@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..factory import create_model
+from ..weights import load_weights
 from .classes import resolve_class_names
 from .export import export_onnx, onnx_session
 from .fold import fold_batchnorm
+from .quantize import quantize_onnx
 
 BACKENDS = ("auto", "torch", "onnxruntime", "int8")
 
@@ -57,10 +60,9 @@ class InferenceSession:
     """
 
     def __init__(self, model: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None, *,
-                 backend: str = "auto", device: Union[str, torch.device, None] = "cpu", calibration: Optional[torch.Tensor] = None,
+                 backend: str = "auto", device: Union[str, torch.device, None] = "cpu",
+                 calibration: Optional[torch.Tensor] = None,
                  config: Optional[SessionConfig] = None, **model_kwargs):
-        from ..factory import create_model
-
         self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
         if self.config.backend not in BACKENDS:
             raise UsageError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
@@ -71,8 +73,6 @@ class InferenceSession:
             model = create_model(model, weights=weights, **model_kwargs) if weights else create_model(model,
                                                                                                       **model_kwargs)
         elif weights is not None:
-            from ..weights import load_weights
-
             load_weights(model, weights)
         self.model = model.eval()
         self.arch = getattr(model, "arch", None) or type(model).__name__
@@ -92,8 +92,6 @@ class InferenceSession:
         if self.config.backend == "int8":
             if calibration is None:
                 raise UsageError("backend='int8' needs calibration images (a preprocessed batch)")
-            from .quantize import quantize_onnx
-
             self._runners["int8"] = quantize_onnx(self._prepared, calibration)
             self.backend = "int8"
         elif self.config.backend != "auto" or self.config.device != "cpu":

@@ -7,6 +7,7 @@ from typing import Callable, Union
 
 import torch
 from torch import nn
+
 from ..errors import UsageError
 
 NormLayer = Callable[[int], nn.Module]

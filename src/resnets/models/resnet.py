@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .blocks import (SHORTCUT_OPTIONS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck,
-                     make_shortcut)
+from .blocks import SHORTCUT_OPTIONS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, make_shortcut
 from .layers import NormLayer, get_norm_layer
 from .preprocessing import Preprocessing
 

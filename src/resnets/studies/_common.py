@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data import build_loaders
 from ..errors import UsageError
 from ..models.resnet import ResNet
 
@@ -33,8 +34,6 @@ def image_batches(data: str, batch_size: int, count: int, seed: int, device: str
                   ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
     """``count`` normalised training batches of ``data`` without augmentation, and the
     data's number of classes."""
-    from ..data import build_loaders
-
     train_loader, _, info = build_loaders(data, batch_size=batch_size, seed=seed, val_size=0, augment=False,
                                           device=device)
     if len(train_loader) < count:

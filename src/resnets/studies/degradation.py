@@ -15,18 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import torch
+
 from ..errors import UsageError
-from ..models import get_model_spec, list_models
-from .report import (
-    fmt,
-    markdown_table,
-    pyplot,
-    read_json,
-    save_figure,
-    write_csv,
-    write_json,
-    write_report,
-)
+from ..factory import create_model
+from ..models import ResNet, get_model_spec, list_models
+from ..models.summary import network_depth
+from ..train import TrainOptions, read_metrics, train
+from ..train.checkpoint import last_checkpoint, read_config
+from .report import fmt, markdown_table, pyplot, read_json, save_figure, write_csv, write_json, write_report
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 
@@ -108,11 +105,6 @@ def check_models(models: Sequence[str]) -> list[str]:
         raise UsageError(f"--models: unknown model(s) {', '.join(unknown)}; see `resnets list`")
     if len(set(models)) != len(models):
         raise UsageError(f"--models: a model is listed twice in {models}")
-    import torch
-
-    from ..factory import create_model
-    from ..models import ResNet
-
     for model in models:
         with torch.device("meta"):  # the structure only, no memory
             built = create_model(model)
@@ -128,8 +120,6 @@ def _is_plain(model: str) -> bool:
 
 
 def _run_finished(run_dir: Path, iterations: int) -> bool:
-    from ..train.checkpoint import last_checkpoint
-
     record = last_checkpoint(run_dir, verify=False) if run_dir.exists() else None
     return record is not None and record["step"] >= iterations
 
@@ -137,8 +127,6 @@ def _run_finished(run_dir: Path, iterations: int) -> bool:
 def run_degradation(config: DegradationConfig) -> dict:
     """Train (or resume, or read back) every run, then write ``degradation.json``,
     ``degradation.csv``, ``degradation.png`` and ``README.md`` into ``config.out``."""
-    from ..train import TrainOptions, read_metrics, train
-
     models = check_models(config.models)
     budget = config.resolved_budget()
     recipe = config.recipe or budget.recipe
@@ -190,8 +178,6 @@ def run_degradation(config: DegradationConfig) -> dict:
 
 def _chance_error(run_dir: Path) -> Optional[float]:
     """The error (%) of a uniform guess over the run's classes."""
-    from ..train.checkpoint import read_config
-
     config = read_config(run_dir) or {}
     classes = config.get("classes") or []
     return 100.0 * (1 - 1 / len(classes)) if classes else None
@@ -205,11 +191,6 @@ def stalled(run: dict, margin: float = 2.0) -> bool:
 
 
 def _depth_of(model: str) -> int:
-    import torch
-
-    from ..factory import create_model
-    from ..models.summary import network_depth
-
     with torch.device("meta"):
         return network_depth(create_model(model))
 

@@ -25,15 +25,10 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec, list_models
 from ..models.summary import network_depth
+from ..train.checkpoint import list_snapshots
 from ._common import block_layers, blocks, image_batches, weighted_layers
-from .report import (
-    markdown_table,
-    pyplot,
-    save_figure,
-    write_csv,
-    write_json,
-    write_report,
-)
+from .degradation import check_models
+from .report import markdown_table, pyplot, save_figure, write_csv, write_json, write_report
 
 DEFAULT_DEPTHS = (20, 56, 110)
 
@@ -129,8 +124,6 @@ def run_gradients(config: GradientConfig) -> dict:
     """Measure every model at initialisation (and trained, where asked), then write
     ``gradients.json``, ``gradients.csv``, ``gradients-init.png`` (and
     ``gradients-trained.png``) and ``README.md`` into ``config.out``."""
-    from .degradation import check_models
-
     models = check_models(config.models) if config.models else models_for_depths(config.depths)
     for key in ("batch_size", "batches"):
         if getattr(config, key) < 1:
@@ -145,8 +138,6 @@ def run_gradients(config: GradientConfig) -> dict:
         model = create_model(name, num_classes=num_classes).to(config.device)
         entries.append(_entry(name, model, batches, "init"))
     if config.trained_from is not None:
-        from ..train.checkpoint import list_snapshots
-
         runs = Path(config.trained_from) / "runs"
         found = sorted(p.parent.name for p in runs.glob("*/last.safetensors"))
         if not found:

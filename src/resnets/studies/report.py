@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
-from ..errors import UsageError, MissingFileError
 from .._io import atomic_write_text
+from ..errors import MissingFileError, UsageError
 
 
 def pyplot():

@@ -16,20 +16,15 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ..data import build_loaders
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
+from ..train import read_metrics
+from ..train.checkpoint import read_config
 from ._common import blocks
-from .report import (
-    fmt,
-    markdown_table,
-    pyplot,
-    save_figure,
-    write_csv,
-    write_json,
-    write_report,
-)
+from .report import fmt, markdown_table, pyplot, save_figure, write_csv, write_json, write_report
 
 
 @dataclass
@@ -75,9 +70,6 @@ def response_stds(model: torch.nn.Module, batches) -> list[float]:
 
 
 def _validation_batches(run_dir: Path, model: torch.nn.Module, images: int, batch_size: int, device: str):
-    from ..data import build_loaders
-    from ..train.checkpoint import read_config
-
     config = read_config(run_dir)
     if config is None:
         raise UsageError(f"{run_dir}: no config.json; not a training run")
@@ -120,8 +112,6 @@ def run_responses(config: ResponseConfig) -> dict:
         model = create_model(name, weights=str(run_dir / "last.safetensors")).to(config.device)
         batches, count = _validation_batches(run_dir, model, config.images, config.batch_size, config.device)
         stds = response_stds(model, batches)
-        from ..train import read_metrics
-
         rows = read_metrics(run_dir)
         entries.append(dict(model=name, kind=get_model_spec(name).kind, depth=network_depth(model),
                             trained_steps=rows[-1]["step"] if rows else 0, images=count,

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..models.summary import _human, format_table, summarize
+from .degradation import check_models
 from .report import markdown_table, write_json, write_report
 
 
 def run_table(models: Sequence[str], out: Path, input_size: Optional[int] = None) -> dict:
     """Write ``table.md`` (one comparison table, then each model's own) and ``table.json``."""
-    from .degradation import check_models
-
     models = check_models(models)
     summaries = [summarize(name, input_size=input_size) for name in models]
     stage_names = []

@@ -23,8 +23,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..errors import UsageError
 from .._io import atomic_path, atomic_write_text, sha256_file
+from ..errors import UsageError
 from ..weights import read_metadata, save_weights
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+
 from ..errors import UsageError
 
 

@@ -9,10 +9,10 @@
 """
 
 from .features import FeatureLoader, Features, compute_features, extract_features, load_features
-from .finetune import (STRATEGIES, FinetuneOptions, check_finetune_data, finetune, stage_groups,
-                       strategy_transfer)
+from .finetune import STRATEGIES, FinetuneOptions, check_finetune_data, finetune, stage_groups, strategy_transfer
 from .hook import Transfer
 from .pretrained import load_pretrained
 
 __all__ = ["FeatureLoader", "Features", "FinetuneOptions", "STRATEGIES", "check_finetune_data", "compute_features",
-           "extract_features", "finetune", "load_features", "load_pretrained", "stage_groups", "strategy_transfer", "Transfer"]
+           "extract_features", "finetune", "load_features", "load_pretrained", "stage_groups", "strategy_transfer",
+           "Transfer"]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
 from .._io import atomic_path, atomic_write_text
+from ..errors import UsageError
 
 
 def _stage_output(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
 from ..data import resolve_source
 from ..data.sources import BadImageError
+from ..errors import UsageError
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option, required

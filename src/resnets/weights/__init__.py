@@ -6,9 +6,9 @@ safetensors with metadata. URLs go through the package's one downloader (``resne
 """
 
 from ..download import DownloadError, fetch
-from .formats import (CheckpointError, CheckpointInfo, UnsafeCheckpointError, apply_preprocessing,
-                      checkpoint_cache_dir, describe_state_dict, detect_format, guess_architecture, load_checkpoint,
-                      load_state_dict, load_weights, read_metadata, resolve, save_weights)
+from .formats import (CheckpointError, CheckpointInfo, UnsafeCheckpointError, apply_preprocessing, checkpoint_cache_dir,
+                      describe_state_dict, detect_format, guess_architecture, load_checkpoint, load_state_dict,
+                      load_weights, read_metadata, resolve, save_weights)
 
 __all__ = [
     "CheckpointError", "CheckpointInfo", "DownloadError", "UnsafeCheckpointError", "apply_preprocessing",

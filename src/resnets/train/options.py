@@ -22,7 +22,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 def option(default: Any = None, help: str = "", **meta: Any) -> Any:
     """A dataclass field with a default and its command-line help (and other CLI metadata)."""
-    if callable(default) and not isinstance(default, type):
+    if default in (dict, list):  # a fresh, empty one for each instance
         return field(default_factory=default, metadata=dict(help=help, **meta))
     return field(default=default, metadata=dict(help=help, **meta))
 

@@ -258,10 +258,6 @@ def _param_groups(model: nn.Module, recipe: Recipe, lr_mult: Optional[dict] = No
             mult = next((float(m) for prefix, m in (lr_mult or {}).items()
                          if under_prefix(f"{module_name}.{name}" if module_name else name, [prefix])), 1.0)
             groups.setdefault((0.0 if no_decay else recipe.weight_decay, mult), []).append(p)
-    if recipe.no_weight_decay_on_norm_and_bias:
-        # both groups even where one is empty, so that the optimiser's state has one layout
-        for decay in (recipe.weight_decay, 0.0):
-            groups.setdefault((decay, 1.0), [])
     return [{"params": params, "weight_decay": decay, "lr_mult": mult} for (decay, mult), params in groups.items()]
 
 

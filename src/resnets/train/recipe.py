@@ -97,10 +97,6 @@ class Recipe:
             raise RecipeError(f"recipe {self.name!r}: ema_decay, momentum and label_smoothing must lie in [0, 1)")
 
     @property
-    def unit(self) -> str:
-        return "iterations" if self.iterations is not None else "epochs"
-
-    @property
     def length(self) -> float:
         return self.iterations if self.iterations is not None else self.epochs
 

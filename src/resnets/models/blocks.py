@@ -112,7 +112,7 @@ class BasicBlock(PostActivationBlock):
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d,
-                 residual: bool = True, **_: object):
+                 residual: bool = True):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise UsageError("basic blocks take only groups=1 and width_per_group=64")
@@ -146,7 +146,7 @@ class Bottleneck(PostActivationBlock):
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d,
-                 residual: bool = True, stride_in_1x1: bool = False, **_: object):
+                 residual: bool = True, stride_in_1x1: bool = False):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
@@ -181,7 +181,7 @@ class PreActBasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d,
-                 residual: bool = True, preact: bool = True, **_: object):
+                 residual: bool = True, preact: bool = True):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise UsageError("basic blocks take only groups=1 and width_per_group=64")
@@ -224,7 +224,7 @@ class PreActBottleneck(PreActBasicBlock):
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  groups: int = 1, base_width: int = 64, dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d,
-                 residual: bool = True, preact: bool = True, stride_in_1x1: bool = False, **_: object):
+                 residual: bool = True, preact: bool = True, stride_in_1x1: bool = False):
         nn.Module.__init__(self)
         width = int(planes * (base_width / 64.0)) * groups
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)

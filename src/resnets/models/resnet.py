@@ -158,7 +158,9 @@ class ResNet(nn.Module):
             self._dilation *= stride
             stride = 1
         common = dict(groups=self._groups, base_width=self._base_width, norm_layer=self._norm_layer,
-                      residual=self.shortcut != "none", stride_in_1x1=self.variant == "v1")
+                      residual=self.shortcut != "none")
+        if issubclass(block, (Bottleneck, PreActBottleneck)):  # where the stride goes is a bottleneck's choice
+            common["stride_in_1x1"] = self.variant == "v1"
         blocks = []
         for i in range(num_blocks):
             in_channels = self.in_channels if i == 0 else planes * block.expansion

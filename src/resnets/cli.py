@@ -20,6 +20,7 @@ from .models.summary import format_table, summarize
 from .train import TrainOptions, train
 from .train.options import option_fields
 from .train.plot import plot_runs
+from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 
 
@@ -144,7 +145,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                         batch_size=args.batch_size, mean=_floats(args.mean, "--mean"),
                                         std=_floats(args.std, "--std"), device=args.device,
                                         confusion_png=args.confusion, per_class=args.per_class,
-                                        num_workers=args.num_workers, backend=args.backend)
+                                        num_workers=args.num_workers, amp=args.amp, backend=args.backend)
     if args.json:
         print(json.dumps(result))
     else:
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-workers", type=int)
+    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                   help="autocast precision (default auto: bf16 where the device computes it natively)")
     p.add_argument("--confusion", help="write the confusion matrix to this PNG")
     p.add_argument("--per-class", action="store_true", help="per-class accuracy")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],

@@ -13,13 +13,14 @@ from ..data.evaluation import build_eval_loader
 from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
+from ..train.precision import resolve_amp
 from .session import InferenceSession
 
 
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "val", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
-                        num_workers: Optional[int] = None, amp: str = "off", backend: Optional[str] = None) -> dict:
+                        num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
@@ -35,6 +36,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     if len(mean) != len(std):
         raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
     torch_device = torch.device(device)
+    amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
     loader, classes = build_eval_loader(data, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,
@@ -51,6 +53,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         predictor = InferenceSession(model, backend=backend, device=device).run
     result = evaluate(predictor, loader.epoch_batches(0), len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
+    result["amp"] = amp
     if backend is not None:
         result["backend"] = predictor.__self__.backend
     if per_class:

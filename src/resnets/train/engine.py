@@ -35,9 +35,10 @@ from ..models.summary import network_depth
 from .checkpoint import (append_metrics, keep_snapshot, last_checkpoint, load_checkpoint_state, save_best,
                          save_checkpoint, save_initial_snapshot, truncate_metrics, write_config)
 from .distributed import Distributed
-from .evaluate import autocast_context, evaluate
+from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
+from .precision import autocast_context
 from .progress import Meter, Progress
 from .recipe import Recipe, learning_rate
 from .rundir import resolve_run
@@ -62,7 +63,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     out = Path(options.out)
     device = dist.device
     hook = options.hook or TrainHook()
-    record, checkpoint = resolve_run(options, dist.world_size)
+    record, checkpoint = resolve_run(options, dist.world_size, device)
+    amp, channels_last = record["amp"], record["channels_last"]
     writer_class = _tensorboard_writer() if options.tensorboard else None
     recipe = Recipe(**record["recipe"])
     seed = record["seed"]
@@ -90,7 +92,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     data_options = dict(
         seed=seed, device=device, val_size=recipe.val_size, val_fraction=recipe.val_fraction,
         augment=recipe.augment, drop_last=True, trivial_augment=recipe.trivial_augment,
-        random_erasing=recipe.random_erasing, channels_last=options.channels_last, num_workers=options.num_workers,
+        random_erasing=recipe.random_erasing, channels_last=channels_last, num_workers=options.num_workers,
         cache_dir=options.cache_dir, pipeline=options.pipeline, split=record.get("split"),
         # CIFAR-family nets normalise with the training set's own statistics (the paper's mean subtraction);
         # pretrained weights with the statistics they were trained with
@@ -126,11 +128,11 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if options.sync_bn and dist.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if options.channels_last:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, recipe, hook.lr_multipliers()), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
-    scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     ema = copy.deepcopy(model).eval().requires_grad_(False) if recipe.ema_decay > 0 else None
 
     # resume: weights, optimiser, EMA and RNG state of the last complete checkpoint
@@ -165,7 +167,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
     progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
                   f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
-                  f"{recipe.batch_size} on {dist.world_size} x {device}"
+                  f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
+                  + (", channels-last" if channels_last else "")
                   + (f", resuming at step {start_step}" if start_step else ""))
 
     step = start_step
@@ -189,7 +192,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                 # strided parts: exactly the images process ``part`` would get under torchrun
                 x, t, y = images[part::micro_batches], targets[part::micro_batches], labels[part::micro_batches]
                 with _bn_statistics_frozen(model, part > 0), dist.no_sync_unless(net, part == micro_batches - 1), \
-                        autocast_context(device, options.amp):
+                        autocast_context(device, amp):
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
                 scaler.scale(loss / micro_batches).backward()
@@ -217,7 +220,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                            images_per_sec=round(meter.images_per_sec, 1))
                 if dist.is_main:
                     row, best_top1 = _evaluate_and_save(
-                        out, row, model, ema, trained, val_loader, info, options, best_top1, metadata,
+                        out, row, model, ema, trained, val_loader, info, options, amp, best_top1, metadata,
                         state=dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                                    ema=ema.state_dict() if ema is not None else None,
                                    torch_rng=torch.get_rng_state()))
@@ -298,7 +301,7 @@ def _format_row(row: dict, total_steps: int) -> str:
 
 
 def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.Module], trained: nn.Module,
-                       val_loader, info, options: TrainOptions, best_top1: Optional[float], metadata: dict,
+                       val_loader, info, options: TrainOptions, amp: str, best_top1: Optional[float], metadata: dict,
                        state: dict) -> tuple[dict, Optional[float]]:
     """Evaluate on the validation split, append the metrics line, write the checkpoint
     (and ``best.safetensors`` when the validation accuracy improved; with no validation split,
@@ -307,7 +310,7 @@ def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.
     evaluated = ema if ema is not None else model
     if val_loader is not None:
         net = evaluated if trained is model else trained
-        result = evaluate(net, val_loader.epoch_batches(0), info.num_classes, amp=options.amp)
+        result = evaluate(net, val_loader.epoch_batches(0), info.num_classes, amp=amp)
         row.update(val_loss=result["loss"], val_top1=result["top1"], val_top5=result["top5"],
                    val_error=100.0 - result["top1"], val_n=result["n"])
     append_metrics(out, row)

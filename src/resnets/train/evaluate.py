@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-
-
-def autocast_context(device: torch.device, amp: str):
-    """bf16 / fp16 autocast on ``device``, or nothing for ``amp="off"``."""
-    if amp == "off":
-        return contextlib.nullcontext()
-    if amp not in ("bf16", "fp16"):
-        raise UsageError(f"amp must be 'bf16', 'fp16' or 'off', got {amp!r}")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from .precision import autocast_context
 
 
 @torch.no_grad()

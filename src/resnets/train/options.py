@@ -14,8 +14,8 @@ from torch import nn
 
 from ..errors import UsageError
 from .hooks import TrainHook
+from .precision import AMP_CHOICES
 
-AMP_CHOICES = ("bf16", "fp16", "off")
 PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -50,8 +50,10 @@ class TrainOptions:
     seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)")
     evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run")
     val_size: Optional[int] = option(help="images carved out of train for validation")
-    amp: str = option("off", help="autocast precision", choices=AMP_CHOICES)
-    channels_last: bool = option(False, help="channels-last memory format")
+    amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
+                                   "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
+    channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
+                                                "with bf16 on a CPU)")
     compile: bool = option(False, help="torch.compile the model")
     compile_mode: Optional[str] = option(help="torch.compile mode (implies --compile); reduce-overhead replays "
                                               "CUDA graphs", choices=COMPILE_MODES)
@@ -90,7 +92,7 @@ class TrainOptions:
             raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
         if self.val_size is not None and self.val_size < 0:
             raise UsageError(f"--val-size must not be negative, got {self.val_size}")
-        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
+        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):  # noqa: B007
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:

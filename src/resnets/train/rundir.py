@@ -11,8 +11,11 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from .checkpoint import RunDirError, last_checkpoint, read_config
 from .options import TrainOptions
+from .precision import resolve_amp, resolve_channels_last
 from .recipe import Recipe, load_recipe
 
 DEFAULT_DATA = "sample:cifar10"
@@ -22,9 +25,10 @@ DEFAULT_RECIPE = "paper-cifar"
 SAMPLE_DEFAULTS = dict(iterations=200, val_size=400, evaluations=10)
 
 
-def resolve_run(options: TrainOptions, world_size: int) -> tuple[dict, Optional[dict]]:
+def resolve_run(options: TrainOptions, world_size: int, device: torch.device) -> tuple[dict, Optional[dict]]:
     """The run's record (config.json) and its last checkpoint, refusing a run directory that
-    holds something else. Nothing is written here."""
+    holds something else. Precision and memory layout are resolved for ``device`` when the run
+    starts and kept in the record, so a resumed run computes as it did. Nothing is written here."""
     out = Path(options.out)
     recorded = read_config(out) if out.exists() else None
     if recorded is not None and recorded.get("model") != options.model:
@@ -41,6 +45,8 @@ def resolve_run(options: TrainOptions, world_size: int) -> tuple[dict, Optional[
     if recorded is not None:
         given = {"data": options.data, "seed": options.seed, "micro_batches": options.micro_batches,
                  "world_size": world_size, "model_kwargs": options.model_kwargs or None,
+                 "amp": resolve_amp(options.amp, device) if options.amp != "auto" else None,
+                 "channels_last": options.channels_last,
                  "transfer": options.hook.record() if options.hook is not None else None}
         clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
                    if v is not None and recorded.get(k) != v]
@@ -58,10 +64,12 @@ def resolve_run(options: TrainOptions, world_size: int) -> tuple[dict, Optional[
                                                   if getattr(options, k) is None and
                                                   not (k == "iterations" and options.epochs is not None)})
     recipe = build_recipe(options)
+    amp = resolve_amp(options.amp, device)
     record = dict(model=options.model, data=options.data or DEFAULT_DATA, recipe=recipe.to_dict(),
                   recipe_name=options.recipe or DEFAULT_RECIPE, seed=options.seed if options.seed is not None else 0,
                   micro_batches=options.micro_batches or 1, world_size=world_size,
-                  model_kwargs=options.model_kwargs or {},
+                  model_kwargs=options.model_kwargs or {}, amp=amp,
+                  channels_last=resolve_channels_last(options.channels_last, amp, device),
                   transfer=options.hook.record() if options.hook is not None else None)
     return record, None
 

@@ -1,0 +1,57 @@
+"""Mixed precision where the hardware has it: ``amp="auto"`` and ``channels_last=None`` resolved
+for a device, from what the device reports (never guessed from its vendor or name)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+
+from ..errors import UsageError
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA device that says so, or a CPU with
+    AVX512-BF16 or AMX-BF16 units (elsewhere PyTorch emulates bf16, slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.6
+        if capabilities is None:
+            return False
+        found = capabilities()
+        return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
+    return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto``: bf16 where the device has it natively, else off; other values as given."""
+    if amp not in AMP_CHOICES:
+        raise UsageError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "off"
+
+
+def resolve_channels_last(channels_last: Optional[bool], amp: str, device: torch.device) -> bool:
+    """None: channels-last where it is the faster layout for convolutions: on CUDA, and on a CPU
+    computing in bf16 (oneDNN's AMX kernels take NHWC; in fp32 on a CPU it gains little)."""
+    if channels_last is not None:
+        return channels_last
+    return device.type == "cuda" or (device.type == "cpu" and amp == "bf16")
+
+
+def autocast_context(device: torch.device, amp: str):
+    """bf16 / fp16 autocast on ``device``, or nothing for ``amp="off"`` (``auto`` must be resolved first)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp not in ("bf16", "fp16"):
+        raise UsageError(f"amp must be 'bf16', 'fp16' or 'off' here, got {amp!r}")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+__all__ = ["AMP_CHOICES", "autocast_context", "native_bf16", "resolve_amp", "resolve_channels_last"]

@@ -116,7 +116,8 @@ def main() -> None:
                 "resnets engine, fp32": {"amp": "off", "channels_last": False}}
     if args.compile:
         variants["resnets engine, default + torch.compile"] = {"compile": True}
-    base_name, peer_name = "baseline: eager fp32 loop + DataLoader", "peer: eager bf16 + channels-last loop + DataLoader"
+    base_name = "baseline: eager fp32 loop + DataLoader"
+    peer_name = "peer: eager bf16 + channels-last loop + DataLoader"
     results: dict[str, list[float]] = {base_name: [], peer_name: [], **{k: [] for k in variants}}
     for round_index in range(args.repeats):
         results[base_name].append(

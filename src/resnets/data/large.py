@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UsageError
 from .batching import EpochBatches
+from .pipeline import DEFAULT_CROP_PCT, DEFAULT_IMAGE_SIZE, DEFAULT_INTERPOLATION, default_num_workers
 from .sources import BadImageError, BadInputWarning, ImageSource, check_policy, mix_seed
 
 
@@ -32,12 +33,12 @@ class ImageLoaderConfig:
     shuffle: bool = True
     train: bool = True  # RandomResizedCrop + flip; False: Resize + CenterCrop
     drop_last: bool = False
-    image_size: int = 224
-    resize_size: Optional[int] = None  # evaluation resize; default image_size / 0.875
-    interpolation: str = "bilinear"
+    image_size: int = DEFAULT_IMAGE_SIZE
+    resize_size: Optional[int] = None  # evaluation resize; default image_size / DEFAULT_CROP_PCT
+    interpolation: str = DEFAULT_INTERPOLATION
     trivial_augment: bool = False
     random_erasing: float = 0.0
-    num_workers: int = 2
+    num_workers: int = field(default_factory=default_num_workers)
     pin_memory: Optional[bool] = None  # default: when the device is CUDA
     persistent_workers: bool = True
     prefetch_factor: int = 2
@@ -59,7 +60,7 @@ def build_transform(cfg: ImageLoaderConfig, mean: Sequence[float], std: Sequence
         if cfg.trivial_augment:
             steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     else:
-        resize = cfg.resize_size or int(round(cfg.image_size / 0.875))
+        resize = cfg.resize_size or int(round(cfg.image_size / DEFAULT_CROP_PCT))
         steps = [v2.Resize(resize, interpolation=interpolation, antialias=True), v2.CenterCrop(cfg.image_size)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if cfg.train and cfg.random_erasing > 0:

@@ -67,6 +67,7 @@ class DeviceLoader(EpochBatches):
         self.labels = labels.to(self.device, torch.int64)
         self.seed = seed
         self.epoch = 0
+        self.mean, self.std = tuple(mean), tuple(std)
         # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused multiply-add per element
         std_t = torch.tensor(std, dtype=torch.float32)
         self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device, cfg.dtype)

@@ -17,10 +17,19 @@ from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..data import resolve_source
+from ..data.large import ImageLoader
+from ..data.loaders import loader_for
+from ..data.pipeline import DataConfig
+from ..data.sources import mix_seed
 from .._io import atomic_path, atomic_write_text
 from ..errors import UsageError
+from ..factory import create_model
+from .pretrained import load_pretrained
 
 
 def _stage_output(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:
@@ -97,8 +106,6 @@ class FeatureLoader:
         return math.ceil(len(self.features) / self.batch_size)
 
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from ..data.sources import mix_seed
-
         n = len(self.features)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, 11))) \
             if self.shuffle else torch.arange(n)
@@ -112,8 +119,6 @@ def cached_feature_loaders(model: nn.Module, train_loader, val_loader, path: Pat
                            seed: int) -> tuple[FeatureLoader, Optional[FeatureLoader]]:
     """Linear probe: the frozen backbone's pooled features of the training and validation
     images, computed once (kept in ``path``, reused when a run resumes) and served as loaders."""
-    from safetensors.torch import load_file, save_file
-
     if path.is_file():
         tensors = load_file(str(path))
     else:
@@ -160,8 +165,6 @@ class Features:
             atomic_write_text(sidecar, json.dumps({**meta, "labels": self.labels.tolist()}) + "\n")
             return [path, sidecar]
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
             with atomic_path(path) as tmp:
                 save_file({"features": self.features.contiguous(), "labels": self.labels},
                           str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
@@ -177,8 +180,6 @@ def load_features(path: Union[str, Path]) -> Features:
         features = torch.from_numpy(np.load(path, allow_pickle=False))
         labels = torch.tensor(meta["labels"], dtype=torch.int64)
     else:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
             features, labels = f.get_tensor("features"), f.get_tensor("labels")
@@ -190,18 +191,11 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
                      image_size: Optional[int] = None, num_workers: Optional[int] = None,
                      bad_input: str = "skip") -> Features:
     """Embeddings of every image of ``data`` (any ``--data`` source), preprocessed as the
-    weights were trained (their recorded mean/std and input size), without augmentation."""
-    from ..data import resolve_source
-    from ..data.cache import decode_to_tensor, probe_size
-    from ..data.large import ImageLoader
-    from ..data.small import DeviceLoader
-    from .pretrained import load_pretrained
-
+    weights were trained (their recorded mean/std and input size), without augmentation,
+    through the loader that evaluation builds for the same data (:func:`loader_for`)."""
     if isinstance(model, str):
         net = load_pretrained(model, weights, image_size=image_size) if weights else None
         if net is None:
-            from ..factory import create_model
-
             net = create_model(model)
     else:
         net = model
@@ -211,25 +205,15 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     if len(source) == 0:
         raise UsageError(f"{data}: no images")
     prep = net.preprocessing
-    side = image_size or prep.input_size[-1]
-    common = dict(batch_size=batch_size, device=device, mean=tuple(prep.mean), std=tuple(prep.std))
-    height, width = probe_size(source, bad_input)
-    if max(height, width) <= 64 and side <= 64:
-        decoded = decode_to_tensor(source, image_size=(side, side), bad_input=bad_input)
-        rows = decoded.index
-        labels = torch.from_numpy(np.asarray(source.targets)[rows])
-        loader = DeviceLoader(decoded.images, labels, shuffle=False, augment=False, drop_last=False, **common)
-        batches = loader.epoch_batches(0)
-    else:
-        rows = np.arange(len(source))
-        loader = ImageLoader(source, rows, shuffle=False, train=False, drop_last=False, image_size=side,
-                             resize_size=int(round(side / prep.crop_pct)), interpolation=prep.interpolation,
-                             num_workers=num_workers if num_workers is not None else 2, bad_input=bad_input,
-                             **common)
-        batches = loader.epoch_batches(0)
+    config = DataConfig(batch_size=batch_size, device=device, image_size=image_size, preprocessing=prep,
+                        mean=tuple(prep.mean), std=tuple(prep.std), augment=False, num_workers=num_workers,
+                        bad_input=bad_input)
+    loader, rows = loader_for(source, config, train=False)
+    batches = loader.epoch_batches(0)
     features, labels = extract_features(net, batches, stage=stage)
     if isinstance(loader, ImageLoader) and loader.skipped:
         # the large pipeline drops undecodable images from their batches, in order
         rows = np.asarray([i for i in rows if source.image_id(int(i)) not in loader.skipped], dtype=np.int64)
     files = [source.image_id(int(i)) for i in rows]
-    return Features(features, labels, files, list(source.classes), getattr(net, "arch", None) or type(net).__name__, stage)
+    return Features(features, labels, files, list(source.classes), 
+                    getattr(net, "arch", None) or type(net).__name__, stage)

@@ -1,0 +1,111 @@
+"""What a loader is built from: the data layer's defaults, its options (:class:`DataConfig`)
+and the decisions taken from a model's preprocessing (which pipeline, what input size,
+which transform). :func:`resnets.data.loaders.loader_for` builds the loader; training,
+evaluation and ``resnets features`` all get their loaders from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from ..errors import UsageError
+# the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
+from ..models.preprocessing import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+from .cache import probe_size
+from .sources import ImageSource
+
+# images no larger than this (longest side, pixels) are held on the device: CIFAR's 32, downsampled ImageNet's 64
+SMALL_IMAGE_MAX_SIDE = 64
+SMALL_IMAGE_MAX_BYTES = 4 << 30  # ... when the whole set, as uint8, also fits in this
+DEFAULT_IMAGE_SIZE = 224  # large pipeline, when neither the caller nor a model's preprocessing gives one
+DEFAULT_INTERPOLATION = "bilinear"
+
+
+def default_num_workers() -> int:
+    """DataLoader workers of the large pipeline when none are asked for."""
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass
+class DataConfig:
+    """Options of :func:`build_loaders` and :func:`loader_for` (every field is also a keyword argument)."""
+
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # default: batch_size
+    seed: int = 0
+    val_size: Optional[int] = None  # images carved out of train for validation; 0: none
+    val_fraction: float = 0.1  # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
+    split: Optional[dict] = None  # a recorded Split.to_dict(): re-create it exactly
+    val_source: Optional[Union[str, ImageSource]] = None  # a separate validation set instead of a carved split
+    device: Union[str, torch.device] = "cpu"
+    pipeline: str = "auto"  # "auto", "small" or "large"
+    image_size: Optional[int] = None  # default: the model's preprocessing, else the data's own (small) / 224
+    preprocessing: Any = None  # a model's ``preprocessing`` (Preprocessing or dict): input size, mean/std, crop
+    mean: Optional[Sequence[float]] = None  # default: preprocessing, else measured on train (small) / ImageNet
+    std: Optional[Sequence[float]] = None
+    augment: bool = True
+    drop_last: bool = True  # training batches only; evaluation keeps every image
+    channels_last: bool = False
+    dtype: torch.dtype = torch.float32
+    trivial_augment: bool = False  # large pipeline
+    random_erasing: float = 0.0  # large pipeline, probability
+    num_workers: Optional[int] = None  # large pipeline; default default_num_workers()
+    rank: int = 0
+    world_size: int = 1
+    bad_input: str = "skip"  # "skip": skip, count and warn naming the file; "error": refuse
+    cache_dir: Optional[Union[str, Path]] = None  # default $RESNETS_CACHE or ~/.cache/resnets
+    use_cache: bool = True
+    download: bool = False  # fetch cifar10 / cifar100 when missing from the cache
+    small_max_side: int = SMALL_IMAGE_MAX_SIDE
+    small_max_bytes: int = SMALL_IMAGE_MAX_BYTES
+
+
+def preprocessing_field(preprocessing: Any, key: str) -> Any:
+    """``key`` of a model's preprocessing (a Preprocessing, a dict or None)."""
+    if preprocessing is None:
+        return None
+    if isinstance(preprocessing, dict):
+        return preprocessing.get(key)
+    return getattr(preprocessing, key, None)
+
+
+def choose_pipeline(source: ImageSource, config: DataConfig) -> str:
+    """``"small"`` or ``"large"``: ``config.pipeline`` when it names one; under ``"auto"``, small
+    when the images are no larger than ``small_max_side`` and all of them, as uint8, fit in
+    ``small_max_bytes``."""
+    if config.pipeline in ("small", "large"):
+        return config.pipeline
+    if config.pipeline != "auto":
+        raise UsageError(f"pipeline must be 'auto', 'small' or 'large', got {config.pipeline!r}")
+    height, width = probe_size(source, config.bad_input)
+    side = config.image_size or max(height, width)
+    fits = len(source) * source.channels * side * side <= config.small_max_bytes
+    return "small" if max(height, width) <= config.small_max_side and fits else "large"
+
+
+def input_side(config: DataConfig) -> Optional[int]:
+    """The model's input side: ``image_size``, else the preprocessing's; None: the data's own."""
+    input_size = preprocessing_field(config.preprocessing, "input_size")
+    return config.image_size or (input_size[-1] if input_size else None)
+
+
+def given_statistics(config: DataConfig) -> tuple[Optional[Sequence[float]], Optional[Sequence[float]]]:
+    """(mean, std) given, else the preprocessing's; None where neither says."""
+    return (config.mean or preprocessing_field(config.preprocessing, "mean"),
+            config.std or preprocessing_field(config.preprocessing, "std"))
+
+
+def large_transform(config: DataConfig) -> dict:
+    """The large pipeline's transform options for :class:`ImageLoader`: the caller's, else the
+    model's preprocessing, else ImageNet's statistics at 224 px with a 0.875 crop."""
+    mean, std = given_statistics(config)
+    image_size = input_side(config) or DEFAULT_IMAGE_SIZE
+    crop_pct = preprocessing_field(config.preprocessing, "crop_pct") or DEFAULT_CROP_PCT
+    return dict(mean=tuple(mean or IMAGENET_MEAN), std=tuple(std or IMAGENET_STD), image_size=image_size,
+                resize_size=int(round(image_size / crop_pct)),
+                interpolation=preprocessing_field(config.preprocessing, "interpolation") or DEFAULT_INTERPOLATION)

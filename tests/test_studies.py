@@ -73,7 +73,7 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
 
 
 def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
-    import resnets.train as train_package
+    import resnets.studies.degradation as degradation
     import resnets.train.engine as engine
 
     real_evaluate = engine._evaluate_and_save
@@ -101,8 +101,8 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     assert "2 of 4 (in progress)" in (tmp_path / "README.md").read_text()
     assert partial["findings"] == []  # one depth of each kind: nothing to compare
     assert (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines() == first_line
-    real_train = train_package.train
-    monkeypatch.setattr(train_package, "train", lambda options: calls.append(options) or real_train(options))
+    real_train = degradation.train  # the study's own reference to the engine
+    monkeypatch.setattr(degradation, "train", lambda options: calls.append(options) or real_train(options))
     log = io.StringIO()
     result = run_degradation(DegradationConfig(out=tmp_path, log=log, **TINY))
     # the finished plain20 run is not trained again; resnet20 continues from step 2

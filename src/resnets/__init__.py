@@ -15,12 +15,15 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "create_model": "factory",
+    "WeightsAdaptedWarning": "factory",
     "InferenceSession": "deploy.session",
     "ResnetsError": "errors",
     "CheckpointError": "weights.formats",
     "load_weights": "weights.formats",
     "read_metadata": "weights.formats",
     "save_weights": "weights.formats",
+    **{name: "weights.named" for name in (
+        "Weights", "WeightsMeta", "default_weights", "get_weights", "list_weights", "register_weights")},
     **{name: "models" for name in (
         "FrozenBatchNorm2d", "Preprocessing", "ResNet", "ResNetFeatures", "build_model", "cifar_resnet",
         "freeze_batchnorm", "get_model_spec", "import_models", "list_models", "register_model")},
@@ -34,7 +37,9 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .deploy.session import InferenceSession
     from .errors import ResnetsError
-    from .factory import create_model
+    from .factory import WeightsAdaptedWarning, create_model
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
+    from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights,
+                                register_weights)

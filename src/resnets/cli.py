@@ -17,6 +17,7 @@ from .errors import ResnetsError, UsageError
 from .factory import create_model
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
+from .weights.named import default_weights, get_weights, list_weights
 from .train import TrainOptions, train
 from .train.options import option_fields
 from .train.plot import plot_runs
@@ -25,6 +26,8 @@ from .transfer import FinetuneOptions, compute_features, finetune
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.weights:
+        return _list_weights(args)
     names = list_models(args.filter or None, family=args.family)
     if args.json:
         print(json.dumps([dict(name=n, family=get_model_spec(n).family, kind=get_model_spec(n).kind) for n in names]))
@@ -35,6 +38,29 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_weights(args: argparse.Namespace) -> int:
+    entries = [get_weights(n) for n in list_weights(args.filter or None)
+               if not args.family or get_model_spec(n.partition(".")[0]).family == args.family]
+    if args.json:
+        print(json.dumps([_weights_record(w) for w in entries]))
+        return 0
+    for w in entries:
+        print(_weights_line(w, width=28))
+    return 0
+
+
+def _weights_record(w) -> dict:
+    return {"name": w.name, "model": w.model, "tag": w.tag, "default": w is default_weights(w.model),
+            "url": w.url or None, "sha256": w.sha256, **w.meta.to_dict()}
+
+
+def _weights_line(w, *, width: int) -> str:
+    top1 = "-" if w.meta.top1 is None else f"{w.meta.top1:.2f}"
+    top5 = "-" if w.meta.top5 is None else f"{w.meta.top5:.2f}"
+    default = " (default)" if w is default_weights(w.model) else ""
+    return f"{w.name:<{width}} top-1 {top1:>6}  top-5 {top5:>6}  {w.meta.dataset:<11} {w.meta.source}{default}"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     kwargs = {}
     for key in ("shortcut", "variant", "num_classes"):
@@ -42,7 +68,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if value is not None:
             kwargs[key] = value
     summary = summarize(args.model, input_size=args.input_size, **kwargs)
-    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    weights = [get_weights(n) for n in list_weights() if n.partition(".")[0] == args.model]
+    if args.json:
+        print(json.dumps({**summary, "weights": [_weights_record(w) for w in weights]}, indent=2))
+        return 0
+    print(format_table(summary))
+    print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
+          "\nnamed weights: none registered (--weights takes a checkpoint's path or URL)")
+    for w in weights:
+        print("  " + _weights_line(w, width=len(args.model) + 14))
     return 0
 
 
@@ -262,9 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("list", help="list the registered models")
-    p.add_argument("filter", nargs="*", help="glob patterns, e.g. 'resnet*'")
+    p = sub.add_parser("list", help="list the registered models, or with --weights the named weights")
+    p.add_argument("filter", nargs="*", help="glob patterns, e.g. 'resnet*' (with --weights also '*.tv2_in1k')")
     p.add_argument("--family", choices=["imagenet", "cifar"])
+    p.add_argument("--weights", action="store_true",
+                   help="list the named weights (MODEL.TAG, for --weights of every command) with their accuracy")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_list)
 

@@ -1,27 +1,11 @@
-"""Class names shipped with the package: ImageNet-1k, CIFAR-10 and CIFAR-100."""
+"""A model's class names: its checkpoint's own, else the shipped list of its size, else indices."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib import resources
 from typing import Optional, Sequence
 
 from ..errors import UsageError
-
-DATASETS = ("imagenet1k", "cifar10", "cifar100")
-
-
-@lru_cache(maxsize=None)
-def _read(dataset: str) -> tuple[str, ...]:
-    text = resources.files(__package__).joinpath("class_names").joinpath(f"{dataset}.txt").read_text(encoding="utf-8")
-    return tuple(line for line in text.splitlines() if line)
-
-
-def class_names(dataset: str) -> list[str]:
-    """The class names of ``dataset`` ("imagenet1k", "cifar10" or "cifar100"), by label index."""
-    if dataset not in DATASETS:
-        raise UsageError(f"no class names for {dataset!r}; known: {', '.join(DATASETS)}")
-    return list(_read(dataset))
+from ..weights.classes import DATASETS, class_names
 
 
 def resolve_class_names(num_classes: int, own: Optional[Sequence[str]] = None) -> list[str]:
@@ -35,3 +19,6 @@ def resolve_class_names(num_classes: int, own: Optional[Sequence[str]] = None) -
     if num_classes in by_size:
         return class_names(by_size[num_classes])
     return [str(i) for i in range(num_classes)]
+
+
+__all__ = ["DATASETS", "class_names", "resolve_class_names"]

@@ -41,7 +41,9 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,
                                         num_workers=num_workers)
-    model_classes = getattr(model, "classes", None)
+    # the names a checkpoint recorded are its training folders; named weights' display names
+    # ("tench") are not compared with a data set's folder names ("n01440764")
+    model_classes = model.checkpoint_info.classes
     if model_classes is not None and list(model_classes) != list(classes):
         raise UsageError(f"{weights} was trained on classes {list(model_classes)}, but {data} ({split}) has "
                          f"{list(classes)}")

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
@@ -127,14 +127,7 @@ def build_model(name: str, *, features_only: bool = False, out_indices: Optional
         kwargs["features_only"] = True
         kwargs["out_indices"] = out_indices
     model = spec.builder(**kwargs)
-    preprocessing = spec.preprocessing
-    in_chans = kwargs.get("in_chans", 3)
-    if in_chans != 3:
-        mean = (sum(preprocessing.mean) / 3,) * in_chans
-        std = (sum(preprocessing.std) / 3,) * in_chans
-        preprocessing = replace(preprocessing, input_size=(in_chans, *preprocessing.input_size[1:]),
-                                mean=mean, std=std)
     model.arch = name
     model.arch_kwargs = {k: v for k, v in kwargs.items() if k not in ("features_only", "out_indices")}
-    model.preprocessing = preprocessing
+    model.preprocessing = spec.preprocessing.for_channels(kwargs.get("in_chans", 3))
     return model

@@ -230,6 +230,7 @@ class ResNet(nn.Module):
         reference = next(self.parameters())
         self.fc = self._make_classifier(num_classes).to(device=reference.device, dtype=reference.dtype)
         self.num_classes = num_classes
+        self.classes = None  # the old head's class names name nothing of the new one
 
 
 class ResNetFeatures(ResNet):

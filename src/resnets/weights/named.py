@@ -1,0 +1,315 @@
+"""Named weights: ``MODEL.TAG`` names a published checkpoint, as in torchvision and timm.
+
+Each entry says where the file is (a URL, or a file shipped in ``resnets/weights/files/``), its
+sha256 (whole, or the 8+ hex digit prefix torchvision puts in its file names) and what it was
+measured to do (``WeightsMeta``). ``create_model(name, weights="tv2_in1k")`` and
+``create_model(name, pretrained=True)`` resolve through here; the file itself is read by
+``formats``, downloaded and checked by the package's one downloader.
+
+Sources, checked when the entries were written:
+
+- torchvision: the ``*_Weights`` enums of torchvision 0.29 (URL, acc@1/acc@5 on the 50,000
+  ImageNet validation images, num_params, GFLOPS, file size in MiB, recipe, resize and crop) and
+  https://pytorch.org/vision/stable/models.html. Their multiply-adds are what torchvision calls
+  GFLOPS. BSD-3-Clause.
+- timm: ``timm/models/resnet.py`` (preprocessing of each tag) and ``results/results-imagenet.csv``
+  (top-1/top-5 at 224 pixels) of huggingface/pytorch-image-models; the sha256 from each file's
+  "Git LFS Details" on the Hugging Face Hub. Apache-2.0.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..download import url_file_name
+from ..errors import MissingFileError, UsageError
+from ..models import Preprocessing, get_model_spec
+from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .classes import class_names
+from .formats import PathOrUrl, resolve
+
+# where shipped weights live: ``Weights.file`` is relative to this folder
+FILES_DIR = Path(__file__).resolve().parent / "files"
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """What a checkpoint was trained on and measured to do."""
+
+    dataset: str  # what it was trained and evaluated on: "imagenet1k", "cifar10", "imagenette"...
+    preprocessing: Preprocessing  # the evaluation transform the accuracy was measured with
+    top1: Optional[float] = None  # percent
+    top5: Optional[float] = None  # percent, where published
+    n: Optional[int] = None  # images the accuracy was measured on
+    params: Optional[int] = None
+    gmacs: Optional[float] = None  # billions of multiply-adds per image at the preprocessing's input size
+    file_size_mb: Optional[float] = None  # MiB (2**20 bytes), as torchvision publishes it
+    # a shipped list's name (resnets.weights.classes.DATASETS) or the names themselves
+    classes: Union[str, tuple[str, ...]] = "imagenet1k"
+    recipe: str = ""  # where the training recipe is described
+    source: str = ""  # who published the weights
+    license: str = ""
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "top1": self.top1, "top5": self.top5, "n": self.n, "params": self.params,
+                "gmacs": self.gmacs, "file_size_mb": self.file_size_mb, "recipe": self.recipe, "source": self.source,
+                "license": self.license, "preprocessing": self.preprocessing.to_dict(),
+                "classes": self.classes if isinstance(self.classes, str) else list(self.classes)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Weights:
+    """One named checkpoint: ``name`` is ``MODEL.TAG`` (``resnet50.tv2_in1k``)."""
+
+    name: str
+    url: str = ""  # an http(s) URL ...
+    file: str = ""  # ... or a file shipped in resnets/weights/files/ (exactly one of the two)
+    sha256: Optional[str] = None  # whole, or a prefix of 8+ hex digits
+    meta: WeightsMeta
+    default: bool = False  # the model's weights for pretrained=True (else its first registered)
+
+    @property
+    def model(self) -> str:
+        return self.name.partition(".")[0]
+
+    @property
+    def tag(self) -> str:
+        return self.name.partition(".")[2]
+
+    @property
+    def location(self) -> str:
+        """The URL, or the shipped file's path."""
+        return self.url or str(FILES_DIR / self.file)
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, by label index."""
+        names = self.meta.classes
+        return class_names(names) if isinstance(names, str) else list(names)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.meta.preprocessing
+
+    def transforms(self):
+        """A torchvision transforms v2 pipeline: a PIL image or uint8 tensor -> the model's input."""
+        return self.meta.preprocessing.transforms()
+
+    def get_path(self, offline: Optional[bool] = None, *, cache_dir: Optional[PathOrUrl] = None,
+                 progress: bool = True) -> Path:
+        """The checkpoint on this machine, hash checked: a shipped file, or the URL downloaded into
+        the downloader's cache once (``offline=True`` or ``RESNETS_OFFLINE=1``: the cache only)."""
+        if not self.url:
+            return resolve(FILES_DIR / self.file, sha256=self.sha256)
+        try:
+            return resolve(self.url, sha256=self.sha256, cache_dir=cache_dir, offline=offline, progress=progress)
+        except MissingFileError:  # a URL is only missing when offline and not cached
+            raise MissingFileError(
+                f"offline: the weights {self.name} are not in the cache; download {self.url} on a machine with "
+                f"network access and pass the file with --weights PATH (weights=PATH in Python)") from None
+
+
+_WEIGHTS: dict[str, Weights] = {}
+
+
+def register_weights(weights: Weights) -> Weights:
+    """Add an entry to the registry, after checking its name, location and hash."""
+    model, dot, tag = weights.name.partition(".")
+    if not dot or not re.fullmatch(r"[A-Za-z0-9_]+", tag):
+        raise UsageError(f"weights name {weights.name!r}: expected MODEL.TAG, the tag of letters, digits and _")
+    get_model_spec(model)  # an unknown model raises, naming close matches
+    if weights.name in _WEIGHTS:
+        raise UsageError(f"weights {weights.name!r} are already registered")
+    if bool(weights.url) == bool(weights.file):
+        raise UsageError(f"weights {weights.name!r}: give exactly one of url= and file=")
+    if weights.url:
+        if not re.match(r"^https?://", weights.url):
+            raise UsageError(f"weights {weights.name!r}: url must be http(s), got {weights.url!r}")
+        url_file_name(weights.url)  # the cache needs a file name
+    if weights.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", weights.sha256):
+        raise UsageError(f"weights {weights.name!r}: sha256 must be 8 to 64 lower-case hex digits, "
+                         f"got {weights.sha256!r}")
+    if weights.file and weights.sha256 is None:
+        raise UsageError(f"weights {weights.name!r}: a shipped file needs its sha256")
+    _WEIGHTS[weights.name] = weights
+    return weights
+
+
+def list_weights(filter: Union[str, Sequence[str], None] = None) -> list[str]:
+    """Registered ``MODEL.TAG`` names, models in natural order, each model's default first.
+    ``filter``: glob pattern(s) matched against the name or the model (``"resnet50*"``, ``"*.tv2_in1k"``)."""
+    patterns = [filter] if isinstance(filter, str) else list(filter or [])
+    names = [n for n in _WEIGHTS
+             if not patterns or any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(n.partition(".")[0], p)
+                                    for p in patterns)]
+    models = sorted({n.partition(".")[0] for n in names}, key=_natural_key)
+    ordered = []
+    for model in models:
+        default = default_weights(model)
+        own = [n for n in names if n.partition(".")[0] == model]
+        ordered += sorted(own, key=lambda n: n != default.name)  # stable: registration order after the default
+    return ordered
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def weights_for(model: str) -> list[Weights]:
+    """The entries registered for ``model``, its default first."""
+    return [_WEIGHTS[n] for n in list_weights() if n.partition(".")[0] == model]
+
+
+def default_weights(model: str) -> Optional[Weights]:
+    """The weights ``pretrained=True`` loads for ``model``: the entry marked default, else the first
+    registered; None where none is registered."""
+    own = [w for w in _WEIGHTS.values() if w.model == model]
+    return next((w for w in own if w.default), own[0] if own else None)
+
+
+def get_weights(name: str) -> Weights:
+    """The entry named ``MODEL.TAG``; a bare ``MODEL`` gives its default weights."""
+    if name in _WEIGHTS:
+        return _WEIGHTS[name]
+    model, dot, _ = name.partition(".")
+    if not dot:
+        found = default_weights(name)
+        if found is not None:
+            return found
+    known = ", ".join(w.tag for w in weights_for(model))
+    hint = f"; {model} has {known}" if known else "; see resnets.list_weights() or `resnets list --weights`"
+    raise UsageError(f"no weights named {name!r} are registered{hint}")
+
+
+def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
+    """The entry that ``weights`` names for ``model``: a tag (``"tv2_in1k"``) or ``MODEL.TAG``.
+    None when it names none, so that it is a path or URL; one that is neither a URL, nor a file,
+    nor a registered name raises MissingFileError listing the model's tags."""
+    if not isinstance(weights, str):
+        return None
+    found = _WEIGHTS.get(weights) or _WEIGHTS.get(f"{model}.{weights}")
+    if found is not None:
+        if found.model != model:
+            raise UsageError(f"{found.name} are weights of {found.model}, not {model}; "
+                             f"use create_model({found.model!r}, weights={found.name!r})")
+        return found
+    if re.match(r"^https?://", weights) or Path(weights).expanduser().exists():
+        return None
+    tags = ", ".join(w.tag for w in weights_for(model))
+    registered = f"registered weights of {model}: {tags}" if tags else f"no weights are registered for {model}"
+    raise MissingFileError(f"checkpoint not found: {weights}, nor is it a registered name ({registered}; "
+                           f"see `resnets list --weights`)")
+
+
+# -- the entries ------------------------------------------------------------------------------
+
+# torchvision's evaluation transform: resize 256 (V1) or 232 (V2 recipe), center crop 224, bilinear
+TORCHVISION_V1 = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bilinear", crop_pct=224 / 256)
+TORCHVISION_V2 = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bilinear", crop_pct=224 / 232)
+# timm's "ResNet strikes back" tags: crop_pct 0.95, bicubic; timm resizes to floor(224 / 0.95) = 235
+TIMM_RSB = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bicubic", crop_pct=224 / 235)
+TIMM_RA = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bicubic", crop_pct=224 / 256)
+
+_TV_RECIPE_V1 = "https://github.com/pytorch/vision/tree/main/references/classification#resnet"
+_TV_RECIPE_NEW = "https://github.com/pytorch/vision/issues/3995#new-recipe"
+_TV_RECIPE_FIXRES = "https://github.com/pytorch/vision/issues/3995#new-recipe-with-fixres"
+_TIMM_RSB_RECIPE = "https://arxiv.org/abs/2110.00476"
+
+
+def _torchvision(model: str, version: int, file: str, top1: float, top5: float, params: int, gmacs: float,
+                 size_mb: float, recipe: str, *, sha256: Optional[str] = None, default: bool = False) -> Weights:
+    """torchvision's IMAGENET1K_V<version> weights of ``model``; the hash is the prefix in ``file``."""
+    if sha256 is None:
+        sha256 = re.search(r"-([0-9a-f]{8,})\.pth$", file).group(1)
+    v2 = version == 2 or model == "resnext101_64x4d"  # trained with the new recipe, evaluated at 232
+    return Weights(name=f"{model}.tv{'2' if version == 2 else ''}_in1k",
+                   url=f"https://download.pytorch.org/models/{file}", sha256=sha256, default=default,
+                   meta=WeightsMeta(dataset="imagenet1k", preprocessing=TORCHVISION_V2 if v2 else TORCHVISION_V1,
+                                    top1=top1, top5=top5, n=50_000, params=params, gmacs=gmacs, file_size_mb=size_mb,
+                                    classes="imagenet1k", recipe=recipe,
+                                    source=f"torchvision ({model}, IMAGENET1K_V{version})", license="BSD-3-Clause"))
+
+
+def _timm(name: str, sha256: str, top1: float, top5: float, params: int, gmacs: float,
+          preprocessing: Preprocessing, recipe: str) -> Weights:
+    """A timm tag whose file is ``model.safetensors`` of the Hub repository ``timm/<name>``."""
+    return Weights(name=name, url=f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors",
+                   sha256=sha256,
+                   meta=WeightsMeta(dataset="imagenet1k", preprocessing=preprocessing, top1=top1, top5=top5,
+                                    n=50_000, params=params, gmacs=gmacs, classes="imagenet1k", recipe=recipe,
+                                    source=f"timm (huggingface.co/timm/{name})", license="Apache-2.0"))
+
+
+TORCHVISION = (
+    _torchvision("resnet18", 1, "resnet18-f37072fd.pth", 69.758, 89.078, 11_689_512, 1.814, 44.661, _TV_RECIPE_V1),
+    _torchvision("resnet34", 1, "resnet34-b627a593.pth", 73.314, 91.420, 21_797_672, 3.664, 83.275, _TV_RECIPE_V1),
+    # the whole sha256 of resnet50-0676ba61.pth (102,530,333 bytes = 97.781 MiB), from a Git LFS pointer of it
+    _torchvision("resnet50", 1, "resnet50-0676ba61.pth", 76.130, 92.862, 25_557_032, 4.089, 97.781, _TV_RECIPE_V1,
+                 sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"),
+    _torchvision("resnet50", 2, "resnet50-11ad3fa6.pth", 80.858, 95.434, 25_557_032, 4.089, 97.790,
+                 "https://github.com/pytorch/vision/issues/3995#issuecomment-1013906621", default=True),
+    _torchvision("resnet101", 1, "resnet101-63fe2227.pth", 77.374, 93.546, 44_549_160, 7.801, 170.511,
+                 _TV_RECIPE_V1),
+    _torchvision("resnet101", 2, "resnet101-cd907fc2.pth", 81.886, 95.780, 44_549_160, 7.801, 170.530,
+                 _TV_RECIPE_NEW, default=True),
+    _torchvision("resnet152", 1, "resnet152-394f9c45.pth", 78.312, 94.046, 60_192_808, 11.514, 230.434,
+                 _TV_RECIPE_V1),
+    _torchvision("resnet152", 2, "resnet152-f82ba261.pth", 82.284, 96.002, 60_192_808, 11.514, 230.474,
+                 _TV_RECIPE_NEW, default=True),
+    _torchvision("resnext50_32x4d", 1, "resnext50_32x4d-7cdf4587.pth", 77.618, 93.698, 25_028_904, 4.230, 95.789,
+                 "https://github.com/pytorch/vision/tree/main/references/classification#resnext"),
+    _torchvision("resnext50_32x4d", 2, "resnext50_32x4d-1a0047aa.pth", 81.198, 95.340, 25_028_904, 4.230, 95.833,
+                 _TV_RECIPE_NEW, default=True),
+    _torchvision("resnext101_32x8d", 1, "resnext101_32x8d-8ba56ff5.pth", 79.312, 94.526, 88_791_336, 16.414,
+                 339.586, "https://github.com/pytorch/vision/tree/main/references/classification#resnext"),
+    _torchvision("resnext101_32x8d", 2, "resnext101_32x8d-110c445d.pth", 82.834, 96.228, 88_791_336, 16.414,
+                 339.673, _TV_RECIPE_FIXRES, default=True),
+    # torchvision's only weights of this model: V1 by name, the new recipe and resize 232 in fact
+    _torchvision("resnext101_64x4d", 1, "resnext101_64x4d-173b62eb.pth", 83.246, 96.454, 83_455_272, 15.460,
+                 319.318, "https://github.com/pytorch/vision/pull/5935"),
+    # the V1 wide nets are stored in half precision (about 2 bytes a parameter)
+    _torchvision("wide_resnet50_2", 1, "wide_resnet50_2-95faca4d.pth", 78.468, 94.086, 68_883_240, 11.398, 131.820,
+                 "https://github.com/pytorch/vision/pull/912#issue-445437439"),
+    _torchvision("wide_resnet50_2", 2, "wide_resnet50_2-9ba9bcbe.pth", 81.602, 95.758, 68_883_240, 11.398, 263.124,
+                 _TV_RECIPE_FIXRES, default=True),
+    _torchvision("wide_resnet101_2", 1, "wide_resnet101_2-32ee1156.pth", 78.848, 94.284, 126_886_696, 22.753,
+                 242.896, "https://github.com/pytorch/vision/pull/912#issue-445437439"),
+    _torchvision("wide_resnet101_2", 2, "wide_resnet101_2-d733dc28.pth", 82.510, 96.020, 126_886_696, 22.753,
+                 484.747, _TV_RECIPE_NEW, default=True),
+)
+
+# top-1/top-5 at 224 pixels, timm's default evaluation (timm also reports them at 288, its test size)
+TIMM = (
+    _timm("resnet50.a1_in1k", "773525d5821de224f8f30c33377b7a795d7863e08522698200d3217d3f2a41bb", 80.382, 94.598,
+          25_557_032, 4.089, TIMM_RSB, _TIMM_RSB_RECIPE + " (A1)"),
+    _timm("resnet50.a2_in1k", "f531f9aca4dde1b89e9a465c5b9e3b916a2d1b20a216acf3b9473d1e1212ecf6", 79.828, 94.560,
+          25_557_032, 4.089, TIMM_RSB, _TIMM_RSB_RECIPE + " (A2)"),
+    _timm("resnet50.d_in1k", "d8ed291891c8ee5777f68136665a4eee2f9ddeb2a9bc88acf4b1676b3bbebf55", 79.904, 94.666,
+          25_557_032, 4.089, TIMM_RSB, "https://github.com/huggingface/pytorch-image-models (D recipe)"),
+    _timm("resnet50.b1k_in1k", "cd64707e0ef72aa0526ac6d46fba6495ad2088717adb47a62a0b526eb3cd3480", 79.564, 94.622,
+          25_557_032, 4.089, TIMM_RSB, "https://github.com/huggingface/pytorch-image-models (B1K recipe)"),
+    _timm("resnet50.ra_in1k", "c49195c94e4fe19545a332e706f998d836f63b5d9892cc54526df3ee9b92ba18", 78.820, 94.314,
+          25_557_032, 4.089, TIMM_RA, "https://github.com/huggingface/pytorch-image-models (RandAugment)"),
+    _timm("resnet101.a1_in1k", "1ba5b660e7c175b3c27c557fc7dc8b2815be830c516815b0155f61b403f27380", 81.494, 95.164,
+          44_549_160, 7.801, TIMM_RSB, _TIMM_RSB_RECIPE + " (A1)"),
+)
+
+# our own weights, shipped in resnets/weights/files/ as they finish training: each one
+# Weights(name="resnet56.cifar10", file="resnet56-cifar10.safetensors", sha256=<64 hex>,
+#         meta=WeightsMeta(dataset="cifar10", classes="cifar10", preprocessing=CIFAR10_PREPROCESSING,
+#                          top1=..., n=10_000, recipe="resnets recipes/paper-cifar.toml", source="resnets",
+#                          license="Apache-2.0"), default=True)
+SHIPPED: tuple[Weights, ...] = ()
+
+for _entry in (*SHIPPED, *TORCHVISION, *TIMM):
+    register_weights(_entry)
+
+
+__all__ = [
+    "FILES_DIR", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights", "find_weights",
+    "get_weights", "list_weights", "register_weights", "weights_for",
+]

@@ -1,0 +1,418 @@
+"""Named weights (MODEL.TAG): the registry's entries, resolving names to files through the one
+downloader (a loopback server, never the internet), and adapting weights to in_chans / num_classes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import re
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import resnets
+from resnets.cli import main
+from resnets.deploy import decode_image, preprocess
+from resnets.download import DownloadError, cache_entry
+from resnets.errors import MissingFileError, UsageError
+from resnets.models import CIFAR10_PREPROCESSING, build_model
+from resnets.models.summary import summarize
+from resnets.weights import CheckpointError, named, save_weights
+from resnets.weights.classes import class_names
+from resnets.weights.named import Weights, WeightsMeta
+
+# every ResNet, ResNeXt and Wide ResNet torchvision publishes, V1 and V2
+TORCHVISION_NAMES = [
+    "resnet18.tv_in1k", "resnet34.tv_in1k", "resnet50.tv_in1k", "resnet50.tv2_in1k", "resnet101.tv_in1k",
+    "resnet101.tv2_in1k", "resnet152.tv_in1k", "resnet152.tv2_in1k", "resnext50_32x4d.tv_in1k",
+    "resnext50_32x4d.tv2_in1k", "resnext101_32x8d.tv_in1k", "resnext101_32x8d.tv2_in1k", "resnext101_64x4d.tv_in1k",
+    "wide_resnet50_2.tv_in1k", "wide_resnet50_2.tv2_in1k", "wide_resnet101_2.tv_in1k", "wide_resnet101_2.tv2_in1k",
+]
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored(monkeypatch, tmp_path):
+    """Each test may register entries of its own; the registry and the cache are its alone."""
+    saved = dict(named._WEIGHTS)
+    monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
+    yield
+    named._WEIGHTS.clear()
+    named._WEIGHTS.update(saved)
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    # fresh BN statistics are 0/1; random ones make a wrong mapping visible in the outputs
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def _cifar_meta() -> WeightsMeta:
+    return WeightsMeta(dataset="cifar10", preprocessing=CIFAR10_PREPROCESSING, top1=91.0, n=10_000,
+                       classes="cifar10", source="this test", license="none")
+
+
+# -- the registered entries -------------------------------------------------------------------
+
+
+def test_every_registered_entry_is_well_formed():
+    names = resnets.list_weights()
+    assert [n for n in TORCHVISION_NAMES if n not in names] == []
+    assert len(names) == len(set(names)) >= 23
+    macs = {}
+    for name in names:
+        w = resnets.get_weights(name)
+        assert w.name == name and w.model in resnets.list_models() and re.fullmatch(r"[a-z0-9_]+", w.tag)
+        assert w.url.startswith("https://") and not w.file
+        assert w.sha256 is not None and re.fullmatch(r"[0-9a-f]{8,64}", w.sha256), name
+        in_name = re.search(r"-([0-9a-f]{8,})\.pth$", w.url)
+        if in_name:  # torchvision's file names carry the hash's prefix
+            assert w.sha256.startswith(in_name.group(1)), name
+        p = w.preprocessing
+        assert p.input_size == (3, 224, 224) and len(p.mean) == len(p.std) == 3, name
+        assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
+        assert p.interpolation in ("bilinear", "bicubic") and 0.85 <= p.crop_pct <= 1.0
+        m = w.meta
+        assert m.dataset == "imagenet1k" and m.n == 50_000 and len(w.classes) == 1000
+        assert 65.0 < m.top1 < 90.0 and m.top1 < m.top5 < 100.0, name
+        assert m.recipe.startswith("https://") and m.source and m.license in ("BSD-3-Clause", "Apache-2.0")
+        # the published parameter and multiply-add counts are those of our architecture
+        if w.model not in macs:
+            summary = summarize(w.model)
+            macs[w.model] = (summary["params"], summary["macs"])
+        assert m.params == macs[w.model][0], name
+        assert abs(m.gmacs - macs[w.model][1] / 1e9) < 6e-4, name
+        if m.file_size_mb is not None:  # float32, or float16 for torchvision's V1 wide nets
+            assert 1.9 < m.file_size_mb * 2**20 / m.params < 4.3, name
+    # torchvision's evaluation transforms: V1 resize 256, V2 (and resnext101_64x4d) resize 232, crop 224, bilinear
+    for name in TORCHVISION_NAMES:
+        p = resnets.get_weights(name).preprocessing
+        new_recipe = ".tv2_" in name or name.startswith("resnext101_64x4d")
+        assert (p.resize_size, p.interpolation) == (232 if new_recipe else 256, "bilinear"), name
+    assert resnets.get_weights("resnet50.a1_in1k").preprocessing.resize_size == 235  # timm: floor(224 / 0.95)
+    assert resnets.get_weights("resnet50.a1_in1k").preprocessing.interpolation == "bicubic"
+    assert resnets.get_weights("resnet50.tv_in1k").meta.top1 == 76.13
+    assert resnets.get_weights("resnet50.tv2_in1k").meta.top1 == 80.858
+    # one default per model, torchvision's own choice; a bare model name is its default
+    assert resnets.default_weights("resnet50").name == "resnet50.tv2_in1k"
+    assert resnets.get_weights("resnet18").name == "resnet18.tv_in1k"
+    assert resnets.default_weights("resnet56") is None
+    assert resnets.list_weights("*.tv2_in1k") == [n for n in TORCHVISION_NAMES if ".tv2_" in n]
+    assert resnets.list_weights("resnet50")[0] == "resnet50.tv2_in1k"  # the default first
+
+
+def test_names_that_do_not_fit_are_refused_with_the_known_tags():
+    with pytest.raises(MissingFileError, match="registered weights of resnet50: tv2_in1k, tv_in1k, a1_in1k"):
+        resnets.create_model("resnet50", weights="tv3_in1k")
+    with pytest.raises(UsageError, match="resnet50.tv_in1k are weights of resnet50, not resnet18"):
+        resnets.create_model("resnet18", weights="resnet50.tv_in1k")
+    with pytest.raises(UsageError, match="no weights named 'resnet50.nope' are registered; resnet50 has tv2_in1k"):
+        resnets.get_weights("resnet50.nope")
+    with pytest.raises(UsageError, match="no weights are registered for 'resnet56'"):
+        resnets.create_model("resnet56", pretrained=True)
+    meta = _cifar_meta()
+    for bad, why in [(dict(name="resnet20"), "MODEL.TAG"), (dict(name="resnet21.x", url="https://h/f.pth"), "resnet20"),
+                     (dict(name="resnet20.x"), "exactly one of url= and file="),
+                     (dict(name="resnet20.x", url="https://h/f.pth", file="f.pth"), "exactly one"),
+                     (dict(name="resnet20.x", url="ftp://h/f.pth"), "http"),
+                     (dict(name="resnet20.x", url="https://h/f.pth", sha256="xyz"), "hex digits"),
+                     (dict(name="resnet20.x", file="f.safetensors"), "needs its sha256"),
+                     (dict(name="resnet50.tv_in1k", url="https://h/f.pth"), "already registered")]:
+        with pytest.raises(UsageError, match=why):
+            resnets.register_weights(Weights(meta=meta, **bad))
+
+
+# -- fetching through the downloader ------------------------------------------------------------
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        _CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A loopback HTTP server over a folder, and a resnet20 saved there the way torchvision saves
+    (torch.save of a state dict, the sha256 prefix in the name)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_CountingHandler,
+                                                                                  directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    model = _randomise_bn(resnets.create_model("resnet20"))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    name = f"resnet20-{digest[:8]}.pth"
+    (folder / name).write_bytes(buffer.getvalue())
+    _CountingHandler.requests = []
+    yield model, f"http://127.0.0.1:{server.server_address[1]}/{name}", digest
+    server.shutdown()
+    server.server_close()
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_a_named_url_is_downloaded_verified_and_cached_once(served, tmp_path):
+    model, url, digest = served
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    loaded = resnets.create_model("resnet20", weights="test_c10")
+    cached = cache_entry(url, tmp_path / "cache" / "checkpoints")
+    assert cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == digest
+    assert len(_CountingHandler.requests) == 1
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(_outputs(model, x), _outputs(loaded, x))
+    assert loaded.classes == class_names("cifar10") and loaded.preprocessing == CIFAR10_PREPROCESSING
+    # the whole name, pretrained=True (its only entry is resnet20's default) and get_path: no new request
+    again = resnets.create_model("resnet20", weights="resnet20.test_c10")
+    default = resnets.create_model("resnet20", pretrained=True)
+    assert resnets.get_weights("resnet20.test_c10").get_path(offline=True) == cached
+    assert len(_CountingHandler.requests) == 1
+    assert torch.equal(_outputs(again, x), _outputs(default, x))
+
+
+def test_a_wrong_hash_is_refused_and_nothing_cached(served, tmp_path):
+    _, url, digest = served
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=wrong, meta=_cifar_meta()))
+    with pytest.raises(DownloadError, match=f"does not match the expected {wrong}"):
+        resnets.create_model("resnet20", weights="test_c10")
+    assert len(_CountingHandler.requests) == 1
+    cache = tmp_path / "cache"
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no file, no half-written temporary
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_offline_and_not_cached_is_one_line_naming_the_url(served, tmp_path, monkeypatch, capsys, command):
+    _, url, digest = served
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    with pytest.raises(MissingFileError) as error:
+        resnets.get_weights("resnet20.test_c10").get_path()
+    message = str(error.value)
+    assert "\n" not in message and url in message and "--weights PATH" in message
+    image = tmp_path / "gray.png"
+    _gray_image(40, 30).save(image)
+    args = {"predict": ["predict", "resnet20", str(image)],
+            "export": ["export", "resnet20", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]}[command]
+    code, out, err = _cli(capsys, *args, "--weights", "test_c10")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and url in err and "--weights PATH" in err
+    assert _CountingHandler.requests == []  # offline never touched the network
+
+
+def test_a_shipped_file_is_found_in_the_package_folder_and_hash_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(named, "FILES_DIR", tmp_path / "files")
+    model = _randomise_bn(resnets.create_model("resnet20"))
+    path = tmp_path / "files" / "resnet20-test.safetensors"
+    path.parent.mkdir()
+    save_weights(model, path, classes=[f"c{i}" for i in range(10)])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    resnets.register_weights(Weights(name="resnet20.shipped", file=path.name, sha256=digest, meta=_cifar_meta()))
+    loaded = resnets.create_model("resnet20", pretrained=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(_outputs(model, x), _outputs(loaded, x))
+    assert loaded.classes == [f"c{i}" for i in range(10)]  # the file's own names win over the list's
+    assert resnets.get_weights("resnet20").location == str(path)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(CheckpointError, match=f"does not match the expected {digest}"):
+        resnets.create_model("resnet20", weights="shipped")
+
+
+# -- adapting weights to the model asked for ----------------------------------------------------
+
+
+@pytest.fixture
+def rgb_file(tmp_path) -> tuple[nn.Module, Path]:
+    model = _randomise_bn(resnets.create_model("resnet20"))
+    path = tmp_path / "r20.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("in_chans", [1, 6])
+def test_in_chans_adapts_conv1_and_matches_rgb_on_gray(rgb_file, in_chans):
+    rgb, path = rgb_file
+    with pytest.warns(resnets.WeightsAdaptedWarning, match=f"conv1 adapted from 3 input channels to in_chans={in_chans}"):
+        adapted = resnets.create_model("resnet20", weights=str(path), in_chans=in_chans)
+    gray = torch.rand(4, 1, 32, 32)
+    expected = _outputs(rgb, gray.expand(-1, 3, -1, -1))
+    assert torch.allclose(_outputs(adapted, gray.expand(-1, in_chans, -1, -1)), expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(expected, _outputs(rgb, torch.rand(4, 3, 32, 32)), atol=1e-3)  # the inputs matter
+    assert adapted.preprocessing.input_size == (in_chans, 32, 32) and len(adapted.preprocessing.mean) == in_chans
+
+
+def test_in_chans_two_runs_and_a_gray_file_builds_a_gray_model(rgb_file, tmp_path):
+    _, path = rgb_file
+    with pytest.warns(resnets.WeightsAdaptedWarning):
+        two = resnets.create_model("resnet20", weights=str(path), in_chans=2)
+    assert _outputs(two, torch.rand(1, 2, 32, 32)).shape == (1, 10)
+    with pytest.warns(resnets.WeightsAdaptedWarning):
+        gray = resnets.create_model("resnet20", weights=str(path), in_chans=1)
+    torch.save(gray.state_dict(), tmp_path / "gray.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file's own channel count: nothing adapted
+        again = resnets.create_model("resnet20", weights=str(tmp_path / "gray.pth"))
+    assert again.conv1.in_channels == 1
+
+
+def test_another_num_classes_gets_a_fresh_head_and_a_notice(rgb_file):
+    rgb, path = rgb_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file's own head size: no notice
+        same = resnets.create_model("resnet20", weights=str(path), num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(_outputs(same, x), _outputs(rgb, x))
+    with pytest.warns(resnets.WeightsAdaptedWarning,
+                      match="10-class classifier is replaced by a new, untrained one of num_classes=5") as record:
+        five = resnets.create_model("resnet20", weights=str(path), num_classes=5)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert five.fc.weight.shape == (5, 64) and five.classes is None
+    with torch.no_grad():  # the body is loaded
+        assert torch.equal(five.eval().forward_features(x), rgb.forward_features(x))
+    assert not torch.equal(five.fc.weight, rgb.fc.weight[:5])  # the head is not
+
+
+def test_a_new_head_drops_the_old_class_names(served):
+    _, url, digest = served
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    with pytest.warns(resnets.WeightsAdaptedWarning, match="resnet20.test_c10: its 10-class classifier"):
+        model = resnets.create_model("resnet20", pretrained=True, num_classes=3)
+    assert model.classes is None
+    named_model = resnets.create_model("resnet20", pretrained=True)
+    named_model.reset_classifier(4)
+    assert named_model.classes is None
+
+
+# -- preprocessing -------------------------------------------------------------------------------
+
+
+def _gray_image(width: int, height: int):
+    from PIL import Image
+
+    return Image.new("RGB", (width, height), (128, 128, 128))
+
+
+@pytest.mark.parametrize("name", ["resnet50.tv_in1k", "resnet50.tv2_in1k", "resnet50.a1_in1k"])
+def test_transforms_equal_the_model_preprocessing(name):
+    from PIL import Image
+
+    weights = resnets.get_weights(name)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (300, 451, 3), dtype=torch.uint8, generator=generator)
+    image = Image.fromarray(pixels.numpy())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    expected = preprocess(decode_image(buffer.getvalue()), weights.preprocessing)
+    out = weights.transforms()(image)
+    assert type(out) is torch.Tensor and out.dtype == torch.float32 and out.shape == (3, 224, 224)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(weights.transforms()(pixels.permute(2, 0, 1)), expected, atol=1e-5)  # uint8 tensor
+    # normalised with ImageNet's statistics: a uniform gray image gives (128/255 - mean) / std
+    gray = weights.transforms()(_gray_image(500, 400))
+    mean, std = torch.tensor(weights.preprocessing.mean), torch.tensor(weights.preprocessing.std)
+    assert torch.allclose(gray.mean(dim=(1, 2)), (128 / 255 - mean) / std, atol=1e-5)
+
+
+def test_transforms_resize_as_published():
+    # a centered square of side s in a 464-pixel image: after resize r and crop 224 it spans s * r / 464
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (464, 464), (0, 0, 0))
+    ImageDraw.Draw(image).rectangle((132, 132, 331, 331), fill=(255, 255, 255))  # 200 pixels
+    for name, resize in [("resnet50.tv_in1k", 256), ("resnet50.tv2_in1k", 232)]:
+        out = resnets.get_weights(name).transforms()(image)
+        bright = (out[0] > 0).float().mean(dim=0)  # fraction of bright pixels in each column
+        width = int((bright > 0.2).sum())
+        assert abs(width - 200 * resize / 464) <= 2, (name, width)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_lists_the_named_weights(capsys):
+    code, out, _ = _cli(capsys, "list", "--weights")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert [n for n in TORCHVISION_NAMES if n not in lines] == []
+    assert "80.86" in lines["resnet50.tv2_in1k"] and "95.43" in lines["resnet50.tv2_in1k"]
+    assert "imagenet1k" in lines["resnet18.tv_in1k"] and "(default)" in lines["resnet50.tv2_in1k"]
+    code, out, _ = _cli(capsys, "list", "--weights", "*.tv2_in1k", "--json")
+    records = json.loads(out)
+    assert [r["name"] for r in records] == [n for n in TORCHVISION_NAMES if ".tv2_" in n]
+    first = records[0]
+    assert first["top1"] == 80.858 and first["n"] == 50_000 and first["default"] is True
+    assert first["preprocessing"]["crop_pct"] == pytest.approx(224 / 232)
+    code, out, _ = _cli(capsys, "list", "--weights", "--family", "cifar")
+    assert code == 0 and out == ""
+
+
+def test_cli_info_shows_the_weights_of_a_model(capsys):
+    code, out, _ = _cli(capsys, "info", "resnet50")
+    assert code == 0 and "resnet50.tv2_in1k" in out and "resnet50.a1_in1k" in out and "80.86" in out
+    code, out, _ = _cli(capsys, "info", "resnet50", "--json")
+    record = json.loads(out)
+    assert record["params"] == 25_557_032 and [w["tag"] for w in record["weights"]][:2] == ["tv2_in1k", "tv_in1k"]
+    code, out, _ = _cli(capsys, "info", "resnet56")
+    assert code == 0 and "none registered" in out
+
+
+def test_eval_scores_named_weights_whose_display_names_differ_from_the_folders(served):
+    # ImageNet's named weights say "tench" where an ImageNet folder says "n01440764": not a mismatch
+    _, url, digest = served
+    meta = WeightsMeta(dataset="cifar10", preprocessing=CIFAR10_PREPROCESSING, classes=tuple(f"label{i}" for i in range(10)))
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=meta))
+    result = resnets.deploy.evaluate_checkpoint("resnet20", "test_c10", "sample:cifar10", split="all", batch_size=500)
+    assert result["n"] == 2000 and 0.0 <= result["top1"] <= 100.0
+
+
+def test_every_weights_flag_takes_a_name(served, tmp_path, capsys):
+    _, url, digest = served
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    image = tmp_path / "gray.png"
+    _gray_image(40, 30).save(image)
+    code, out, _ = _cli(capsys, "predict", "resnet20", str(image), "--weights", "test_c10", "--backend", "torch",
+                        "--json")
+    assert code == 0 and json.loads(out)["results"][0]["predictions"][0]["name"] in class_names("cifar10")
+    commands = [
+        ["export", "resnet20", "--weights", "resnet20.test_c10", "--format", "torchscript", "--out",
+         str(tmp_path / "m.pt")],
+        ["features", "resnet20", "--weights", "test_c10", "--data", "synthetic:32x32:4:16", "--out",
+         str(tmp_path / "f.npy")],
+        ["eval", "resnet20", "--weights", "test_c10", "--data", "synthetic:32x32:10:40", "--split", "all"],
+        ["finetune", "resnet20", "--weights", "test_c10", "--data", "synthetic:32x32:4:64", "--out",
+         str(tmp_path / "ft"), "--iterations", "2", "--batch-size", "16", "--evaluations", "1", "--val-size", "16",
+         "--no-progress"],
+    ]
+    for args in commands:
+        code, _, err = _cli(capsys, *args)
+        assert code == 0, (args[0], err)
+    assert len(_CountingHandler.requests) == 1  # downloaded once, then read from the cache
+    assert resnets.read_metadata(tmp_path / "ft" / "last.safetensors")["pretrained"] == "test_c10"

@@ -24,6 +24,8 @@ from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 
+WEIGHTS_HELP = "named weights (TAG or MODEL.TAG, see resnets list --weights), or a checkpoint path or URL"
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.weights:
@@ -323,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")
     p.add_argument("model")
-    p.add_argument("--weights", help="named weights (TAG or MODEL.TAG), or a checkpoint path or URL (default: random initialisation)")
+    p.add_argument("--weights", help=WEIGHTS_HELP + " (default: random initialisation)")
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
     p.add_argument("--stage", type=int, help="average-pooled output of stage K (0: stem) instead of the pooled "
@@ -336,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
     p.add_argument("model")
-    p.add_argument("--weights", required=True, help="named weights (TAG or MODEL.TAG: resnets list --weights), or a checkpoint path or URL of any supported format")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--split", default="val", help="val (carved from train, as recorded in the weights), "
                                                   "all, or the source's own split name such as test")
@@ -364,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    p.add_argument("--weights", help="named weights (TAG or MODEL.TAG: resnets list --weights), or a checkpoint path or URL of any supported format")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backend", choices=backends, default="auto")
@@ -373,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("model")
-    p.add_argument("--weights", help="named weights (TAG or MODEL.TAG: resnets list --weights), or a checkpoint path or URL of any supported format")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
@@ -383,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
-    p.add_argument("--weights", help="named weights (TAG or MODEL.TAG: resnets list --weights), or a checkpoint path or URL of any supported format")
+    p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=5)

@@ -48,7 +48,8 @@ class FinetuneOptions(TrainOptions):
     data: Optional[str] = option(help="data source; its class folders become the new classes", cli_required=True)
     recipe: Optional[str] = option(help="recipe name or TOML file (default: finetune)")
     lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
-    weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), or a checkpoint path or URL")
+    weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), "
+                                 "or a checkpoint path or URL")
     strategy: str = option("full", choices=STRATEGIES,
                            help="linear-probe: frozen backbone, cached features; full: every layer, backbone at "
                                 "--lr; gradual: unfreeze stage by stage from the last (default: full)")

@@ -14,7 +14,7 @@ import torch
 
 class EpochBatches:
     """Base of DeviceLoader and ImageLoader. Subclasses set ``config`` (with ``batch_size``,
-    ``drop_last``, ``world_size``) and ``epoch``, and define ``_total_images`` and ``epoch_batches``."""
+    ``drop_last``, ``world_size``) and define ``_total_images`` and ``epoch_batches``."""
 
     def _total_images(self) -> int:
         raise NotImplementedError
@@ -31,8 +31,6 @@ class EpochBatches:
         n, b = self.num_samples, self.config.batch_size
         return n // b if self.config.drop_last else math.ceil(n / b)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch_batches(self.epoch)
+        """Epoch 0's batches, for a quick look; training asks for ``epoch_batches(epoch)``."""
+        return self.epoch_batches(0)

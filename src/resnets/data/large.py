@@ -157,7 +157,6 @@ class ImageLoader(EpochBatches):
             persistent_workers=cfg.persistent_workers and workers > 0,
             prefetch_factor=cfg.prefetch_factor if workers > 0 else None)
         self.skipped: dict[str, str] = {}  # every bad file met so far, path -> reason
-        self.epoch = 0
 
     def _total_images(self) -> int:
         return len(self.dataset)

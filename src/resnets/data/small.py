@@ -66,7 +66,6 @@ class DeviceLoader(EpochBatches):
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.seed = seed
-        self.epoch = 0
         self.mean, self.std = tuple(mean), tuple(std)
         # x_norm = (x / 255 - mean) / std = x * scale + shift, one fused multiply-add per element
         std_t = torch.tensor(std, dtype=torch.float32)

@@ -5,11 +5,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+# torch's intra-op thread count for this process, before any test ran
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Every test starts from seed 0 and the process's default thread count, whatever the test before it set
+    (``InferenceSession(num_threads=...)`` sets torch's thread count for the whole process)."""
     torch.manual_seed(0)
+    torch.set_num_threads(DEFAULT_THREADS)
     yield
 
 

@@ -1,19 +1,14 @@
 """`resnets list` and `resnets info`, run as a user runs them."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 
+from cli_helpers import run_cli
 import resnets
 from resnets.models.summary import count_macs
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resnets", *args], capture_output=True, text=True, timeout=120)
 
 
 def info_json(*args: str) -> dict:
@@ -83,6 +78,7 @@ def test_list_and_errors():
     assert bad.returncode == 2 and "unknown model 'resnet51'" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["preact_resnet1001", "resnet1202"])
 def test_info_deepest_models_are_cheap(name):
     info = info_json(name)

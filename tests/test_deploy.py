@@ -64,6 +64,7 @@ def test_fold_batchnorm_is_exact(name, size):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("name,size", FAMILIES)
 def test_export_round_trip(tmp_path, name, size, fmt):
@@ -77,6 +78,7 @@ def test_export_round_trip(tmp_path, name, size, fmt):
         assert diffs["batch 3"] < 1e-4
 
 
+@pytest.mark.slow
 def test_export_fails_beyond_tolerance(tmp_path):
     model = _calibrated(resnets.create_model("resnet20"), 32)
     with pytest.raises(ValueError, match="differs from PyTorch"):
@@ -99,6 +101,7 @@ def test_session_backends_agree_with_pytorch(backend):
         session.run(torch.randn(2, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_int8_session_is_close_to_fp32(shared_datasets):
     with zipfile.ZipFile(shared_datasets / "cifar10-jpeg-train.zip") as archive:
         names = [n for n in archive.namelist() if n.endswith(".jpg")][::500][:64]
@@ -183,6 +186,7 @@ def test_aspect_ratio_and_size_limits(tmp_path, capsys):
     assert err.count("\n") == 1 and "strip.png: 20000x1 pixels has an aspect ratio" in err and "20:1" in err
 
 
+@pytest.mark.slow
 def test_predict_and_export_commands(tmp_path, capsys):
     model = _calibrated(resnets.create_model("resnet20"), 32)
     classes = [f"kind{i}" for i in range(10)]

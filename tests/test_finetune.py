@@ -49,6 +49,7 @@ def changed(before: dict, after: dict) -> set:
             and (v.shape != before[k].shape or not torch.equal(v, before[k]))}
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_only_the_classifier(tmp_path, pretrained):
     result, snapshots = run(tmp_path, pretrained, "linear-probe")
     final = load_file(str(tmp_path / "linear-probe" / "last.safetensors"))
@@ -58,6 +59,7 @@ def test_linear_probe_trains_only_the_classifier(tmp_path, pretrained):
     assert result["val_n"] == 64
 
 
+@pytest.mark.slow
 def test_full_finetuning_trains_every_parameter_with_a_faster_head(tmp_path, pretrained):
     _, snapshots = run(tmp_path, pretrained, "full", head_lr_mult=5.0)
     model = resnets.create_model("resnet20", num_classes=4)
@@ -68,6 +70,7 @@ def test_full_finetuning_trains_every_parameter_with_a_faster_head(tmp_path, pre
     assert config["transfer"]["lr_mult"] == {"fc": 5.0} and config["transfer"]["trainable"] is None
 
 
+@pytest.mark.slow
 def test_gradual_unfreezes_one_stage_at_a_time(tmp_path, pretrained):
     _, snapshots = run(tmp_path, pretrained, "gradual")
     # 8 steps, resnet20's three stages: layer3 from step 2, layer2 from 4, layer1 and the stem from 6
@@ -134,6 +137,7 @@ def test_class_names_reach_the_checkpoint_and_predict(tmp_path, pretrained, caps
     assert sorted(p["name"] for p in printed["results"][0]["predictions"]) == ["bolts", "nuts", "washers"]
 
 
+@pytest.mark.slow
 def test_finetune_from_a_torchvision_checkpoint(tmp_path, capsys):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(3)
@@ -224,6 +228,7 @@ def test_features_command_writes_embeddings_with_files_and_labels(tmp_path, pret
     assert "--stage 4: resnet20 has stages 1..3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_interrupted_gradual_finetune_resumes_exactly(tmp_path, pretrained):
     common = dict(weights=str(pretrained), data=SYNTHETIC, strategy="gradual", iterations=8, batch_size=32,
                   evaluations=4, val_size=64, progress=False)

@@ -1,5 +1,7 @@
 """The model zoo: every registered model, exact sizes, torchvision parity, the options."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,18 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def slow_if_deep(params: list) -> list:
+    """Parametrize values (a model name, or a tuple that starts with one) with those of networks 100 or more
+    layers deep (the number in the name) marked slow."""
+    marked = []
+    for value in params:
+        values = (value,) if isinstance(value, str) else tuple(value)
+        depth = re.search(r"\d+", values[0])
+        marked.append(pytest.param(*values, marks=pytest.mark.slow) if depth and int(depth.group()) >= 100
+                      else value)
+    return marked
+
+
 def test_registry_lists_every_family():
     names = resnets.list_models()
     for name in ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200",
@@ -51,7 +65,7 @@ def test_unknown_model_names_close_matches():
         resnets.create_model("resnet51")
 
 
-@pytest.mark.parametrize("name", resnets.list_models())
+@pytest.mark.parametrize("name", slow_if_deep(resnets.list_models()))
 def test_every_model_builds_and_runs(name):
     spec = resnets.get_model_spec(name)
     size = 32 if spec.family == "cifar" else 64
@@ -64,7 +78,7 @@ def test_every_model_builds_and_runs(name):
     assert model.preprocessing.input_size == (3, 32, 32) if spec.family == "cifar" else (3, 224, 224)
 
 
-@pytest.mark.parametrize("name", sorted(ANCHOR_PARAMS))
+@pytest.mark.parametrize("name", slow_if_deep(sorted(ANCHOR_PARAMS)))
 def test_parameter_counts_match_anchors(name):
     with torch.device("meta"):
         model = resnets.create_model(name)
@@ -114,7 +128,7 @@ TORCHVISION_PAIRS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TORCHVISION_PAIRS))
+@pytest.mark.parametrize("name", slow_if_deep(sorted(TORCHVISION_PAIRS)))
 @torch.no_grad()
 def test_torchvision_checkpoint_loads_strict_and_outputs_agree(name):
     reference = TORCHVISION_PAIRS[name]().eval()
@@ -198,6 +212,7 @@ def test_plain_nets_have_no_shortcut():
             c * 2 * c + 2 * 2 * c for c in (64, 128, 256))
 
 
+@pytest.mark.slow
 def test_input_gradient_plain110_vs_resnet110_at_initialisation():
     # With batch norm, the gradient reaching the input of a deep plain net explodes at
     # initialisation; identity shortcuts keep it at the scale of the classifier's gradient.
@@ -354,8 +369,8 @@ def test_cifar_builder_any_depth():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("resnet20", 32), ("preact_resnet164", 32),
-                                       ("plain20", 32), ("resnext50_32x4d", 64)])
+@pytest.mark.parametrize("name,size", slow_if_deep([("resnet18", 64), ("resnet20", 32), ("preact_resnet164", 32),
+                                                    ("plain20", 32), ("resnext50_32x4d", 64)]))
 def test_compiles_as_one_graph(name, size):
     import torch._dynamo
 
@@ -367,8 +382,8 @@ def test_compiles_as_one_graph(name, size):
         torch.testing.assert_close(compiled(x), model(x))
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("resnet20", 32), ("preact_resnet110", 32),
-                                       ("plain20", 32)])
+@pytest.mark.parametrize("name,size", slow_if_deep([("resnet18", 64), ("resnet20", 32), ("preact_resnet110", 32),
+                                                    ("plain20", 32)]))
 def test_onnx_export_matches_pytorch(name, size, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     model = _calibrated(resnets.create_model(name), size)

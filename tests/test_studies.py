@@ -38,6 +38,7 @@ def _same_lines(plotted: dict, expected: dict) -> None:
         assert plotted[label][1] == pytest.approx(y, abs=0, rel=1e-12), label
 
 
+@pytest.mark.slow
 def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, tmp_path: Path):
     for name in ("degradation.json", "degradation.csv", "degradation.png", "README.md"):
         assert (degradation_dir / name).is_file(), name
@@ -72,6 +73,7 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
     assert [r["chance_error"] for r in result["runs"]] == [90.0, 90.0]  # 10 synthetic classes
 
 
+@pytest.mark.slow
 def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     import resnets.studies.degradation as degradation
     import resnets.train.engine as engine
@@ -127,6 +129,7 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     assert calls == []
 
 
+@pytest.mark.slow
 def test_gradients_at_init_plot_the_json_and_show_the_shortcut_effect(tmp_path: Path):
     run_gradients(GradientConfig(out=tmp_path, depths=(20, 56), data=DATA, batch_size=16, batches=1))
     for name in ("gradients.json", "gradients.csv", "gradients-init.png", "README.md"):
@@ -158,6 +161,7 @@ def test_gradients_at_init_plot_the_json_and_show_the_shortcut_effect(tmp_path: 
     assert resnet20["weight_grad_norm"][0] == pytest.approx(model.conv1.weight.grad.norm().item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
     result = run_gradients(GradientConfig(out=tmp_path, depths=(20,), data=DATA, batch_size=16, batches=1,
                                           trained_from=degradation_dir))
@@ -198,6 +202,7 @@ def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
     assert {r["when"] for r in rows} == {"init", "trained", "step 0", "step 2", "step 4"}
 
 
+@pytest.mark.slow
 def test_responses_of_trained_runs(degradation_dir: Path, tmp_path: Path):
     run_responses(ResponseConfig(out=tmp_path, runs_from=degradation_dir, images=24, batch_size=10))
     for name in ("responses.json", "responses.csv", "responses.png", "README.md"):
@@ -229,6 +234,7 @@ def test_table_of_any_models(tmp_path: Path):
     assert json.loads((tmp_path / "table.json").read_text())["models"][2]["params"] == 853_018
 
 
+@pytest.mark.slow
 def test_cli_study_commands_and_bad_arguments(tmp_path: Path, degradation_dir: Path, capsys):
     assert main(["study", "table", "--models", "resnet32", "--out", str(tmp_path / "t")]) == 0
     assert "464,154" in capsys.readouterr().out
@@ -349,6 +355,7 @@ def notaresnet(num_classes=10, **kwargs):
 '''
 
 
+@pytest.mark.slow
 def test_studies_of_your_own_architectures(tmp_path: Path, monkeypatch, capsys):
     from resnets.models import registry
 

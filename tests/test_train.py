@@ -4,7 +4,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cli_helpers import RESNETS, cli_env, run_cli
+from resnets import create_model
 from resnets.train import (
     Recipe,
     RecipeError,
@@ -30,11 +31,6 @@ from resnets.train.recipe import list_recipes, load_recipe
 SYNTHETIC = "synthetic:32x32:10:384"
 SMALL_RUN = ["--data", SYNTHETIC, "--iterations", "24", "--batch-size", "32", "--evaluations", "12",
              "--val-size", "64", "--deterministic", "--no-progress"]
-
-
-def run_cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "resnets", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def tree_digest(path: Path) -> dict:
@@ -93,6 +89,7 @@ def _weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "last.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     reference = tmp_path / "reference"
     start = time.monotonic()
@@ -107,9 +104,8 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
         if killed_run.exists():
             import shutil
             shutil.rmtree(killed_run)
-        process = subprocess.Popen([sys.executable, "-m", "resnets", "train", "resnet20", *SMALL_RUN,
-                                    "--out", str(killed_run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        process = subprocess.Popen([*RESNETS, "train", "resnet20", *SMALL_RUN, "--out", str(killed_run)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
         # a random moment between start-up and the end of the reference run's duration
         delay = rng.uniform(0.35, 0.9) * duration * scale
         time.sleep(delay)
@@ -145,6 +141,7 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in reference_rows]
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_process_with_two_micro_batches(tmp_path):
     common = ["--data", SYNTHETIC, "--iterations", "6", "--batch-size", "32", "--evaluations", "2",
               "--val-size", "64", "--no-progress", "--seed", "3"]
@@ -154,8 +151,8 @@ def test_two_processes_under_torchrun_match_one_process_with_two_micro_batches(t
     distributed = tmp_path / "torchrun"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "resnets", "train", "resnet20", *common, "--out", str(distributed)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+         "-m", "resnets", "train", "resnet20", *common, "--keep-snapshots", "--out", str(distributed)],
+        capture_output=True, text=True, timeout=300, env=cli_env())
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((distributed / "config.json").read_text())
     assert config["world_size"] == 2
@@ -165,10 +162,17 @@ def test_two_processes_under_torchrun_match_one_process_with_two_micro_batches(t
         if key.endswith("num_batches_tracked"):
             continue
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=key)
-    # and the runs really trained: weights moved from a fresh model of the same seed
+    # and the runs really trained: every parameter moved from the run's own initial weights (snapshot of step 0)
     assert sum(1 for line in (distributed / "metrics.jsonl").read_text().splitlines() if line) == 2
+    initial = load_file(str(distributed / "snapshots" / "step-00000000.safetensors"))
+    assert initial.keys() == b.keys()
+    parameters = [name for name, _ in create_model("resnet20").named_parameters()]
+    assert parameters and set(parameters) <= initial.keys()
+    unmoved = [name for name in parameters if torch.equal(initial[name], b[name])]
+    assert not unmoved, f"unchanged after 6 steps: {unmoved}"
 
 
+@pytest.mark.slow
 def test_loss_falls_on_real_images(tmp_path):
     # the CIFAR-10 sample shipped with the package: 2,000 real images
     result = train(TrainOptions(model="resnet20", out=tmp_path / "run", data="sample:cifar10", iterations=60,
@@ -184,6 +188,7 @@ def test_loss_falls_on_real_images(tmp_path):
     assert result["val_n"] == 400
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_runs_validation_accuracy(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli("train", "resnet20", *SMALL_RUN, "--out", str(run_dir)).returncode == 0
@@ -219,6 +224,7 @@ def test_eval_reproduces_the_runs_validation_accuracy(tmp_path):
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_run_dir_of_another_model_is_refused_and_kept(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli("train", "resnet20", *SMALL_RUN[:2], "--iterations", "2", "--batch-size", "32",
@@ -231,6 +237,7 @@ def test_run_dir_of_another_model_is_refused_and_kept(tmp_path):
     assert tree_digest(run_dir) == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_on_resume_is_a_clear_error(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--data", SYNTHETIC, "--iterations", "4", "--batch-size", "32", "--evaluations", "2", "--val-size", "64"]

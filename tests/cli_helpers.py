@@ -1,0 +1,25 @@
+"""Running the ``resnets`` command as a user does: ``python -m resnets ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Optional
+
+RESNETS = [sys.executable, "-m", "resnets"]
+
+
+def cli_env(threads: Optional[int] = 1, env: Optional[dict] = None) -> dict:
+    """This process's environment for a child, with ``OMP_NUM_THREADS=threads`` (None: inherited) and ``env`` on
+    top. One thread by default: runs that a test compares with each other use the same thread count, and a child
+    does not compete with its siblings for the cores."""
+    pinned = {"OMP_NUM_THREADS": str(threads)} if threads is not None else {}
+    return {**os.environ, **pinned, **(env or {})}
+
+
+def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 300,
+            threads: Optional[int] = 1) -> subprocess.CompletedProcess:
+    """``python -m resnets *args``, its stdout and stderr captured as text (see :func:`cli_env` for ``threads``)."""
+    return subprocess.run([*RESNETS, *args], capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(threads, env))

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UsageError
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
-from ..models.preprocessing import DEFAULT_CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD
 from .cache import probe_size
 from .sources import ImageSource
 
@@ -23,7 +23,6 @@ from .sources import ImageSource
 SMALL_IMAGE_MAX_SIDE = 64
 SMALL_IMAGE_MAX_BYTES = 4 << 30  # ... when the whole set, as uint8, also fits in this
 DEFAULT_IMAGE_SIZE = 224  # large pipeline, when neither the caller nor a model's preprocessing gives one
-DEFAULT_INTERPOLATION = "bilinear"
 
 
 def default_num_workers() -> int:

@@ -14,6 +14,7 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # evaluation resizes the shorter side to input_size / crop_pct, then center-crops (224 / 0.875 = 256)
 DEFAULT_CROP_PCT = 0.875
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Preprocessing:
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    interpolation: str = "bilinear"
+    interpolation: str = DEFAULT_INTERPOLATION
     crop_pct: float = DEFAULT_CROP_PCT
 
     def to_dict(self) -> dict:

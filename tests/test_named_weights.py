@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 import resnets
+from model_helpers import randomise_bn
 from resnets.cli import main
 from resnets.deploy import decode_image, preprocess
 from resnets.download import DownloadError, cache_entry
 from resnets.errors import MissingFileError, UsageError
-from resnets.models import CIFAR10_PREPROCESSING, build_model
+from resnets.models import CIFAR10_PREPROCESSING
 from resnets.models.summary import summarize
 from resnets.weights import CheckpointError, named, save_weights
 from resnets.weights.classes import class_names
@@ -52,17 +53,6 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    # fresh BN statistics are 0/1; random ones make a wrong mapping visible in the outputs
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
 
 
 def _cifar_meta() -> WeightsMeta:
@@ -163,7 +153,7 @@ def served(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_CountingHandler,
                                                                                   directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    model = _randomise_bn(resnets.create_model("resnet20"))
+    model = randomise_bn(resnets.create_model("resnet20")).eval()
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
@@ -230,7 +220,7 @@ def test_offline_and_not_cached_is_one_line_naming_the_url(served, tmp_path, mon
 
 def test_a_shipped_file_is_found_in_the_package_folder_and_hash_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(named, "FILES_DIR", tmp_path / "files")
-    model = _randomise_bn(resnets.create_model("resnet20"))
+    model = randomise_bn(resnets.create_model("resnet20")).eval()
     path = tmp_path / "files" / "resnet20-test.safetensors"
     path.parent.mkdir()
     save_weights(model, path, classes=[f"c{i}" for i in range(10)])
@@ -251,7 +241,7 @@ def test_a_shipped_file_is_found_in_the_package_folder_and_hash_checked(tmp_path
 
 @pytest.fixture
 def rgb_file(tmp_path) -> tuple[nn.Module, Path]:
-    model = _randomise_bn(resnets.create_model("resnet20"))
+    model = randomise_bn(resnets.create_model("resnet20")).eval()
     path = tmp_path / "r20.pth"
     torch.save(model.state_dict(), path)
     return model, path
@@ -260,7 +250,8 @@ def rgb_file(tmp_path) -> tuple[nn.Module, Path]:
 @pytest.mark.parametrize("in_chans", [1, 6])
 def test_in_chans_adapts_conv1_and_matches_rgb_on_gray(rgb_file, in_chans):
     rgb, path = rgb_file
-    with pytest.warns(resnets.WeightsAdaptedWarning, match=f"conv1 adapted from 3 input channels to in_chans={in_chans}"):
+    adapted = f"conv1 adapted from 3 input channels to in_chans={in_chans}"
+    with pytest.warns(resnets.WeightsAdaptedWarning, match=adapted):
         adapted = resnets.create_model("resnet20", weights=str(path), in_chans=in_chans)
     gray = torch.rand(4, 1, 32, 32)
     expected = _outputs(rgb, gray.expand(-1, 3, -1, -1))
@@ -387,7 +378,8 @@ def test_cli_info_shows_the_weights_of_a_model(capsys):
 def test_eval_scores_named_weights_whose_display_names_differ_from_the_folders(served):
     # ImageNet's named weights say "tench" where an ImageNet folder says "n01440764": not a mismatch
     _, url, digest = served
-    meta = WeightsMeta(dataset="cifar10", preprocessing=CIFAR10_PREPROCESSING, classes=tuple(f"label{i}" for i in range(10)))
+    meta = WeightsMeta(dataset="cifar10", preprocessing=CIFAR10_PREPROCESSING,
+                       classes=tuple(f"label{i}" for i in range(10)))
     resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=meta))
     result = resnets.deploy.evaluate_checkpoint("resnet20", "test_c10", "sample:cifar10", split="all", batch_size=500)
     assert result["n"] == 2000 and 0.0 <= result["top1"] <= 100.0

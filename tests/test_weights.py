@@ -21,6 +21,7 @@ import torchvision
 from torch import nn
 
 import resnets
+from model_helpers import randomise_bn
 from resnets.download import DownloadError
 from resnets.weights import (CheckpointError, UnsafeCheckpointError, detect_format, guess_architecture, resolve,
                              load_weights, read_metadata, save_weights)
@@ -34,22 +35,11 @@ def _same_outputs(a: nn.Module, b: nn.Module, size: int) -> float:
         return (a(x) - b(x)).abs().max().item()
 
 
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    # fresh BN statistics are 0/1; random ones make a wrong mapping visible in the outputs
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model
-
-
 # -- our own format ---------------------------------------------------------------------------
 
 
 def test_save_and_create_model_round_trip(tmp_path):
-    model = _randomise_bn(resnets.create_model("resnet20", num_classes=7, shortcut="B"))
+    model = randomise_bn(resnets.create_model("resnet20", num_classes=7, shortcut="B"))
     classes = [f"class{i}" for i in range(7)]
     path = tmp_path / "run" / "r20.safetensors"
     save_weights(model, path, classes=classes, metadata={"epoch": 12, "top1": 91.5})
@@ -113,7 +103,7 @@ def test_format_is_detected_from_content_not_name(tmp_path):
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_torchvision_resnet18(tmp_path, legacy):
-    reference = _randomise_bn(torchvision.models.resnet18())
+    reference = randomise_bn(torchvision.models.resnet18())
     state = reference.state_dict()
     if legacy:
         # torchvision's original 2017 files predate num_batches_tracked and the zip layout
@@ -126,7 +116,7 @@ def test_torchvision_resnet18(tmp_path, legacy):
 
 
 def test_torchvision_resnext50(tmp_path):
-    reference = _randomise_bn(torchvision.models.resnext50_32x4d(num_classes=10))
+    reference = randomise_bn(torchvision.models.resnext50_32x4d(num_classes=10))
     torch.save(reference.state_dict(), tmp_path / "resnext.pth")
     model = resnets.create_model("resnext50_32x4d", weights=str(tmp_path / "resnext.pth"))
     assert model.num_classes == 10
@@ -152,7 +142,7 @@ def _timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_timm_safetensors_bin_and_training_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
-    reference = _randomise_bn(resnets.create_model("resnet34", num_classes=5))
+    reference = randomise_bn(resnets.create_model("resnet34", num_classes=5))
     state = _timm_state_dict(reference)
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     torch.save(state, tmp_path / "pytorch_model.bin")
@@ -224,7 +214,7 @@ def _cifar10_checkpoint(reference: nn.Module, path: Path) -> None:
 
 @pytest.mark.parametrize("name,n", [("resnet20", 3), ("resnet32", 5)])
 def test_pytorch_resnet_cifar10_checkpoint(tmp_path, name, n):
-    reference = _randomise_bn(_ReferenceCifarResNet(n))
+    reference = randomise_bn(_ReferenceCifarResNet(n))
     path = tmp_path / f"{name}-12fca82f.th"
     _cifar10_checkpoint(reference, path)
     model = resnets.create_model(name, weights=str(path))
@@ -319,7 +309,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def test_url_download_with_hash_prefix_cache_and_offline(tmp_path, loopback_server):
     served, base = loopback_server
-    model = _randomise_bn(resnets.create_model("resnet20"))
+    model = randomise_bn(resnets.create_model("resnet20"))
     save_weights(model, served / "tmp.safetensors")
     digest = hashlib.sha256((served / "tmp.safetensors").read_bytes()).hexdigest()
     good = f"resnet20-{digest[:8]}.safetensors"
@@ -351,7 +341,7 @@ def test_url_download_with_hash_prefix_cache_and_offline(tmp_path, loopback_serv
 
 def test_create_model_from_url(tmp_path, loopback_server, monkeypatch):
     served, base = loopback_server
-    model = _randomise_bn(resnets.create_model("resnet20"))
+    model = randomise_bn(resnets.create_model("resnet20"))
     save_weights(model, served / "r20.safetensors", classes=[str(i) for i in range(10)])
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "env_cache"))
     loaded = resnets.create_model("resnet20", weights=f"{base}/r20.safetensors")

@@ -41,7 +41,7 @@ from .options import TrainOptions
 from .precision import autocast_context
 from .progress import Meter, Progress
 from .recipe import Recipe, learning_rate
-from .rundir import resolve_run
+from .rundir import resolve_run, run_lock
 
 
 class TrainingDiverged(ResnetsError, RuntimeError):
@@ -54,7 +54,9 @@ def train(options: TrainOptions) -> dict:
     """Train (or resume) a run; returns the last evaluation's metrics."""
     dist = Distributed.from_environment(options.device)
     try:
-        return _train(options, dist)
+        # one training per run directory: rank 0 holds its lock for the whole run
+        with run_lock(Path(options.out)) if dist.is_main else contextlib.nullcontext():
+            return _train(options, dist)
     finally:
         dist.close()
 

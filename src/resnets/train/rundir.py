@@ -7,9 +7,15 @@ complete checkpoint. Files are written by ``checkpoint.py``; nothing is written 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not guarded
+    fcntl = None
 
 import torch
 
@@ -74,6 +80,37 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
     return record, None
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN_DIR/.lock`` for the whole run, so that a second training started on the same
+    directory is refused instead of interleaving its files with the first's. The operating
+    system releases the lock when the holder exits in any way (a kill included), so a lock
+    left by a dead process never blocks. The empty file stays with the run; a refused run changes
+    nothing, and a run that wrote nothing in a directory it created removes it."""
+    if fcntl is None:
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    handle = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{run_dir} is in use by another training process; wait for it to end or choose "
+                              f"another --out") from None
+        try:
+            yield
+        finally:
+            # a run refused before writing anything leaves no directory behind (removed while still locked)
+            if created and [p.name for p in run_dir.iterdir()] == [".lock"]:
+                lock.unlink()
+                run_dir.rmdir()
+    finally:
+        handle.close()  # closing releases the lock
+
+
 def build_recipe(options: TrainOptions, base: Optional[dict] = None) -> Recipe:
     recipe = Recipe(**base) if base is not None else load_recipe(options.recipe or DEFAULT_RECIPE)
     recipe = recipe.with_length(options.iterations, options.epochs)
@@ -82,4 +119,4 @@ def build_recipe(options: TrainOptions, base: Optional[dict] = None) -> Recipe:
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-__all__ = ["DEFAULT_DATA", "DEFAULT_RECIPE", "SAMPLE_DEFAULTS", "build_recipe", "resolve_run"]
+__all__ = ["DEFAULT_DATA", "DEFAULT_RECIPE", "run_lock", "SAMPLE_DEFAULTS", "build_recipe", "resolve_run"]

@@ -63,7 +63,8 @@ def cache_entry(url: str, directory: Union[str, Path]) -> Path:
     return Path(directory).expanduser() / key / url_file_name(url)
 
 
-def _matches(path: Path, sha256: Optional[str], md5: Optional[str]) -> tuple[bool, str]:
+def check_digest(path: Path, sha256: Optional[str] = None, md5: Optional[str] = None) -> tuple[bool, str]:
+    """Whether ``path`` has the sha256 (full or a prefix) or md5 given, and if not, why."""
     if sha256:
         actual = file_digest(path, "sha256")
         return actual.startswith(sha256), f"sha256 {actual} does not match the expected {sha256}" + \
@@ -86,7 +87,7 @@ def fetch(url: str, target: Union[str, Path], *, sha256: Optional[str] = None, m
     sha256 = expected_sha256(url, sha256)
     offline = offline_from_env() if offline is None else offline
     if target.is_file():
-        ok, why = _matches(target, sha256, md5)
+        ok, why = check_digest(target, sha256, md5)
         if ok:
             return target
         if offline:
@@ -115,7 +116,7 @@ def fetch(url: str, target: Union[str, Path], *, sha256: Optional[str] = None, m
                     bar.close()
                 if total is not None and out.tell() != total:
                     raise DownloadError(f"{url}: download incomplete ({out.tell()} of {total} bytes); nothing written")
-            ok, why = _matches(tmp, sha256, md5)
+            ok, why = check_digest(tmp, sha256, md5)
             if not ok:
                 raise DownloadError(f"{url}: {why}; nothing written")
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
@@ -132,4 +133,5 @@ def _progress_bar(total: Optional[int], name: str, *, enabled: bool):
                 disable=not enabled, leave=False)
 
 
-__all__ = ["DownloadError", "cache_entry", "expected_sha256", "fetch", "offline_from_env", "url_file_name"]
+__all__ = ["DownloadError", "cache_entry", "check_digest", "expected_sha256", "fetch", "offline_from_env",
+           "url_file_name"]

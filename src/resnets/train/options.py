@@ -92,7 +92,7 @@ class TrainOptions:
             raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
         if self.val_size is not None and self.val_size < 0:
             raise UsageError(f"--val-size must not be negative, got {self.val_size}")
-        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):  # noqa: B007
+        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:

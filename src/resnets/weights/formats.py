@@ -30,8 +30,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .._io import atomic_path, cache_root, sha256_file
-from ..download import cache_entry, fetch
+from .._io import atomic_path, cache_root
+from ..download import cache_entry, check_digest, expected_sha256, fetch
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec, list_models
 
@@ -192,9 +192,9 @@ def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: 
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
     if sha256 is not None:
-        actual = sha256_file(path)
-        if not actual.startswith(sha256.lower()):
-            raise CheckpointError(f"{text}: sha256 {actual} does not match the expected {sha256}")
+        ok, why = check_digest(path, sha256=expected_sha256(text, sha256))
+        if not ok:
+            raise CheckpointError(f"{text}: {why}")
     return path
 
 

@@ -9,6 +9,7 @@ import torch
 from data_helpers import write_tree
 from resnets.data import (DeviceLoader, ImageLoader, SplitMismatchError, build_loaders, decode_to_tensor,
                           resolve_source)
+from resnets.errors import UsageError
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -181,6 +182,17 @@ def test_build_loaders_large_pipeline(tmp_path):
     # forcing the small pipeline on the same data resizes every image to one size
     _, _, info = build_loaders(tmp_path / "big", pipeline="small", image_size=32, val_size=4, cache_dir=tmp_path)
     assert info.pipeline == "small" and info.image_size == (32, 32) and info.resized == 20
+
+
+def test_training_crops_smaller_than_the_evaluation_size(tmp_path):
+    write_tree(tmp_path / "big", {"a": 10, "b": 10}, size=(80, 96))
+    train, val, info = build_loaders(tmp_path / "big", batch_size=4, val_size=4, image_size=48, train_image_size=32,
+                                     num_workers=0, cache_dir=tmp_path)
+    assert next(train.epoch_batches(0))[0].shape == (4, 3, 32, 32)
+    assert next(iter(val))[0].shape == (4, 3, 48, 48) and info.image_size == (48, 48)
+    with pytest.raises(UsageError, match="needs the large pipeline"):
+        build_loaders(tmp_path / "big", pipeline="small", image_size=48, train_image_size=32, val_size=4,
+                      cache_dir=tmp_path)
 
 
 def test_large_pipeline_workers_resume_and_shards(tmp_path):

@@ -49,6 +49,8 @@ def test_shipped_recipes_match_the_papers():
     modern = load_recipe("modern")
     assert modern.schedule == "cosine" and modern.label_smoothing == 0.1 and modern.ema_decay > 0
     assert modern.no_weight_decay_on_norm_and_bias and modern.warmup > 0
+    imagenette = load_recipe("imagenette")
+    assert imagenette.train_image_size < imagenette.image_size
 
 
 def test_paper_cifar_learning_rate():
@@ -72,6 +74,9 @@ def test_recipe_errors_name_the_key(tmp_path):
         load_recipe(bad)
     bad.write_text('iterations = 10\nlr = "fast"\n')
     with pytest.raises(RecipeError, match="'lr' must be float"):
+        load_recipe(bad)
+    bad.write_text("epochs = 10\n[data]\ntrain_image_size = 100000\n")
+    with pytest.raises(RecipeError, match="train_image_size must lie in"):
         load_recipe(bad)
     bad.write_text("epochs = 10\niterations = 10\n")
     with pytest.raises(RecipeError, match="exactly one"):

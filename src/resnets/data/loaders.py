@@ -73,6 +73,9 @@ def loader_for(source: ImageSource, config: DataConfig, *, train: bool, indices:
                     seed=config.seed, device=config.device, channels_last=config.channels_last, dtype=config.dtype,
                     rank=config.rank, world_size=config.world_size)
     if decoded is not None or choose_pipeline(source, config) == "small":
+        if train and config.train_image_size and config.train_image_size != input_side(config):
+            raise UsageError(f"{source.name}: a training size of {config.train_image_size} px needs the large "
+                             f"pipeline (pipeline='large'); the small one trains at the evaluation size")
         decoded = decoded if decoded is not None else decode_small(source, config)
         images, served = decoded.images, decoded.index
         labels = torch.from_numpy(np.asarray(source.targets)[decoded.index])
@@ -88,6 +91,8 @@ def loader_for(source: ImageSource, config: DataConfig, *, train: bool, indices:
         return loader, served
     indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     transform = large_transform(config)
+    if train and config.train_image_size:
+        transform["image_size"] = config.train_image_size
     if source.channels != len(transform["mean"]):
         raise UsageError(f"{source.name}: {source.channels} channels but mean/std have {len(transform['mean'])}")
     workers = config.num_workers if config.num_workers is not None else default_num_workers()

@@ -44,6 +44,7 @@ class DataConfig:
     device: Union[str, torch.device] = "cpu"
     pipeline: str = "auto"  # "auto", "small" or "large"
     image_size: Optional[int] = None  # default: the model's preprocessing, else the data's own (small) / 224
+    train_image_size: Optional[int] = None  # large pipeline's training crops; default image_size
     preprocessing: Any = None  # a model's ``preprocessing`` (Preprocessing or dict): input size, mean/std, crop
     mean: Optional[Sequence[float]] = None  # default: preprocessing, else measured on train (small) / ImageNet
     std: Optional[Sequence[float]] = None

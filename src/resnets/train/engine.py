@@ -94,7 +94,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     data_options = dict(
         seed=seed, device=device, val_size=recipe.val_size, val_fraction=recipe.val_fraction,
         augment=recipe.augment, drop_last=True, trivial_augment=recipe.trivial_augment,
-        random_erasing=recipe.random_erasing, channels_last=channels_last, num_workers=options.num_workers,
+        random_erasing=recipe.random_erasing, image_size=recipe.image_size,
+        train_image_size=recipe.train_image_size, channels_last=channels_last, num_workers=options.num_workers,
         cache_dir=options.cache_dir, pipeline=options.pipeline, split=record.get("split"),
         # CIFAR-family nets normalise with the training set's own statistics (the paper's mean subtraction);
         # pretrained weights with the statistics they were trained with

@@ -66,6 +66,12 @@ class Recipe:
     augment: bool = True
     trivial_augment: bool = False
     random_erasing: float = 0.0
+    # input side (large pipeline): ``image_size`` for evaluation and the trained model's preprocessing
+    # (default: the model's), ``train_image_size`` for the training crops (default: ``image_size``). Training
+    # below the test size is the "FixRes" effect: random-resized crops enlarge objects, so a smaller training
+    # crop matches the test's apparent object size, and each step is cheaper.
+    image_size: Optional[int] = None
+    train_image_size: Optional[int] = None
     # evaluation: evenly spaced over the run, each followed by a checkpoint
     evaluations: int = 32
 
@@ -87,6 +93,9 @@ class Recipe:
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
             raise RecipeError(f"recipe {self.name!r}: milestones must be positive and increasing, "
                               f"got {self.milestones}")
+        for key in ("image_size", "train_image_size"):
+            if getattr(self, key) is not None and not 8 <= getattr(self, key) <= 4096:
+                raise RecipeError(f"recipe {self.name!r}: {key} must lie in [8, 4096] pixels, got {getattr(self, key)}")
         for key in ("batch_size", "evaluations"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")

@@ -23,7 +23,8 @@ _EXPORTS = {
     "read_metadata": "weights.formats",
     "save_weights": "weights.formats",
     **{name: "weights.named" for name in (
-        "Weights", "WeightsMeta", "default_weights", "get_weights", "list_weights", "register_weights")},
+        "Weights", "WeightsMeta", "default_weights", "get_weights", "list_weights", "model_card",
+        "register_weights")},
     **{name: "models" for name in (
         "FrozenBatchNorm2d", "Preprocessing", "ResNet", "ResNetFeatures", "build_model", "cifar_resnet",
         "freeze_batchnorm", "get_model_spec", "import_models", "list_models", "register_model")},
@@ -41,5 +42,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
-    from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights,
+    from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights, model_card,
                                 register_weights)

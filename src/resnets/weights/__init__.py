@@ -11,11 +11,11 @@ from ..download import DownloadError, fetch
 from .formats import (CheckpointError, CheckpointInfo, UnsafeCheckpointError, apply_preprocessing, checkpoint_cache_dir,
                       describe_state_dict, detect_format, guess_architecture, load_checkpoint, load_state_dict,
                       load_weights, read_metadata, resolve, save_weights)
-from .named import Weights, WeightsMeta, default_weights, get_weights, list_weights, register_weights
+from .named import Weights, WeightsMeta, default_weights, get_weights, list_weights, model_card, register_weights
 
 __all__ = [
     "CheckpointError", "CheckpointInfo", "DownloadError", "UnsafeCheckpointError", "Weights", "WeightsMeta",
     "apply_preprocessing", "checkpoint_cache_dir", "default_weights", "describe_state_dict", "detect_format", "fetch",
     "get_weights", "guess_architecture", "list_weights", "load_checkpoint", "load_state_dict", "load_weights",
-    "read_metadata", "register_weights", "resolve", "save_weights",
+    "model_card", "read_metadata", "register_weights", "resolve", "save_weights",
 ]

@@ -20,6 +20,7 @@ Sources, checked when the entries were written:
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,12 +299,33 @@ TIMM = (
           44_549_160, 7.801, TIMM_RSB, _TIMM_RSB_RECIPE + " (A1)"),
 )
 
-# our own weights, shipped in resnets/weights/files/ as they finish training: each one
-# Weights(name="resnet56.cifar10", file="resnet56-cifar10.safetensors", sha256=<64 hex>,
-#         meta=WeightsMeta(dataset="cifar10", classes="cifar10", preprocessing=CIFAR10_PREPROCESSING,
-#                          top1=..., n=10_000, recipe="resnets recipes/paper-cifar.toml", source="resnets",
-#                          license="Apache-2.0"), default=True)
-SHIPPED: tuple[Weights, ...] = ()
+
+def _shipped(card_path: Path) -> Weights:
+    """The entry of a weights file shipped in ``files/``, from its model card (``MODEL-TAG.json`` beside it,
+    written with the file: what it was trained on, how, for how long, where, and its measured accuracy)."""
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    classes = card["classes"]
+    return Weights(name=card["name"], file=card["file"], sha256=card["sha256"], default=card["default"],
+                   meta=WeightsMeta(dataset=card["dataset"], preprocessing=Preprocessing.from_dict(card["preprocessing"]),
+                                    top1=card["val"]["top1"], top5=card["val"].get("top5"), n=card["val"]["n"],
+                                    params=card["params"], gmacs=card["gmacs"],
+                                    file_size_mb=round(card["file_size_bytes"] / 2**20, 3),
+                                    classes=classes if isinstance(classes, str) else tuple(classes),
+                                    recipe=f"resnets recipe {card['training']['recipe_name']}", source="resnets",
+                                    license=card["license"]))
+
+
+def model_card(name: str) -> dict:
+    """The model card of shipped weights ``MODEL.TAG`` (data, split, recipe, command, length, time, machine,
+    validation accuracy with n, sha256) as a dict."""
+    weights = get_weights(name)
+    if weights.url:
+        raise UsageError(f"{weights.name} are published by {weights.meta.source}; their card is {weights.meta.recipe}")
+    return json.loads((FILES_DIR / weights.file).with_suffix(".json").read_text(encoding="utf-8"))
+
+
+# our own weights: each file in files/ with its card, in name order
+SHIPPED: tuple[Weights, ...] = tuple(_shipped(path) for path in sorted(FILES_DIR.glob("*.json")))
 
 for _entry in (*SHIPPED, *TORCHVISION, *TIMM):
     register_weights(_entry)
@@ -311,5 +333,5 @@ for _entry in (*SHIPPED, *TORCHVISION, *TIMM):
 
 __all__ = [
     "FILES_DIR", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights", "find_weights",
-    "get_weights", "list_weights", "register_weights", "weights_for",
+    "get_weights", "list_weights", "model_card", "register_weights", "weights_for",
 ]

@@ -1,0 +1,163 @@
+"""Turn a finished training run into shipped named weights: a safetensors file in
+``src/resnets/weights/files/`` and its model card (``MODEL-TAG.json`` beside it, read by the
+named-weights registry, and ``docs/model-cards/MODEL-TAG.md`` for people).
+
+    python scripts/ship_weights.py RUN_DIR --tag cifar10 --data-name "cifar10-jpeg-train.zip" \
+        [--half] [--default]
+
+The run must have reached its last step. Its final weights (not the best evaluation's: choosing
+on the validation split and reporting it there would flatter) are re-scored in fp32 on the
+validation split the run recorded, and that measurement goes into the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ROOT / "src" / "resnets" / "weights" / "files"
+CARDS = ROOT / "docs" / "model-cards"
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}, torch {torch.__version__}"
+
+
+def run_facts(run_dir: Path) -> dict:
+    """Steps, epochs and the engine-measured training time of a run, from its metrics log."""
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recipe = config["recipe"]
+    recipe = recipe if isinstance(recipe, dict) else ast.literal_eval(recipe)  # older runs stored its repr
+    batch = recipe["batch_size"]
+    seconds, previous = 0.0, 0
+    for row in rows:  # each row's images/s is over the interval since the previous row
+        seconds += (row["step"] - previous) * batch / row["images_per_sec"]
+        previous = row["step"]
+    return dict(config=config, recipe=recipe, rows=rows, last=rows[-1], train_seconds=seconds)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--tag", required=True, help="the TAG of MODEL.TAG, e.g. cifar10")
+    parser.add_argument("--data-name", required=True, help="how the card names the training data")
+    parser.add_argument("--data", help="the data to re-score on (default: the run's own)")
+    parser.add_argument("--classes", help="class-name list of the weights (a shipped list such as cifar10)")
+    parser.add_argument("--half", action="store_true", help="store fp16 tensors (half the file; fp32 on load)")
+    parser.add_argument("--default", action="store_true", help="the model's weights for pretrained=True")
+    parser.add_argument("--command", help="the training command as run (default: rebuilt from the config)")
+    parser.add_argument("--notes", default="", help="anything else the card must say")
+    parser.add_argument("--files-dir", type=Path, default=FILES, help="where the file and its JSON card go")
+    parser.add_argument("--cards-dir", type=Path, default=CARDS, help="where the markdown card goes")
+    args = parser.parse_args(argv)
+
+    from resnets import create_model
+    from resnets.deploy.evaluate import evaluate_checkpoint
+    from resnets.models.summary import count_macs
+    from resnets.weights.formats import save_weights
+
+    facts = run_facts(args.run_dir)
+    config, recipe, last = facts["config"], facts["recipe"], facts["last"]
+    model_name = config["model"]
+    state = json.loads((args.run_dir / "last.json").read_text())
+    total = recipe["iterations"] or round(recipe["epochs"] * last["step"] / last["epoch"])
+    if state["step"] != total or last["step"] != total:
+        print(f"{args.run_dir}: at step {state['step']} of {total}; ship a finished run", file=sys.stderr)
+        return 2
+
+    name = f"{model_name}.{args.tag}"
+    stem = f"{model_name}-{args.tag}"
+    files, cards = args.files_dir, args.cards_dir
+    files.mkdir(parents=True, exist_ok=True)
+    target = files / f"{stem}.safetensors"
+    model = create_model(model_name, weights=str(args.run_dir / "last.safetensors"))
+    metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
+                if key in ("split", "seed", "step", "depth", "recipe")}
+    metadata["data"] = args.data_name
+    if args.half:
+        model = model.half()
+    save_weights(model, target, metadata=metadata)
+
+    data = args.data or config["data"]
+    scores = evaluate_checkpoint(model_name, str(target), data, split="val", amp="off")
+    reloaded = create_model(model_name, weights=str(target))
+    params = sum(p.numel() for p in reloaded.parameters())
+    input_size = tuple(reloaded.preprocessing.input_size)
+    from resnets._io import sha256_file
+
+    card = {
+        "name": name, "file": target.name, "sha256": sha256_file(target), "file_size_bytes": target.stat().st_size,
+        "default": bool(args.default), "dtype": "float16" if args.half else "float32",
+        "dataset": args.tag, "classes": args.classes or list(reloaded.checkpoint_info.classes or []),
+        "preprocessing": reloaded.preprocessing.to_dict(),
+        "params": params, "gmacs": round(count_macs(reloaded, input_size) / 1e9, 4),
+        "val": {"top1": scores["top1"], "top5": scores.get("top5"), "n": scores["n"], "precision": "fp32",
+                "split": "the validation split recorded in the weights (carved from the training data, seeded)",
+                "command": f"resnets eval {model_name} --weights {args.tag} --data {args.data_name} "
+                           f"--split val --amp off"},
+        "training": {
+            "data": args.data_name, "train_images": None, "val_images": scores["n"],
+            "split": config["split"], "recipe_name": config.get("recipe_name"), "recipe": recipe,
+            "command": args.command or (f"resnets train {model_name} --data {args.data_name} "
+                                        f"--recipe {config.get('recipe_name')} --seed {config['seed']}"),
+            "iterations": last["step"], "epochs": last["epoch"],
+            "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
+            "wall_time_s": round(facts["train_seconds"]), "machine": machine(),
+        },
+        "shipped": datetime.date.today().isoformat(), "license": "Apache-2.0", "notes": args.notes,
+    }
+    card["training"]["train_images"] = config["split"]["num_samples"] - config["split"]["val_size"]
+    (files / f"{stem}.json").write_text(json.dumps(card, indent=1) + "\n")
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / f"{stem}.md").write_text(markdown_card(card))
+    print(json.dumps({"name": name, "sha256": card["sha256"], "val_top1": scores["top1"], "n": scores["n"]}))
+    return 0
+
+
+def markdown_card(card: dict) -> str:
+    training, val = card["training"], card["val"]
+    hours = training["wall_time_s"] / 3600
+    pre = card["preprocessing"]
+    lines = [
+        f"# {card['name']}", "",
+        f"`resnets.create_model(\"{card['name'].partition('.')[0]}\", weights=\"{card['dataset']}\")`; "
+        f"file `{card['file']}` ({card['file_size_bytes']:,} bytes, {card['dtype']}), sha256 `{card['sha256']}`.", "",
+        "| | |", "| --- | --- |",
+        f"| validation top-1 | **{val['top1']:.2f} %** on n = {val['n']:,} images ({val['precision']}) |",
+        f"| validation split | {val['split']} |",
+        f"| measured with | `{val['command']}` |",
+        f"| training data | {training['data']}: {training['train_images']:,} training images |",
+        f"| recipe | `{training['recipe_name']}` (`resnets train --recipe {training['recipe_name']}`) |",
+        f"| command | `{training['command']}` |",
+        f"| length | {training['iterations']:,} iterations, {training['epochs']:g} epochs |",
+        f"| final training error | {training['final_train_error']} % |",
+        f"| training time | {hours:.1f} h ({training['wall_time_s']:,} s, as the engine measured it) |",
+        f"| machine | {training['machine']} |",
+        f"| parameters / multiply-adds | {card['params']:,} / {card['gmacs']} G at {pre['input_size']} |",
+        f"| preprocessing | input {pre['input_size']}, mean {pre['mean']}, std {pre['std']}, "
+        f"crop {pre['crop_pct']:.3f}, {pre['interpolation']} |",
+        f"| licence | {card['license']} |",
+    ]
+    if card.get("notes"):
+        lines += ["", card["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The weights shipped in the package: each file matches its model card, loads by name, and
+does what its card says: far above chance on the packaged sample, and its validation accuracy
+re-measured on the real data where ../shared/datasets is present."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import resnets
+from cli_helpers import run_cli
+from resnets._io import sha256_file
+from resnets.deploy.evaluate import evaluate_checkpoint
+from resnets.weights.named import FILES_DIR, SHIPPED, model_card
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+# the data each shipped dataset tag was trained on, as the cards name it
+REAL_DATA = {"cifar10": DATASETS / "cifar10-jpeg-train.zip", "imagenette": DATASETS / "imagenette-224-train.zip"}
+
+needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no weights are shipped in resnets/weights/files yet")
+shipped_names = [w.name for w in SHIPPED]
+
+
+@needs_shipped
+@pytest.mark.parametrize("name", shipped_names)
+def test_file_matches_its_card_and_loads_by_name(name):
+    weights = resnets.get_weights(name)
+    card = model_card(name)
+    path = FILES_DIR / card["file"]
+    assert path.stat().st_size == card["file_size_bytes"] and sha256_file(path) == card["sha256"] == weights.sha256
+    model = resnets.create_model(weights.model, weights=weights.tag)
+    assert sum(p.numel() for p in model.parameters()) == card["params"] == weights.meta.params
+    assert model.num_classes == len(weights.classes)
+    assert tuple(model.preprocessing.input_size) == tuple(card["preprocessing"]["input_size"])
+    for key in ("data", "split", "recipe", "command", "iterations", "epochs", "wall_time_s", "machine"):
+        assert card["training"][key], f"{name}: the card's training.{key} is empty"
+    assert card["val"]["n"] > 0 and 0 < card["val"]["top1"] <= 100
+
+
+@needs_shipped
+def test_a_shipped_file_changed_on_disk_is_refused(tmp_path, monkeypatch):
+    weights = SHIPPED[0]
+    copy = tmp_path / weights.file
+    data = bytearray((FILES_DIR / weights.file).read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr("resnets.weights.named.FILES_DIR", tmp_path)
+    with pytest.raises(resnets.ResnetsError, match="sha256"):
+        resnets.create_model(weights.model, weights=weights.tag)
+
+
+@pytest.mark.parametrize("name", [n for n in shipped_names if resnets.get_weights(n).meta.dataset == "cifar10"])
+def test_cifar_weights_far_above_chance_on_the_packaged_sample(name):
+    # the sample is 2,000 CIFAR-10 training images: chance is 10 %
+    weights = resnets.get_weights(name)
+    result = run_cli("eval", weights.model, "--weights", weights.tag, "--data", "sample:cifar10", "--split", "all",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["n"] == 2000 and scores["top1"] > 80, scores
+
+
+@pytest.mark.slow
+@needs_shipped
+@pytest.mark.parametrize("name", shipped_names)
+def test_card_accuracy_is_reproduced_on_the_real_validation_split(name):
+    weights = resnets.get_weights(name)
+    data = REAL_DATA.get(weights.meta.dataset)
+    if data is None or not data.exists():
+        pytest.skip(f"the training data of {name} is not at {data}")
+    card = model_card(name)
+    scores = evaluate_checkpoint(weights.model, weights.tag, str(data), split="val", amp="off")
+    assert scores["n"] == card["val"]["n"]
+    assert scores["top1"] == pytest.approx(card["val"]["top1"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train", "resnet20", "--iterations", "4", "--evaluations", "1", "--batch-size", "32",
+                     "--out", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    script = [sys.executable, str(ROOT / "scripts" / "ship_weights.py"), str(run), "--tag", "sample",
+              "--data-name", "sample:cifar10", "--data", "sample:cifar10", "--classes", "cifar10",
+              "--files-dir", str(tmp_path / "files"), "--cards-dir", str(tmp_path / "cards")]
+    shipped = subprocess.run(script, capture_output=True, text=True)
+    assert shipped.returncode == 0, shipped.stderr
+    card = json.loads((tmp_path / "files" / "resnet20-sample.json").read_text())
+    assert card["sha256"] == sha256_file(tmp_path / "files" / "resnet20-sample.safetensors")
+    assert card["training"]["iterations"] == 4 and card["val"]["n"] == 400
+    assert "resnet20.sample" in (tmp_path / "cards" / "resnet20-sample.md").read_text()
+    model = resnets.create_model("resnet20", weights=str(tmp_path / "files" / "resnet20-sample.safetensors"))
+    trained = resnets.create_model("resnet20", weights=str(run / "last.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    # a run that has not reached its last step is not shipped
+    last = json.loads((run / "last.json").read_text())
+    (run / "last.json").write_text(json.dumps({**last, "step": 2}))
+    refused = subprocess.run(script, capture_output=True, text=True)
+    assert refused.returncode == 2 and "ship a finished run" in refused.stderr

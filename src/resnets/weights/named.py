@@ -304,9 +304,9 @@ def _shipped(card_path: Path) -> Weights:
     """The entry of a weights file shipped in ``files/``, from its model card (``MODEL-TAG.json`` beside it,
     written with the file: what it was trained on, how, for how long, where, and its measured accuracy)."""
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    classes = card["classes"]
+    classes, preprocessing = card["classes"], Preprocessing.from_dict(card["preprocessing"])
     return Weights(name=card["name"], file=card["file"], sha256=card["sha256"], default=card["default"],
-                   meta=WeightsMeta(dataset=card["dataset"], preprocessing=Preprocessing.from_dict(card["preprocessing"]),
+                   meta=WeightsMeta(dataset=card["dataset"], preprocessing=preprocessing,
                                     top1=card["val"]["top1"], top5=card["val"].get("top5"), n=card["val"]["n"],
                                     params=card["params"], gmacs=card["gmacs"],
                                     file_size_mb=round(card["file_size_bytes"] / 2**20, 3),

@@ -40,8 +40,12 @@ TORCHVISION_NAMES = [
 
 @pytest.fixture(autouse=True)
 def _registry_restored(monkeypatch, tmp_path):
-    """Each test may register entries of its own; the registry and the cache are its alone."""
+    """Each test may register entries of its own; the registry and the cache are its alone. The weights
+    shipped in the package are left out, so that these tests see only the entries they register
+    (tests/test_shipped_weights.py covers those)."""
     saved = dict(named._WEIGHTS)
+    for weights in named.SHIPPED:
+        named._WEIGHTS.pop(weights.name)
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
     yield
@@ -226,11 +230,13 @@ def test_a_shipped_file_is_found_in_the_package_folder_and_hash_checked(tmp_path
     save_weights(model, path, classes=[f"c{i}" for i in range(10)])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     resnets.register_weights(Weights(name="resnet20.shipped", file=path.name, sha256=digest, meta=_cifar_meta()))
-    loaded = resnets.create_model("resnet20", pretrained=True)
+    loaded = resnets.create_model("resnet20", weights="shipped")
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(_outputs(model, x), _outputs(loaded, x))
-    assert loaded.classes == [f"c{i}" for i in range(10)]  # the file's own names win over the list's
-    assert resnets.get_weights("resnet20").location == str(path)
+    # the entry's display names win; the file's own (its training folders) stay for comparing with data
+    assert loaded.classes == class_names("cifar10")
+    assert loaded.checkpoint_info.classes == [f"c{i}" for i in range(10)]
+    assert resnets.get_weights("resnet20.shipped").location == str(path)
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(CheckpointError, match=f"does not match the expected {digest}"):
         resnets.create_model("resnet20", weights="shipped")

@@ -13,13 +13,14 @@ import torch
 import resnets
 from cli_helpers import run_cli
 from resnets._io import sha256_file
+from resnets.data import resolve_source
 from resnets.deploy.evaluate import evaluate_checkpoint
+from resnets.weights.classes import class_names
 from resnets.weights.named import FILES_DIR, SHIPPED, model_card
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
-# the data each shipped dataset tag was trained on, as the cards name it
-REAL_DATA = {"cifar10": DATASETS / "cifar10-jpeg-train.zip", "imagenette": DATASETS / "imagenette-224-train.zip"}
+# the data each shipped dataset tag was trained on, in ../shared/datasets
+REAL_DATA = {"cifar10": "cifar10-jpeg-train.zip", "imagenette": "imagenette-224-train.zip"}
 
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no weights are shipped in resnets/weights/files yet")
 shipped_names = [w.name for w in SHIPPED]
@@ -67,11 +68,9 @@ def test_cifar_weights_far_above_chance_on_the_packaged_sample(name):
 @pytest.mark.slow
 @needs_shipped
 @pytest.mark.parametrize("name", shipped_names)
-def test_card_accuracy_is_reproduced_on_the_real_validation_split(name):
+def test_card_accuracy_is_reproduced_on_the_real_validation_split(name, shared_datasets):
     weights = resnets.get_weights(name)
-    data = REAL_DATA.get(weights.meta.dataset)
-    if data is None or not data.exists():
-        pytest.skip(f"the training data of {name} is not at {data}")
+    data = shared_datasets / REAL_DATA[weights.meta.dataset]
     card = model_card(name)
     scores = evaluate_checkpoint(weights.model, weights.tag, str(data), split="val", amp="off")
     assert scores["n"] == card["val"]["n"]
@@ -101,3 +100,12 @@ def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path
     (run / "last.json").write_text(json.dumps({**last, "step": 2}))
     refused = subprocess.run(script, capture_output=True, text=True)
     assert refused.returncode == 2 and "ship a finished run" in refused.stderr
+
+
+def test_imagenette_names_follow_its_synset_folders(shared_datasets):
+    source = resolve_source(str(shared_datasets / REAL_DATA["imagenette"]))
+    synsets = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+               "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+               "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+               "n03888257": "parachute"}
+    assert [synsets[folder] for folder in source.classes] == class_names("imagenette")

@@ -93,7 +93,9 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
                               f"of num_classes={options['num_classes']}", WeightsAdaptedWarning, stacklevel=2)
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=source, info=info)
     if not exclude:
-        classes = info.classes if info.classes is not None else named.classes if named else None
+        # named weights' display names ("tench") win; the file's own (its training folders, "n01440764") stay in
+        # checkpoint_info, which evaluation compares with a data set's folders
+        classes = named.classes if named else info.classes
         if classes is not None:
             model.classes = list(classes)
     apply_preprocessing(model, info)

@@ -1,4 +1,5 @@
-"""Class names shipped with the package: ImageNet-1k, CIFAR-10 and CIFAR-100.
+"""Class names shipped with the package: ImageNet-1k, CIFAR-10, CIFAR-100 and Imagenette (its ten ImageNet
+classes, in the order of their synset-id folders).
 
 They live with the weights because named weights carry them (``resnets.get_weights(...).classes``);
 deployment resolves a model's names from here (``resnets.deploy.resolve_class_names``).
@@ -11,7 +12,7 @@ from importlib import resources
 
 from ..errors import UsageError
 
-DATASETS = ("imagenet1k", "cifar10", "cifar100")
+DATASETS = ("imagenet1k", "cifar10", "cifar100", "imagenette")
 
 
 @lru_cache(maxsize=None)
@@ -21,7 +22,7 @@ def _read(dataset: str) -> tuple[str, ...]:
 
 
 def class_names(dataset: str) -> list[str]:
-    """The class names of ``dataset`` ("imagenet1k", "cifar10" or "cifar100"), by label index."""
+    """The class names of ``dataset`` (one of ``DATASETS``), by label index."""
     if dataset not in DATASETS:
         raise UsageError(f"no class names for {dataset!r}; known: {', '.join(DATASETS)}")
     return list(_read(dataset))

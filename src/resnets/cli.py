@@ -185,7 +185,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model} on {args.data} ({args.split}, {result['n']} images): top-1 {result['top1']:.2f}%, "
+        which = {"val": "the validation split recorded in the weights", "all": "every image"}.get(
+            result["split"], f"its {result['split']!r} split")
+        print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",
+              file=sys.stderr)
+        print(f"{args.model} on {args.data} ({result['split']}, {result['n']} images): top-1 {result['top1']:.2f}%, "
               f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
         for name, accuracy in (result.get("per_class_accuracy") or {}).items():
             print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
@@ -340,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--data", required=True, help="data source")
-    p.add_argument("--split", default="val", help="val (carved from train, as recorded in the weights), "
-                                                  "all, or the source's own split name such as test")
+    p.add_argument("--split", default="auto",
+                   help="auto (default): the validation split recorded in the weights when --data is the data they "
+                        "were trained on, else every image; val: the recorded (or a seeded 10%%) validation split; "
+                        "all: every image; or the source's own split name such as test")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
     p.add_argument("--batch-size", type=int, default=256)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data.evaluation import build_eval_loader
+from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
@@ -17,15 +18,30 @@ from ..train.precision import resolve_amp
 from .session import InferenceSession
 
 
-def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "val", batch_size: int = 256,
+def choose_split(recorded_split: Optional[dict], source) -> tuple[str, str]:
+    """``split="auto"``: the recorded validation split when ``source`` is the data the weights were
+    trained on (same fingerprint and size as the split recorded in them), every image otherwise
+    (a test folder, a peer's checkpoint, our weights on new data). Returns the split and why."""
+    if not recorded_split:
+        return "all", "the weights record no training split"
+    if recorded_split.get("fingerprint") == source.fingerprint and recorded_split.get("num_samples") == len(source):
+        return "val", "the weights were trained on this data"
+    return "all", "the weights were trained on other data"
+
+
+def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
                         num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
-    else the model's default. ``split="val"`` re-creates the validation split recorded in
-    one of our checkpoints (or the default seeded split for other files).
+    else the model's default. ``split="auto"`` (the default) is the recorded validation split when
+    ``data`` is what the weights were trained on, else every image (:func:`choose_split`);
+    ``"val"`` re-creates the validation split recorded in one of our checkpoints (or carves the
+    default seeded split for other files); ``"all"`` is every image; another name is the
+    source's own split of that name (``test``). The result says which in ``split``,
+    ``split_reason`` and ``n``.
     """
     model = create_model(model_name, weights=weights)
     # the file's metadata (empty for foreign formats), already read by the loader; its
@@ -37,7 +53,12 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
     torch_device = torch.device(device)
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
-    loader, classes = build_eval_loader(data, split=split, recorded_split=metadata.get("split"),
+    source: Union[str, object] = data
+    reason = "asked for"
+    if split == "auto":
+        source = resolve_source(data, "train")
+        split, reason = choose_split(metadata.get("split"), source)
+    loader, classes = build_eval_loader(source, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,
                                         num_workers=num_workers)
@@ -56,6 +77,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     result = evaluate(predictor, loader.epoch_batches(0), len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
     result["amp"] = amp
+    result["split"], result["split_reason"] = split, reason
     if backend is not None:
         result["backend"] = predictor.__self__.backend
     if per_class:

@@ -3,6 +3,7 @@ wrong answer, and nothing lost when a run is cut short."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -63,3 +64,45 @@ def test_eval_of_foreign_weights_scores_every_image(tmp_path, capsys):
     torch.save(resnets.create_model("resnet20").state_dict(), weights)  # no metadata, no recorded split
     code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(folder), "--json")
     assert code == 0 and json.loads(out)["n"] == 10 and json.loads(out)["split"] == "all"
+
+
+# -- predict / export / serve never answer with an untrained network silently ----------------------
+
+
+@pytest.fixture
+def _registry(monkeypatch, tmp_path):
+    from resnets.weights import named
+    saved = dict(named._WEIGHTS)
+    monkeypatch.setattr(named, "FILES_DIR", tmp_path / "files")
+    yield named
+    named._WEIGHTS.clear()
+    named._WEIGHTS.update(saved)
+
+
+def test_without_weights_the_default_named_weights_or_a_refusal(_registry, tmp_path, capsys):
+    from PIL import Image
+
+    from resnets.models import CIFAR10_PREPROCESSING
+    from resnets.weights.named import Weights, WeightsMeta
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    # resnet20 has no named weights: refused in one line, naming both ways out
+    for args in (["predict", "resnet20", str(image)],
+                 ["export", "resnet20", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]):
+        code, out, err = _cli(capsys, *args)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert "no named weights" in err and "--weights" in err and "--random-weights" in err
+    assert not (tmp_path / "m.onnx").exists()
+    code, out, err = _cli(capsys, "predict", "resnet20", str(image), "--random-weights", "--backend", "torch")
+    assert code == 0 and "random weights" in err and "mean nothing" in err
+    # a model with a default: used, and said
+    path = tmp_path / "files" / "r20.safetensors"
+    path.parent.mkdir()
+    classes = [f"kind{i}" for i in range(10)]
+    save_weights(resnets.create_model("resnet20"), path, classes=classes)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _registry.register_weights(Weights(name="resnet20.mine", file=path.name, sha256=digest, meta=WeightsMeta(
+        dataset="cifar10", preprocessing=CIFAR10_PREPROCESSING, classes=tuple(classes))))
+    code, out, err = _cli(capsys, "predict", "resnet20", str(image), "--backend", "torch", "--json")
+    assert code == 0 and "using resnet20.mine, the default weights of resnet20" in err
+    assert json.loads(out)["results"][0]["predictions"][0]["name"].startswith("kind")

@@ -211,8 +211,26 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
+    """``--weights``, else the model's default named weights, else (only with ``--random-weights``) none:
+    an untrained network's answers mean nothing, so they are never given silently. Says which on stderr."""
+    if args.weights:
+        if args.random_weights:
+            raise UsageError("--weights and --random-weights exclude each other")
+        return args.weights
+    if args.random_weights:
+        print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
+        return None
+    named = default_weights(args.model)
+    if named is None:
+        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL "
+                         f"(or --random-weights for an untrained network, whose outputs mean nothing)")
+    print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
+    return named.name
+
+
 def _session(args: argparse.Namespace, **kwargs):
-    return deploy.InferenceSession(args.model, weights=args.weights, backend=args.backend, **kwargs)
+    return deploy.InferenceSession(args.model, weights=_weights_to_use(args), backend=args.backend, **kwargs)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -236,7 +254,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    model = create_model(args.model, weights=args.weights) if args.weights else create_model(args.model)
+    weights = _weights_to_use(args)
+    model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
         paths = deploy.find_images(args.check_images)[:args.check_count]
@@ -294,6 +313,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     print(f"report: {out / 'README.md'}")
     return 0
+
+
+def _add_weights_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run an untrained, randomly initialised network (its outputs mean nothing)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backend", choices=backends, default="auto")
@@ -381,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("model")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
@@ -391,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=5)

@@ -106,3 +106,69 @@ def test_without_weights_the_default_named_weights_or_a_refusal(_registry, tmp_p
     code, out, err = _cli(capsys, "predict", "resnet20", str(image), "--backend", "torch", "--json")
     assert code == 0 and "using resnet20.mine, the default weights of resnet20" in err
     assert json.loads(out)["results"][0]["predictions"][0]["name"].startswith("kind")
+
+
+# -- a safetensors file's metadata is checked before anything is allocated from it -----------------
+
+
+def _with_metadata(path: Path, **changes) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(path), framework="pt") as f:
+        metadata = {**f.metadata(), **{k: json.dumps(v) for k, v in changes.items()}}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    out = path.with_name(f"{path.stem}-{len(list(path.parent.glob('*')))}.safetensors")
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+_CAPPED = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv.pop(1)), resource.RLIM_INFINITY))
+sys.argv[0] = "resnets"
+runpy.run_module("resnets", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_40000_wide_network_in_the_metadata_is_refused_before_allocation(tmp_path):
+    """A subprocess with its address space capped at 6 GB: before the check, the 1.4 TB of a bottleneck net with
+    width_per_group 40000 ended in an allocation failure's traceback (or, uncapped, the OOM killer)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from cli_helpers import cli_env
+    good = tmp_path / "r164.safetensors"
+    save_weights(resnets.create_model("preact_resnet164"), good)
+    bad = _with_metadata(good, arch_kwargs={"width_per_group": 40000})
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    run = subprocess.run([sys.executable, "-c", _CAPPED, str(6 * 2**30), "predict", "preact_resnet164",
+                          "--weights", str(bad), str(tmp_path / "x.png"), "--backend", "torch"],
+                         capture_output=True, text=True, timeout=120, env=cli_env())
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.count("\n") == 1 and "metadata 'arch_kwargs'" in run.stderr
+    assert "layer1.0.conv1.weight of shape (10000, 16, 1, 1), but the file's tensor is (16, 16, 1, 1)" in run.stderr
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("arch_kwargs", {"no_such_option": 1}, "does not build resnet20"),
+    ("arch_kwargs", {"shortcut": "B"}, "describes layer2.0.downsample.0.weight, which the file lacks"),
+    ("arch_kwargs", [1, 2], "must be a JSON object"),
+    ("preprocessing", {"input_size": [3, 100000, 100000], "mean": [0.5] * 3, "std": [0.2] * 3},
+     "over the limit of 4096"),
+    ("preprocessing", {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.2] * 3, "crop_pct": 1e-5},
+     "resizes to 3200000 pixels"),
+    ("preprocessing", {"input_size": [3, 32, 32], "mean": [0.5] * 2, "std": [0.2] * 3}, "mean must be 3"),
+    ("preprocessing", {"input_size": [1, 32, 32], "mean": [0.5], "std": [0.2]}, "the model takes 3 channels"),
+])
+def test_hostile_metadata_is_one_line_naming_the_field(tmp_path, field, value, named):
+    from resnets.weights import CheckpointError
+    good = tmp_path / "r20.safetensors"
+    save_weights(resnets.create_model("resnet20"), good)
+    bad = _with_metadata(good, **{field: value})
+    with pytest.raises(CheckpointError) as error:
+        resnets.create_model("resnet20", weights=bad)
+    message = str(error.value)
+    assert "\n" not in message and f"metadata '{field}'" in message and named in message

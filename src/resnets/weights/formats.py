@@ -351,9 +351,15 @@ def apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
     if not stored:
         return
     try:
-        model.preprocessing = Preprocessing.from_dict(stored)
-    except (TypeError, AttributeError) as error:
+        preprocessing = Preprocessing.from_dict(stored)
+        preprocessing.check()
+    except (TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{info.path}: metadata 'preprocessing' is not valid: {error}") from None
+    model_chans = getattr(getattr(model, "preprocessing", None), "input_size", (None,))[0]
+    if model_chans is not None and preprocessing.input_size[0] != model_chans:
+        raise CheckpointError(f"{info.path}: metadata 'preprocessing' has input_size {preprocessing.input_size}, "
+                              f"but the model takes {model_chans} channels")
+    model.preprocessing = preprocessing
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -172,3 +172,38 @@ def test_hostile_metadata_is_one_line_naming_the_field(tmp_path, field, value, n
         resnets.create_model("resnet20", weights=bad)
     message = str(error.value)
     assert "\n" not in message and f"metadata '{field}'" in message and named in message
+
+
+# -- one line instead of a traceback ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device, says", [("cuda", "no CUDA GPU is available"), ("gpu", "--device cuda"),
+                                          ("cuda:7", None), ("tpu", "not a device")])
+@pytest.mark.parametrize("command", [
+    ["eval", "resnet20", "--weights", "w.pth", "--data", "sample:cifar10"],
+    ["features", "resnet20", "--data", "sample:cifar10", "--out", "f.npy"],
+    ["study", "gradients", "--depths", "20", "--out", "study"],
+    ["train", "resnet20", "--data", "sample:cifar10", "--iterations", "1", "--out", "run"],
+])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch, command, device, says):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnets.create_model("resnet20").state_dict(), tmp_path / "w.pth")
+    code, out, err = _cli(capsys, *command, "--device", device)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"--device {device}" in err
+    assert says is None or says in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # nothing started
+
+
+def test_the_python_api_checks_the_device_too():
+    import torch
+
+    from resnets.errors import UsageError
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(UsageError, match="no CUDA GPU is available"):
+        resnets.deploy.InferenceSession("resnet20", device="cuda")
+    with pytest.raises(UsageError, match="--device gpu"):
+        resnets.deploy.evaluate_checkpoint("resnet20", "w.pth", "sample:cifar10", device="gpu")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import __version__, deploy, studies
+from ._device import resolve_device
 from .errors import ResnetsError, UsageError
 from .factory import create_model
 from .models import get_model_spec, import_models, list_models
@@ -487,6 +488,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if isinstance(getattr(args, "device", None), str):
+            resolve_device(args.device)  # every command's --device, before any work
         return args.func(args)
     except ResnetsError as error:  # wrong input: one line; anything else is a bug and stays a traceback
         print(f"resnets {args.command}: error: {error}", file=sys.stderr)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from torch import nn
 
+from .._device import resolve_device
 from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
@@ -43,6 +43,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     source's own split of that name (``test``). The result says which in ``split``,
     ``split_reason`` and ``n``.
     """
+    torch_device = resolve_device(device)  # before loading anything
     model = create_model(model_name, weights=weights)
     # the file's metadata (empty for foreign formats), already read by the loader; its
     # recorded preprocessing is already on the model
@@ -51,7 +52,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     std = tuple(std) if std is not None else tuple(model.preprocessing.std)
     if len(mean) != len(std):
         raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
     source: Union[str, object] = data
     reason = "asked for"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import resolve_device
 from ..errors import UsageError
 from ..factory import create_model
 from ..weights import load_weights
@@ -63,7 +64,7 @@ class InferenceSession:
                  backend: str = "auto", device: Union[str, torch.device, None] = "cpu",
                  calibration: Optional[torch.Tensor] = None,
                  config: Optional[SessionConfig] = None, **model_kwargs):
-        self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
+        self.config = config or SessionConfig(backend=backend, device=str(resolve_device(device)))
         if self.config.backend not in BACKENDS:
             raise UsageError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
         if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):

@@ -52,7 +52,6 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     std = tuple(std) if std is not None else tuple(model.preprocessing.std)
     if len(mean) != len(std):
         raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
-    torch_device = resolve_device(device)
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
     source: Union[str, object] = data
     reason = "asked for"

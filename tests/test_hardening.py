@@ -207,3 +207,98 @@ def test_the_python_api_checks_the_device_too():
         resnets.deploy.InferenceSession("resnet20", device="cuda")
     with pytest.raises(UsageError, match="--device gpu"):
         resnets.deploy.evaluate_checkpoint("resnet20", "w.pth", "sample:cifar10", device="gpu")
+
+
+# -- Ctrl-C, and a full disk, during training ----------------------------------------------------------
+
+SYNTHETIC = "synthetic:32x32:4:96"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_checkpoints_the_step_and_resume_finishes(tmp_path):
+    """A real process and a real SIGINT: one line, exit 130, and a checkpoint the same command resumes from."""
+    import signal
+    import subprocess
+
+    from cli_helpers import RESNETS, cli_env, run_cli
+    from resnets.train.checkpoint import last_checkpoint, load_checkpoint_state
+    run_dir = tmp_path / "run"
+    command = ["train", "resnet20", "--data", SYNTHETIC, "--iterations", "40", "--evaluations", "1", "--amp", "off",
+               "--batch-size", "8", "--val-size", "16", "--no-progress", "--out", str(run_dir)]
+    process = subprocess.Popen([*RESNETS, *command], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               env=cli_env())
+    try:
+        started = process.stderr.readline()
+        assert started.startswith("training resnet20"), started
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    step = int(err.split("interrupted at step ")[1].split(" ")[0])
+    assert 1 <= step < 40 and "resume with --resume" in err
+    record = last_checkpoint(run_dir)
+    assert record["step"] == step
+    load_checkpoint_state(run_dir, record)  # complete and consistent
+    done = run_cli(*command, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert f"resuming at step {step}" in done.stderr and last_checkpoint(run_dir)["step"] == 40
+
+
+def _disk_full_at(step: int, real_save):
+    """torch.save that, for the state of ``step``, writes part of the file and fails as a full disk does."""
+    import errno
+    import os
+
+    def save(obj, path, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == step:
+            Path(path).write_bytes(b"PK\x03\x04" + b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(obj, path, *args, **kwargs)
+    return save
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from resnets.errors import DiskFullError
+    from resnets.train import TrainOptions, train
+    from resnets.train.checkpoint import last_checkpoint
+    run_dir = tmp_path / "run"
+    options = dict(model="resnet20", out=run_dir, data=SYNTHETIC, iterations=4, evaluations=2, batch_size=8,
+                   val_size=16, progress=False, amp="off")
+    monkeypatch.setattr(torch, "save", _disk_full_at(4, torch.save))
+    with pytest.raises(DiskFullError) as error:
+        train(TrainOptions(**options))
+    message = str(error.value)
+    assert "\n" not in message and "step-00000004.state.pt: the disk is full" in message
+    monkeypatch.undo()
+    assert last_checkpoint(run_dir)["step"] == 2
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["step-00000002.safetensors", "step-00000002.state.pt"]  # no half of step 4, no .tmp
+    assert not list(run_dir.rglob("*.tmp"))
+    train(TrainOptions(**options, resume=True))
+    assert last_checkpoint(run_dir)["step"] == 4
+
+
+@pytest.mark.slow
+def test_leftovers_of_a_killed_write_are_removed_when_a_run_resumes(tmp_path, capsys):
+    from resnets.train import TrainOptions, train
+    from resnets.train.checkpoint import last_checkpoint
+    run_dir = tmp_path / "run"
+    options = dict(model="resnet20", out=run_dir, data=SYNTHETIC, iterations=4, evaluations=2, batch_size=8,
+                   val_size=16, progress=False, amp="off")
+    train(TrainOptions(**options))
+    folder = run_dir / "checkpoints"
+    leftovers = [folder / ".step-00000004.state.pt.x1y2.tmp", run_dir / ".last.json.abc.tmp",
+                 folder / "step-00000003.safetensors", folder / "step-00000001.state.pt"]
+    for path in leftovers:
+        path.write_bytes(b"")
+    folder.joinpath("step-00000003.safetensors").write_bytes(b"half a file")
+    train(TrainOptions(**options, resume=True))
+    assert "removed 4 leftover file(s)" in capsys.readouterr().err
+    assert not any(p.exists() for p in leftovers)
+    record = last_checkpoint(run_dir)
+    assert sorted(p.name for p in folder.iterdir()) == [Path(record["weights"]).name, Path(record["state"]).name]

@@ -492,8 +492,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             resolve_device(args.device)  # every command's --device, before any work
         return args.func(args)
     except ResnetsError as error:  # wrong input: one line; anything else is a bug and stays a traceback
-        print(f"resnets {args.command}: error: {error}", file=sys.stderr)
+        kind = "" if error.exit_code == 130 else "error: "
+        print(f"resnets {args.command}: {kind}{error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print(f"resnets {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

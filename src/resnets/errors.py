@@ -22,4 +22,9 @@ class MissingFileError(ResnetsError, FileNotFoundError):
     """A file or directory the user named does not exist."""
 
 
-__all__ = ["MissingFileError", "ResnetsError", "UsageError"]
+class DiskFullError(ResnetsError, OSError):
+    """A write failed because the disk (or the user's quota) is full; the file it would have
+    replaced is left as it was."""
+
+
+__all__ = ["DiskFullError", "MissingFileError", "ResnetsError", "UsageError"]

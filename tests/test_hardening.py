@@ -302,3 +302,41 @@ def test_leftovers_of_a_killed_write_are_removed_when_a_run_resumes(tmp_path, ca
     assert not any(p.exists() for p in leftovers)
     record = last_checkpoint(run_dir)
     assert sorted(p.name for p in folder.iterdir()) == [Path(record["weights"]).name, Path(record["state"]).name]
+
+
+# -- a missing optional dependency names the extra that installs it ----------------------------------
+
+_WITHOUT = """
+import runpy, sys
+for name in sys.argv.pop(1).split(","):
+    sys.modules[name] = None  # as if not installed: importing it raises ModuleNotFoundError
+sys.argv[0] = "resnets"
+runpy.run_module("resnets", run_name="__main__")
+"""
+
+
+def test_serve_without_fastapi_names_the_serve_extra(tmp_path, capsys, monkeypatch):
+    import sys
+    weights = tmp_path / "r20.safetensors"
+    save_weights(resnets.create_model("resnet20"), weights)
+    monkeypatch.delitem(sys.modules, "resnets.deploy.server", raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    code, out, err = _cli(capsys, "serve", "resnet20", "--weights", str(weights), "--port", "0")
+    assert code == 2 and err.count("\n") == 1
+    assert "'fastapi', which is not installed" in err and 'pip install "resnets[serve]"' in err
+
+
+@pytest.mark.slow
+def test_export_without_onnxscript_names_the_onnx_extra(tmp_path):
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+    weights = tmp_path / "r20.safetensors"
+    save_weights(resnets.create_model("resnet20"), weights)
+    run = subprocess.run([sys.executable, "-c", _WITHOUT, "onnxscript", "export", "resnet20", "--weights", str(weights),
+                          "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+                         capture_output=True, text=True, timeout=300, env=cli_env())
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.count("\n") == 1 and 'pip install "resnets[onnx]"' in run.stderr
+    assert not (tmp_path / "m.onnx").exists()

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__, deploy, studies
 from ._device import resolve_device
-from .errors import ResnetsError, UsageError
+from .errors import ResnetsError, UsageError, missing_dependency
 from .factory import create_model
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
@@ -498,6 +498,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # an optional extra not installed: name it; anything else is a bug (traceback)
+        missing = missing_dependency(error)
+        if missing is None:
+            raise
+        print(f"resnets {args.command}: error: {missing}", file=sys.stderr)
+        return missing.exit_code
 
 
 if __name__ == "__main__":

@@ -340,3 +340,37 @@ def test_export_without_onnxscript_names_the_onnx_extra(tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.count("\n") == 1 and 'pip install "resnets[onnx]"' in run.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+# -- InferenceSession.predict takes images as a user has them ---------------------------------------------
+
+
+def test_predict_takes_paths_pil_images_and_uint8_tensors(tmp_path):
+    import torch
+    from PIL import Image
+
+    from resnets.deploy import InferenceSession, decode_image, load_batch
+    from resnets.errors import UsageError
+    session = InferenceSession("resnet20", backend="torch")
+    paths = []
+    for i, color in enumerate([(200, 30, 30), (10, 180, 90)]):
+        image = Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=torch.Generator().manual_seed(i),
+                                              dtype=torch.uint8).numpy()) if i else Image.new("RGB", (36, 30), color)
+        image.save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    expected = session.predict(load_batch(paths, session.preprocessing), top_k=3)
+    assert session.predict([str(p) for p in paths], top_k=3) == expected
+    assert session.predict([Image.open(p) for p in paths], top_k=3) == expected
+    assert session.predict([decode_image(p) for p in paths], top_k=3) == expected
+    alone = session.predict(str(paths[1]), top_k=3)  # one image, not a list (a batch of 1: other kernels)
+    assert [p.label for p in alone[0]] == [p.label for p in expected[1]]
+    assert [p.probability for p in alone[0]] == pytest.approx([p.probability for p in expected[1]], abs=1e-5)
+    with pytest.raises(UsageError, match="no such image file: nope.jpg"):
+        session.predict(["nope.jpg"])
+    with pytest.raises(UsageError, match="top_k must be a positive integer"):
+        session.predict(paths, top_k=0)
+
+
+def test_predict_top_k_0_is_refused(tmp_path, capsys):
+    code, out, err = _cli(capsys, "predict", "resnet20", str(tmp_path), "--top-k", "0")
+    assert code == 2 and out == "" and "--top-k must be at least 1, got 0" in err and err.count("\n") == 1

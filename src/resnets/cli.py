@@ -234,7 +234,13 @@ def _session(args: argparse.Namespace, **kwargs):
     return deploy.InferenceSession(args.model, weights=_weights_to_use(args), backend=args.backend, **kwargs)
 
 
+def _check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    _check_top_k(args.top_k)
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
@@ -274,6 +280,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
+    _check_top_k(args.top_k)
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -491,9 +492,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(command: str):
+    """warnings.showwarning for the command line: one line each, ``resnets CMD: warning: ...`` without
+    Python's file name and source-line echo."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"resnets {command}: warning: {text} ({category.__name__})", file=file or sys.stderr)
+    return show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line(args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)  # every command's --device, before any work

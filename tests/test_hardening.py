@@ -383,3 +383,32 @@ def test_warnings_on_the_command_line_are_one_line_each(tmp_path, capsys):
                           "--out", str(tmp_path / "table"))
     assert code == 0
     assert err == "resnets study: warning: this module is experimental (FutureWarning)\n"
+
+
+def test_a_pytorch_resnet_cifar10_checkpoint_brings_its_own_imagenet_normalisation(tmp_path, capsys):
+    """That project trains and tests CIFAR-10 with ImageNet's mean/std (its trainer.py), not CIFAR's."""
+    import torch
+
+    from model_helpers import randomise_bn
+    from resnets.models.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+    ours = randomise_bn(resnets.create_model("resnet20"))
+    theirs = {"module." + k.replace("fc.", "linear."): v for k, v in ours.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": theirs, "best_prec1": 91.7}, tmp_path / "resnet20-12fca82f.th")
+    model = resnets.create_model("resnet20", weights=str(tmp_path / "resnet20-12fca82f.th"))
+    assert model.checkpoint_info.layout == "pytorch_resnet_cifar10"
+    assert model.preprocessing.mean == IMAGENET_MEAN and model.preprocessing.std == IMAGENET_STD
+    assert model.preprocessing.input_size == (3, 32, 32) and model.preprocessing.crop_pct == 1.0
+    # eval normalises as that project does
+    folder = tmp_path / "test"
+    write_tree(folder, {f"c{i}": 1 for i in range(10)}, size=(32, 32))
+    images = torch.stack([resnets.deploy.decode_image(p) for p in sorted(folder.rglob("*.png"))]).float() / 255
+    normalised = (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    with torch.no_grad():
+        logits = model.eval()(normalised)
+        cifar = (images - torch.tensor(CIFAR10_MEAN)[:, None, None]) / torch.tensor(CIFAR10_STD)[:, None, None]
+        assert not torch.allclose(model(cifar), logits, atol=1e-3)  # the normalisation shows in the outputs
+    code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(tmp_path / "resnet20-12fca82f.th"),
+                          "--data", str(folder), "--amp", "off", "--json")
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(10)).item()
+    assert code == 0 and json.loads(out)["loss"] == pytest.approx(expected, rel=1e-4)

@@ -412,3 +412,22 @@ def test_a_pytorch_resnet_cifar10_checkpoint_brings_its_own_imagenet_normalisati
                           "--data", str(folder), "--amp", "off", "--json")
     expected = torch.nn.functional.cross_entropy(logits, torch.arange(10)).item()
     assert code == 0 and json.loads(out)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+# -- recipes and the README's own commands ---------------------------------------------------------------
+
+
+def test_a_custom_recipe_keeps_its_iterations_without_data(tmp_path):
+    import torch
+
+    from resnets.train import TrainOptions
+    from resnets.train.rundir import resolve_run
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text("iterations = 30\nevaluations = 3\nbatch_size = 16\nlr = 0.05\n")
+    record, _ = resolve_run(TrainOptions(model="resnet20", out=tmp_path / "run", recipe=str(recipe)), 1,
+                            torch.device("cpu"))
+    assert record["recipe"]["iterations"] == 30 and record["recipe"]["evaluations"] == 3
+    assert record["recipe"]["val_size"] == 400 and record["data"] == "sample:cifar10"  # the sample's hold-out
+    # without --recipe, the paper's recipe shortened for the sample, as before
+    record, _ = resolve_run(TrainOptions(model="resnet20", out=tmp_path / "run2"), 1, torch.device("cpu"))
+    assert record["recipe"]["iterations"] == 200 and record["recipe"]["evaluations"] == 10

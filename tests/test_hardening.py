@@ -431,3 +431,18 @@ def test_a_custom_recipe_keeps_its_iterations_without_data(tmp_path):
     # without --recipe, the paper's recipe shortened for the sample, as before
     record, _ = resolve_run(TrainOptions(model="resnet20", out=tmp_path / "run2"), 1, torch.device("cpu"))
     assert record["recipe"]["iterations"] == 200 and record["recipe"]["evaluations"] == 10
+
+
+@pytest.mark.slow
+def test_the_readme_gradual_freeze_bn_finetune_command_runs(tmp_path, capsys, monkeypatch):
+    """README: resnets finetune resnet18 --weights resnet18-f37072fd.pth --data defects/ --out runs/gradual
+    --strategy gradual --freeze-bn (a torchvision-layout file here, and a short run)."""
+    import torch
+    monkeypatch.chdir(tmp_path)
+    torch.save(resnets.create_model("resnet18").state_dict(), "resnet18-f37072fd.pth")
+    write_tree(tmp_path / "defects" / "train", {"scratch": 6, "dent": 6, "ok": 6}, size=(40, 40))
+    code, out, err = _cli(capsys, "finetune", "resnet18", "--weights", "resnet18-f37072fd.pth", "--data", "defects/",
+                          "--out", "runs/gradual", "--strategy", "gradual", "--freeze-bn", "--iterations", "6",
+                          "--batch-size", "6", "--val-size", "3", "--image-size", "32", "--amp", "off")
+    assert code == 0, err
+    assert "finished fine-tuning resnet18 (gradual)" in out and (tmp_path / "runs/gradual/best.safetensors").is_file()

@@ -446,3 +446,22 @@ def test_the_readme_gradual_freeze_bn_finetune_command_runs(tmp_path, capsys, mo
                           "--batch-size", "6", "--val-size", "3", "--image-size", "32", "--amp", "off")
     assert code == 0, err
     assert "finished fine-tuning resnet18 (gradual)" in out and (tmp_path / "runs/gradual/best.safetensors").is_file()
+
+
+# -- smaller things --------------------------------------------------------------------------------------
+
+
+def test_written_files_get_the_umask_permissions_like_any_other_file(tmp_path):
+    import os
+    import stat
+
+    from resnets._io import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.json", "{}")
+        (tmp_path / "plain.txt").write_text("")
+        save_weights(resnets.create_model("resnet20"), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"config.json": 0o644, "plain.txt": 0o644, "w.safetensors": 0o644}  # never world-writable

@@ -41,6 +41,20 @@ def is_disk_full(error: BaseException, directory: Union[str, os.PathLike, None] 
     return False
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask both sets and reads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def disk_full_error(path: Union[str, os.PathLike]) -> DiskFullError:
     path = Path(path)
     return DiskFullError(f"{path}: the disk is full (no space left on the device holding {path.parent}); "
@@ -73,6 +87,9 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and some writers) make the file 0600; the result gets the permissions any new file gets
+        # (0666 less the umask), so that a run's files match each other and the umask decides who reads them
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)

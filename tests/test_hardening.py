@@ -465,3 +465,27 @@ def test_written_files_get_the_umask_permissions_like_any_other_file(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {"config.json": 0o644, "plain.txt": 0o644, "w.safetensors": 0o644}  # never world-writable
+
+
+def test_info_says_variant_only_for_bottleneck_nets(capsys):
+    code, out, _ = _cli(capsys, "info", "resnet18")
+    assert code == 0 and "depth 18, shortcut B\n" in out and "v1.5" not in out
+    code, out, _ = _cli(capsys, "info", "resnet50", "--json")
+    assert json.loads(out)["variant"] == "v1.5"
+
+
+def test_train_help_lists_every_shipped_recipe(capsys):
+    from resnets.train import list_recipes
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert len(list_recipes()) >= 6 and all(name in text for name in list_recipes())
+
+
+@pytest.mark.parametrize("fmt, out, says", [("onnx", "x.pt", "end in .onnx, not '.pt' (the ending of torchscript"),
+                                            ("torchscript", "x.onnx", "end in .pt or .pth"),
+                                            ("onnx", "model", "not 'nothing'")])
+def test_export_refuses_an_extension_that_does_not_match_the_format(tmp_path, capsys, fmt, out, says):
+    code, stdout, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", fmt, "--out",
+                             str(tmp_path / out))
+    assert code == 2 and says in err and err.count("\n") == 1 and not (tmp_path / out).exists()

@@ -262,6 +262,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    deploy.check_export_path(args.out, args.format)  # before any work
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None

@@ -489,3 +489,16 @@ def test_export_refuses_an_extension_that_does_not_match_the_format(tmp_path, ca
     code, stdout, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", fmt, "--out",
                              str(tmp_path / out))
     assert code == 2 and says in err and err.count("\n") == 1 and not (tmp_path / out).exists()
+
+
+def test_plot_labels_two_runs_of_one_model_apart(tmp_path):
+    from resnets.train.plot import plot_runs, run_labels
+    runs = []
+    for name, model in (("r20-lr0.1", "resnet20"), ("r20-lr0.01", "resnet20"), ("p20", "plain20")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"model": model}))
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "train_error": 50.0, "val_error": 55.0}) + "\n")
+        runs.append(run)
+    assert run_labels(runs) == ["resnet20 (r20-lr0.1)", "resnet20 (r20-lr0.01)", "plain20"]
+    assert plot_runs(runs, tmp_path / "curves.png").stat().st_size > 1000

@@ -502,3 +502,19 @@ def test_plot_labels_two_runs_of_one_model_apart(tmp_path):
         runs.append(run)
     assert run_labels(runs) == ["resnet20 (r20-lr0.1)", "resnet20 (r20-lr0.01)", "plain20"]
     assert plot_runs(runs, tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_images_decode_the_same_without_torchvision_decoders(tmp_path, monkeypatch):
+    """torchvision 0.29 deprecates its image decoders: without them, Pillow gives the same pixels."""
+    import sys
+
+    import numpy as np
+
+    from data_helpers import encode
+    from resnets.data.sources import decode_bytes
+    rng = np.random.default_rng(0)
+    blobs = [encode(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), fmt) for fmt in ("JPEG", "PNG")]
+    with_torchvision = [decode_bytes(b, "x") for b in blobs]
+    monkeypatch.setitem(sys.modules, "torchvision.io", None)
+    for blob, expected in zip(blobs, with_torchvision):
+        assert (decode_bytes(blob, "x") == expected).all()

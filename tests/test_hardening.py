@@ -64,6 +64,11 @@ def test_eval_of_foreign_weights_scores_every_image(tmp_path, capsys):
     torch.save(resnets.create_model("resnet20").state_dict(), weights)  # no metadata, no recorded split
     code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(folder), "--json")
     assert code == 0 and json.loads(out)["n"] == 10 and json.loads(out)["split"] == "all"
+    # a source with its own test split: that, not its training images
+    write_tree(tmp_path / "split" / "train", {f"c{i}": 2 for i in range(10)}, size=(16, 16))
+    write_tree(tmp_path / "split" / "test", {f"c{i}": 1 for i in range(10)}, size=(16, 16), seed=5)
+    code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(tmp_path / "split"))
+    assert code == 0 and "its 'test' split" in err and "(test, 10 images)" in out
 
 
 # -- predict / export / serve never answer with an untrained network silently ----------------------

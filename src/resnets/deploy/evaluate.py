@@ -18,15 +18,20 @@ from ..train.precision import resolve_amp
 from .session import InferenceSession
 
 
-def choose_split(recorded_split: Optional[dict], source) -> tuple[str, str]:
-    """``split="auto"``: the recorded validation split when ``source`` is the data the weights were
-    trained on (same fingerprint and size as the split recorded in them), every image otherwise
-    (a test folder, a peer's checkpoint, our weights on new data). Returns the split and why."""
-    if not recorded_split:
-        return "all", "the weights record no training split"
-    if recorded_split.get("fingerprint") == source.fingerprint and recorded_split.get("num_samples") == len(source):
-        return "val", "the weights were trained on this data"
-    return "all", "the weights were trained on other data"
+def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object]:
+    """``split="auto"``: the recorded validation split when ``data`` is the data the weights were
+    trained on (same fingerprint and size as the split recorded in them); otherwise (a test folder,
+    a peer's checkpoint, our weights on new data) the source's own test split where it has one
+    (CIFAR's test batch, ``root/test/``), else every image. Returns the split, why, and the source."""
+    source = resolve_source(data, "train")
+    if recorded_split and recorded_split.get("fingerprint") == source.fingerprint \
+            and recorded_split.get("num_samples") == len(source):
+        return "val", "the weights were trained on this data", source
+    why = "the weights record no training split" if not recorded_split else "the weights were trained on other data"
+    try:
+        return "test", why, resolve_source(data, "test")
+    except (UsageError, FileNotFoundError):
+        return "all", why, source
 
 
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
@@ -37,7 +42,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
     else the model's default. ``split="auto"`` (the default) is the recorded validation split when
-    ``data`` is what the weights were trained on, else every image (:func:`choose_split`);
+    ``data`` is what the weights were trained on, else the source's own test split where it has one,
+    else every image (:func:`choose_split`);
     ``"val"`` re-creates the validation split recorded in one of our checkpoints (or carves the
     default seeded split for other files); ``"all"`` is every image; another name is the
     source's own split of that name (``test``). The result says which in ``split``,
@@ -56,8 +62,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     source: Union[str, object] = data
     reason = "asked for"
     if split == "auto":
-        source = resolve_source(data, "train")
-        split, reason = choose_split(metadata.get("split"), source)
+        split, reason, source = choose_split(metadata.get("split"), data)
     loader, classes = build_eval_loader(source, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,

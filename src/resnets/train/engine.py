@@ -178,15 +178,6 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if options.keep_snapshots and dist.is_main and start_step == 0:
         save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
-    progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
-                  f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
-                  f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
-                  + (", channels-last" if channels_last else "")
-                  + (f", resuming at step {start_step}" if start_step else ""))
-    if leftovers:
-        progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
-                      f"{', '.join(p.name for p in leftovers[:4])}{', ...' if len(leftovers) > 4 else ''}")
-
     step = start_step
     last_eval: dict = {}
     # on a GPU, reading the loss forces a sync: check it every few steps instead of every step
@@ -205,6 +196,14 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     catch = dist.world_size == 1 and threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, on_interrupt) if catch else None
     try:
+        progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
+                      f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
+                      f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
+                      + (", channels-last" if channels_last else "")
+                      + (f", resuming at step {start_step}" if start_step else ""))
+        if leftovers:
+            progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
+                          f"{', '.join(p.name for p in leftovers[:4])}{', ...' if len(leftovers) > 4 else ''}")
         while step < total_steps:
             epoch, batch_index = divmod(step, steps_per_epoch)
             for images, labels in train_loader.epoch_batches(epoch, start_batch=batch_index):
@@ -258,7 +257,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     dist.barrier()
                     last_eval = row
                     meter.start_window()
-                if interrupted:
+                if interrupted and step < total_steps:  # at the last step, the run is complete anyway
                     if not evaluate_now and dist.is_main:  # an evaluation step was just checkpointed
                         save_checkpoint(out, model, {**_training_state(optimizer, scaler, ema), "best_top1": best_top1},
                                         step=step, classes=list(info.classes), metadata=metadata)

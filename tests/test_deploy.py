@@ -181,8 +181,9 @@ def test_aspect_ratio_and_size_limits(tmp_path, capsys):
         preprocess(torch.zeros(1, 1, 1, dtype=torch.uint8).expand(3, 8001, 8000), preprocessing)  # no memory
     assert preprocess(decode_image(_png((10, 200))), preprocessing).shape == (3, 224, 224)  # 20:1 is allowed
     (tmp_path / "strip.png").write_bytes(_png((20_000, 1)))
-    assert main(["predict", "resnet20", str(tmp_path / "strip.png"), "--backend", "torch"]) == 2
-    err = capsys.readouterr().err
+    assert main(["predict", "resnet20", str(tmp_path / "strip.png"), "--backend", "torch", "--random-weights"]) == 2
+    note, err = capsys.readouterr().err.split("\n", 1)  # "using random weights: ..." first
+    assert "random weights" in note
     assert err.count("\n") == 1 and "strip.png: 20000x1 pixels has an aspect ratio" in err and "20:1" in err
 
 

@@ -7,11 +7,59 @@ a half-written one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
+
+from .errors import DiskFullError
+
+# below this many free bytes when a write fails, the failure is taken for a full disk (libraries such as
+# torch.save and safetensors report it in words of their own, without the errno)
+_NEARLY_FULL = 1 << 20
+
+
+def is_disk_full(error: BaseException, directory: Union[str, os.PathLike, None] = None) -> bool:
+    """Whether ``error`` (or an exception it was raised from) means no space left: ENOSPC or EDQUOT, the
+    words libraries wrap them in, or a failed write in a ``directory`` that has under 1 MiB free."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if directory is not None:
+        try:
+            stats = os.statvfs(directory)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < _NEARLY_FULL
+    return False
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask both sets and reads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def disk_full_error(path: Union[str, os.PathLike]) -> DiskFullError:
+    path = Path(path)
+    return DiskFullError(f"{path}: the disk is full (no space left on the device holding {path.parent}); "
+                         f"nothing was replaced, the previous {path.name} (if any) is intact; free some space "
+                         f"and run again")
 
 
 def fsync_dir(directory: Union[str, os.PathLike]) -> None:
@@ -39,10 +87,17 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and some writers) make the file 0600; the result gets the permissions any new file gets
+        # (0666 less the umask), so that a run's files match each other and the umask decides who reads them
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
+    except Exception as error:
+        if not isinstance(error, DiskFullError) and is_disk_full(error, path.parent):
+            raise disk_full_error(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -9,11 +9,13 @@ import os
 import sys
 import time
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import __version__, deploy, studies
-from .errors import ResnetsError, UsageError
+from ._device import resolve_device
+from .errors import ResnetsError, UsageError, missing_dependency
 from .factory import create_model
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
@@ -185,7 +187,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model} on {args.data} ({args.split}, {result['n']} images): top-1 {result['top1']:.2f}%, "
+        which = {"val": "the validation split recorded in the weights", "all": "every image"}.get(
+            result["split"], f"its {result['split']!r} split")
+        print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",
+              file=sys.stderr)
+        print(f"{args.model} on {args.data} ({result['split']}, {result['n']} images): top-1 {result['top1']:.2f}%, "
               f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
         for name, accuracy in (result.get("per_class_accuracy") or {}).items():
             print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
@@ -207,11 +213,35 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
+    """``--weights``, else the model's default named weights, else (only with ``--random-weights``) none:
+    an untrained network's answers mean nothing, so they are never given silently. Says which on stderr."""
+    if args.weights:
+        if args.random_weights:
+            raise UsageError("--weights and --random-weights exclude each other")
+        return args.weights
+    if args.random_weights:
+        print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
+        return None
+    named = default_weights(args.model)
+    if named is None:
+        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL "
+                         f"(or --random-weights for an untrained network, whose outputs mean nothing)")
+    print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
+    return named.name
+
+
 def _session(args: argparse.Namespace, **kwargs):
-    return deploy.InferenceSession(args.model, weights=args.weights, backend=args.backend, **kwargs)
+    return deploy.InferenceSession(args.model, weights=_weights_to_use(args), backend=args.backend, **kwargs)
+
+
+def _check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    _check_top_k(args.top_k)
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
@@ -232,7 +262,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    model = create_model(args.model, weights=args.weights) if args.weights else create_model(args.model)
+    deploy.check_export_path(args.out, args.format)  # before any work
+    weights = _weights_to_use(args)
+    model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
         paths = deploy.find_images(args.check_images)[:args.check_count]
@@ -250,6 +282,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
+    _check_top_k(args.top_k)
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)
@@ -290,6 +323,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     print(f"report: {out / 'README.md'}")
     return 0
+
+
+def _add_weights_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run an untrained, randomly initialised network (its outputs mean nothing)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,8 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--data", required=True, help="data source")
-    p.add_argument("--split", default="val", help="val (carved from train, as recorded in the weights), "
-                                                  "all, or the source's own split name such as test")
+    p.add_argument("--split", default="auto",
+                   help="auto (default): the validation split recorded in the weights when --data is the data they "
+                        "were trained on, else every image; val: the recorded (or a seeded 10%%) validation split; "
+                        "all: every image; or the source's own split name such as test")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -366,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backend", choices=backends, default="auto")
@@ -375,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("model")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
@@ -385,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
-    p.add_argument("--weights", help=WEIGHTS_HELP)
+    _add_weights_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=5)
@@ -452,14 +493,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(command: str):
+    """warnings.showwarning for the command line: one line each, ``resnets CMD: warning: ...`` without
+    Python's file name and source-line echo."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"resnets {command}: warning: {text} ({category.__name__})", file=file or sys.stderr)
+    return show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line(args.command)
     try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        if isinstance(getattr(args, "device", None), str):
+            resolve_device(args.device)  # every command's --device, before any work
         return args.func(args)
     except ResnetsError as error:  # wrong input: one line; anything else is a bug and stays a traceback
-        print(f"resnets {args.command}: error: {error}", file=sys.stderr)
+        kind = "" if error.exit_code == 130 else "error: "
+        print(f"resnets {args.command}: {kind}{error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print(f"resnets {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an optional extra not installed: name it; anything else is a bug (traceback)
+        missing = missing_dependency(error)
+        if missing is None:
+            raise
+        print(f"resnets {args.command}: error: {missing}", file=sys.stderr)
+        return missing.exit_code
 
 
 if __name__ == "__main__":

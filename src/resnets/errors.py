@@ -22,4 +22,34 @@ class MissingFileError(ResnetsError, FileNotFoundError):
     """A file or directory the user named does not exist."""
 
 
-__all__ = ["MissingFileError", "ResnetsError", "UsageError"]
+# optional modules -> the extra that installs them (pyproject.toml's [project.optional-dependencies])
+OPTIONAL_EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx", "fastapi": "serve",
+                   "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve", "starlette": "serve"}
+
+
+class MissingDependencyError(ResnetsError, ImportError):
+    """An optional module is not installed; the message names the extra that installs it."""
+
+
+def missing_dependency(error: BaseException) -> "MissingDependencyError | None":
+    """For a ModuleNotFoundError of one of OPTIONAL_EXTRAS' modules (or an error raised from one), the
+    one-line error naming ``pip install "resnets[EXTRA]"``; None for anything else."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ModuleNotFoundError) and seen.name:
+            top = seen.name.split(".")[0]
+            if top in OPTIONAL_EXTRAS:
+                extra = OPTIONAL_EXTRAS[top]
+                return MissingDependencyError(f"this needs the optional module {top!r}, which is not installed: "
+                                              f"pip install \"resnets[{extra}]\"")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class DiskFullError(ResnetsError, OSError):
+    """A write failed because the disk (or the user's quota) is full; the file it would have
+    replaced is left as it was."""
+
+
+__all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
+           "UsageError", "missing_dependency"]

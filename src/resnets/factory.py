@@ -64,12 +64,18 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         if arch and arch != name:
             raise CheckpointError(f"{info.path} holds {arch} weights, not {name}; "
                                   f"use create_model({arch!r}, weights=...)")
-        options.update(info.metadata.get("arch_kwargs") or {})
+        arch_kwargs = info.metadata.get("arch_kwargs") or {}
+        if not isinstance(arch_kwargs, dict) or {"features_only", "out_indices"} & set(arch_kwargs):
+            raise CheckpointError(f"{info.path}: metadata 'arch_kwargs' must be a JSON object of model options, "
+                                  f"got {str(arch_kwargs)[:100]}")
+        options.update(arch_kwargs)
     file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
     options["num_classes"] = file_classes
     file_chans = int(state_dict["conv1.weight"].shape[1]) if "conv1.weight" in state_dict else 3
     if file_chans != 3:
         options["in_chans"] = file_chans
+    if info.layout == "resnets":
+        _check_file_options(name, options, state_dict, info)
     options.update(kwargs)
     in_chans = options.get("in_chans", 3)
     if in_chans != file_chans:
@@ -104,6 +110,28 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     model.preprocessing = model.preprocessing.for_channels(in_chans)
     model.checkpoint_info = info
     return model
+
+
+def _check_file_options(name: str, options: dict, state_dict: dict, info) -> None:
+    """The architecture options a file's metadata gives (``arch_kwargs``) against the registered
+    builder and the file's own tensors, on the meta device: a hostile or corrupt file (a width of
+    40000) is refused in one line before anything is allocated from it."""
+    shown = {k: v for k, v in (info.metadata.get("arch_kwargs") or {}).items()}
+    try:
+        with torch.device("meta"):
+            probe = build_model(name, **options)
+    except Exception as error:  # noqa: BLE001 - any failure to build means the metadata is unusable
+        raise CheckpointError(f"{info.path}: metadata 'arch_kwargs' {str(shown)[:200]} does not build {name}: "
+                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    described = {k: tuple(v.shape) for k, v in probe.state_dict().items() if not k.endswith("num_batches_tracked")}
+    head = f"{info.path}: metadata 'arch_kwargs' {str(shown)[:200]}"
+    for key, shape in described.items():
+        given = state_dict.get(key)
+        if given is None:
+            raise CheckpointError(f"{head} describes {key}, which the file lacks")
+        if tuple(given.shape) != shape:
+            raise CheckpointError(f"{head} describes {key} of shape {shape}, but the file's tensor is "
+                                  f"{tuple(given.shape)}")
 
 
 def _adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch.Tensor:

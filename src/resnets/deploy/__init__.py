@@ -12,7 +12,8 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "class_names": "classes", "resolve_class_names": "classes",
-    "ExportReport": "export", "export_model": "export", "export_onnx": "export", "export_torchscript": "export",
+    "ExportReport": "export", "check_export_path": "export", "export_model": "export", "export_onnx": "export",
+    "export_torchscript": "export",
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
@@ -25,7 +26,7 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 if TYPE_CHECKING:
     from .classes import class_names, resolve_class_names
     from .evaluate import evaluate_checkpoint, write_confusion_png
-    from .export import ExportReport, export_model, export_onnx, export_torchscript
+    from .export import ExportReport, check_export_path, export_model, export_onnx, export_torchscript
     from .fold import fold_batchnorm, fuse_conv_bn
     from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
     from .session import InferenceSession, Prediction, SessionConfig

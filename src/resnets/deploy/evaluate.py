@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from torch import nn
 
+from .._device import resolve_device
 from ..data.evaluation import build_eval_loader
+from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
@@ -17,16 +18,38 @@ from ..train.precision import resolve_amp
 from .session import InferenceSession
 
 
-def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "val", batch_size: int = 256,
+def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object]:
+    """``split="auto"``: the recorded validation split when ``data`` is the data the weights were
+    trained on (same fingerprint and size as the split recorded in them); otherwise (a test folder,
+    a peer's checkpoint, our weights on new data) the source's own test split where it has one
+    (CIFAR's test batch, ``root/test/``), else every image. Returns the split, why, and the source."""
+    source = resolve_source(data, "train")
+    if recorded_split and recorded_split.get("fingerprint") == source.fingerprint \
+            and recorded_split.get("num_samples") == len(source):
+        return "val", "the weights were trained on this data", source
+    why = "the weights record no training split" if not recorded_split else "the weights were trained on other data"
+    try:
+        return "test", why, resolve_source(data, "test")
+    except (UsageError, FileNotFoundError):
+        return "all", why, source
+
+
+def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
                         num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
-    else the model's default. ``split="val"`` re-creates the validation split recorded in
-    one of our checkpoints (or the default seeded split for other files).
+    else the model's default. ``split="auto"`` (the default) is the recorded validation split when
+    ``data`` is what the weights were trained on, else the source's own test split where it has one,
+    else every image (:func:`choose_split`);
+    ``"val"`` re-creates the validation split recorded in one of our checkpoints (or carves the
+    default seeded split for other files); ``"all"`` is every image; another name is the
+    source's own split of that name (``test``). The result says which in ``split``,
+    ``split_reason`` and ``n``.
     """
+    torch_device = resolve_device(device)  # before loading anything
     model = create_model(model_name, weights=weights)
     # the file's metadata (empty for foreign formats), already read by the loader; its
     # recorded preprocessing is already on the model
@@ -35,9 +58,12 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     std = tuple(std) if std is not None else tuple(model.preprocessing.std)
     if len(mean) != len(std):
         raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
-    torch_device = torch.device(device)
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
-    loader, classes = build_eval_loader(data, split=split, recorded_split=metadata.get("split"),
+    source: Union[str, object] = data
+    reason = "asked for"
+    if split == "auto":
+        split, reason, source = choose_split(metadata.get("split"), data)
+    loader, classes = build_eval_loader(source, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,
                                         num_workers=num_workers)
@@ -56,6 +82,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     result = evaluate(predictor, loader.epoch_batches(0), len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
     result["amp"] = amp
+    result["split"], result["split_reason"] = split, reason
     if backend is not None:
         result["backend"] = predictor.__self__.backend
     if per_class:

@@ -96,13 +96,28 @@ def compare_exported(model: nn.Module, path: Union[str, os.PathLike], fmt: str,
     return diffs
 
 
+# file name endings of each format: a file's name should say what it holds
+EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+
+
+def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
+    """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXTENSIONS[fmt]:
+        other = next((f for f, endings in EXTENSIONS.items() if suffix in endings), None)
+        hint = f" (the ending of {other} files)" if other else ""
+        raise UsageError(f"--out {os.fspath(path)}: a {fmt} file should end in {' or '.join(EXTENSIONS[fmt])}, "
+                         f"not {suffix or 'nothing'!r}{hint}")
+
+
 def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
                  real_inputs: Optional[torch.Tensor] = None, tolerance: float = TOLERANCE) -> ExportReport:
     """Export and check: random inputs at two batch sizes (the batch is dynamic) and, where
     given, real preprocessed images. Raises ValueError naming the worst input beyond
     ``tolerance``; the file is kept for inspection."""
-    if fmt not in FORMATS:
-        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_export_path(path, fmt)
     path = export_onnx(model, path) if fmt == "onnx" else export_torchscript(model, path)
     inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
     if real_inputs is not None and len(real_inputs):

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import resolve_device
 from ..errors import UsageError
 from ..factory import create_model
 from ..weights import load_weights
 from .classes import resolve_class_names
 from .export import export_onnx, onnx_session
 from .fold import fold_batchnorm
+from .images import check_image_size, decode_image, preprocess
 from .quantize import quantize_onnx
 
 BACKENDS = ("auto", "torch", "onnxruntime", "int8")
@@ -63,7 +65,7 @@ class InferenceSession:
                  backend: str = "auto", device: Union[str, torch.device, None] = "cpu",
                  calibration: Optional[torch.Tensor] = None,
                  config: Optional[SessionConfig] = None, **model_kwargs):
-        self.config = config or SessionConfig(backend=backend, device=str(torch.device(device or "cpu")))
+        self.config = config or SessionConfig(backend=backend, device=str(resolve_device(device)))
         if self.config.backend not in BACKENDS:
             raise UsageError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
         if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):
@@ -159,9 +161,49 @@ class InferenceSession:
                     self.backend = self._choose_backend(batch)
         return self._run_with(self.backend, batch)
 
-    def predict(self, batch: torch.Tensor, top_k: int = 5) -> list[list[Prediction]]:
-        """The ``top_k`` classes with softmax probabilities for each image of ``batch``."""
-        probabilities = torch.softmax(self.run(batch), dim=1)
+    def prepare(self, images) -> torch.Tensor:
+        """A preprocessed (N, C, H, W) batch from image files (paths), encoded bytes, PIL images or uint8
+        (C, H, W) tensors, one or a list of them; a float (N, C, H, W) batch is taken as preprocessed already."""
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        if isinstance(images, torch.Tensor) and images.dim() == 4 and images.is_floating_point():
+            return images
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = list(images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        if not images:
+            raise UsageError("predict() was given no images")
+        return torch.stack([preprocess(self._image(item, index), self.preprocessing, source=self._name(item, index))
+                            for index, item in enumerate(images)])
+
+    @staticmethod
+    def _name(item, index: int) -> str:
+        return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"image {index}"
+
+    def _image(self, item, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        if isinstance(item, (str, os.PathLike, bytes, bytearray)):
+            if isinstance(item, (str, os.PathLike)) and not Path(item).is_file():
+                raise UsageError(f"predict(): no such image file: {os.fspath(item)}")
+            return decode_image(bytes(item) if isinstance(item, bytearray) else item, source=self._name(item, index))
+        if isinstance(item, Image.Image):
+            check_image_size(item.width, item.height, self._name(item, index))
+            return torch.from_numpy(np.asarray(item.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        if isinstance(item, torch.Tensor) and item.dim() == 3 and item.dtype == torch.uint8:
+            return item
+        what = f"a {item.dtype} tensor of shape {tuple(item.shape)}" if isinstance(item, torch.Tensor) \
+            else type(item).__name__
+        raise UsageError(f"predict(): {self._name(item, index)} is {what}; give image paths, bytes, PIL images, "
+                         f"uint8 (C, H, W) tensors, or a preprocessed float (N, C, H, W) batch")
+
+    def predict(self, images, top_k: int = 5) -> list[list[Prediction]]:
+        """The ``top_k`` classes with softmax probabilities for each image: paths, encoded bytes, PIL images,
+        uint8 (C, H, W) tensors (one or a list), or a preprocessed float (N, C, H, W) batch (see ``prepare``)."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
+        probabilities = torch.softmax(self.run(self.prepare(images)), dim=1)
         k = min(top_k, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)
         return [[Prediction(int(i), self.classes[int(i)], float(p)) for p, i in zip(row_v, row_i)]

@@ -15,6 +15,10 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # evaluation resizes the shorter side to input_size / crop_pct, then center-crops (224 / 0.875 = 256)
 DEFAULT_CROP_PCT = 0.875
 DEFAULT_INTERPOLATION = "bilinear"
+# the largest input side a Preprocessing may ask for (after the resize to input_size / crop_pct):
+# a checkpoint's metadata cannot make every prediction allocate more than 3 x 4096 x 4096 floats
+MAX_INPUT_SIDE = 4096
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,32 @@ class Preprocessing:
     def from_dict(cls, data: dict) -> "Preprocessing":
         """The inverse of ``to_dict`` (lists, as JSON gives them, become tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def check(self) -> None:
+        """Raise ValueError naming the field that cannot be used: sides of 1..MAX_INPUT_SIDE (also
+        after the resize), one positive finite mean and std per channel, a known interpolation."""
+        import math
+
+        size = self.input_size
+        if not (isinstance(size, tuple) and len(size) == 3 and all(type(v) is int and v > 0 for v in size)):
+            raise ValueError(f"input_size must be three positive integers (C, H, W), got {size!r}")
+        if max(size[1:]) > MAX_INPUT_SIDE:
+            raise ValueError(f"input_size {size} has a side over the limit of {MAX_INPUT_SIDE} (MAX_INPUT_SIDE)")
+        if size[0] > 64:
+            raise ValueError(f"input_size {size} has {size[0]} channels (at most 64)")
+        if not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.resize_size > MAX_INPUT_SIDE:
+            raise ValueError(f"crop_pct {self.crop_pct} resizes to {self.resize_size} pixels, over the limit of "
+                             f"{MAX_INPUT_SIDE} (MAX_INPUT_SIDE)")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not (isinstance(values, tuple) and len(values) == size[0]
+                    and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+                raise ValueError(f"{name} must be {size[0]} finite numbers (one per channel), got {values!r}")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"std must be positive, got {self.std!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
 
     @property
     def resize_size(self) -> int:

@@ -76,10 +76,12 @@ def summarize(name: str, input_size: Optional[int] = None, **kwargs) -> dict:
         stages.append(dict(name=f"conv{index + 2}_x", module=stage_name, output_size=list(out[2:]),
                            channels=out[1], blocks=len(stage), pool=pool,
                            layers=[_conv_text(c) for c in _branch_convs(stage[0])]))
+    # v1 / v1.5 says where a bottleneck strides; basic-block nets have no such choice
+    bottleneck = any(len(_branch_convs(getattr(model, n)[0])) == 3 for n in model.stage_names if len(getattr(model, n)))
     return dict(
         name=name, family=spec.family, kind=spec.kind, description=spec.description,
         input_size=[in_chans, size, size], params=count_parameters(model), macs=macs,
-        shortcut=model.shortcut, variant=model.variant, preact=model.preact,
+        shortcut=model.shortcut, variant=model.variant if bottleneck else None, preact=model.preact,
         depth=network_depth(model), num_classes=model.num_classes, global_pool=model.global_pool_type, stages=stages,
         preprocessing=model.preprocessing.to_dict(),
     )
@@ -107,7 +109,8 @@ def format_table(summary: dict) -> str:
     pool = {"avg": "global average pool", "max": "global max pool", "": "no pooling"}[summary["global_pool"]]
     head = f"{pool}, {summary['num_classes']}-d fc" if summary["num_classes"] else pool
     lines.append(f"| head | {'1x1' if summary['global_pool'] else '-'} | {head} |")
-    lines += ["", f"depth {summary['depth']}, shortcut {summary['shortcut']}, variant {summary['variant']}"
+    variant = f", variant {summary['variant']}" if summary["variant"] else ""
+    lines += ["", f"depth {summary['depth']}, shortcut {summary['shortcut']}{variant}"
                   f"{', pre-activation' if summary['preact'] else ''}",
               f"parameters {summary['params']:,}",
               f"multiply-adds {_human(summary['macs'])} at {'x'.join(map(str, summary['input_size']))}"]

@@ -1,11 +1,11 @@
 """Training and evaluation: recipes, the loop, run directories, checkpoints, distributed set-up, metrics."""
 
 from .checkpoint import RunDirError, read_metrics
-from .engine import TrainingDiverged, train
+from .engine import TrainingDiverged, TrainingInterrupted, train
 from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
 from .recipe import Recipe, RecipeError, learning_rate, list_recipes, load_recipe
 
-__all__ = ["Recipe", "RecipeError", "RunDirError", "TrainHook", "TrainOptions", "TrainingDiverged", "evaluate",
-           "learning_rate", "list_recipes", "load_recipe", "read_metrics", "train"]
+__all__ = ["Recipe", "RecipeError", "RunDirError", "TrainHook", "TrainOptions", "TrainingDiverged",
+           "TrainingInterrupted", "evaluate", "learning_rate", "list_recipes", "load_recipe", "read_metrics", "train"]

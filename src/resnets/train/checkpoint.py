@@ -23,7 +23,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .._io import atomic_path, atomic_write_text, sha256_file
+from .._io import atomic_path, atomic_write_text, disk_full_error, is_disk_full, sha256_file
 from ..errors import UsageError
 from ..weights import read_metadata, save_weights
 
@@ -57,13 +57,21 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, s
     folder = run_dir / "checkpoints"
     weights = folder / _step_name(step, ".safetensors")
     state_path = folder / _step_name(step, ".state.pt")
-    save_weights(model, weights, classes=classes, metadata={**metadata, "step": step})
-    state = {**state, "step": step, "weights_sha256": sha256_file(weights)}
-    with atomic_path(state_path) as tmp:
-        torch.save(state, tmp)
     previous = last_checkpoint(run_dir, verify=False)
-    atomic_write_text(run_dir / "last.json", json.dumps(
-        {"step": step, "weights": str(weights.relative_to(run_dir)), "state": str(state_path.relative_to(run_dir))}))
+    try:
+        save_weights(model, weights, classes=classes, metadata={**metadata, "step": step})
+        state = {**state, "step": step, "weights_sha256": sha256_file(weights)}
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
+        atomic_write_text(run_dir / "last.json", json.dumps(
+            {"step": step, "weights": str(weights.relative_to(run_dir)),
+             "state": str(state_path.relative_to(run_dir))}))
+    except BaseException:
+        # last.json still names the previous checkpoint: this step's half-written pair would be an orphan
+        if previous is None or previous["step"] != step:
+            weights.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
+        raise
     _link(weights, run_dir / "last.safetensors")
     if previous is not None and previous["step"] != step:
         for key in ("weights", "state"):
@@ -167,10 +175,34 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        if is_disk_full(error, run_dir):
+            raise disk_full_error(path) from None
+        raise
+
+
+def clean_run_dir(run_dir: Path) -> list[Path]:
+    """Remove what an interrupted write can leave in a run directory (its lock held): temporary files of
+    atomic writes (``.NAME.*.tmp``) and checkpoint files that ``last.json`` does not name (a step's weights
+    without its state, or either of an older step). Returns the files removed."""
+    run_dir = Path(run_dir)
+    record = last_checkpoint(run_dir, verify=False)
+    kept = {run_dir / record[key] for key in ("weights", "state")} if record else set()
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "snapshots"):
+        if folder.is_dir():
+            removed += [p for p in folder.glob(".*.tmp") if p.is_file()]
+    if (run_dir / "checkpoints").is_dir():
+        removed += [p for p in (run_dir / "checkpoints").glob("step-*") if p.is_file() and p not in kept]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:

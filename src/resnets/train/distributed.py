@@ -10,6 +10,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from .._device import resolve_device
 from ..errors import UsageError
 
 
@@ -31,13 +32,12 @@ class Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+        checked = resolve_device(device)
+        if checked.type == "cuda":
             index = local_rank if world_size > 1 else (torch.device(device).index or 0)
             torch.cuda.set_device(index)
             resolved = torch.device("cuda", index)
-        elif device == "cpu":
+        elif checked.type == "cpu":
             resolved = torch.device("cpu")
         else:
             raise UsageError(f"--device must be 'cpu' or 'cuda', got {device!r}")

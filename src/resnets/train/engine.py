@@ -19,6 +19,8 @@ import copy
 import dataclasses
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -32,8 +34,8 @@ from ..errors import ResnetsError, UsageError
 from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
-from .checkpoint import (append_metrics, keep_snapshot, last_checkpoint, load_checkpoint_state, save_best,
-                         save_checkpoint, save_initial_snapshot, truncate_metrics, write_config)
+from .checkpoint import (append_metrics, clean_run_dir, keep_snapshot, last_checkpoint, load_checkpoint_state,
+                         save_best, save_checkpoint, save_initial_snapshot, truncate_metrics, write_config)
 from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
@@ -48,6 +50,12 @@ class TrainingDiverged(ResnetsError, RuntimeError):
     """The loss became NaN or infinite."""
 
     exit_code = 3
+
+
+class TrainingInterrupted(ResnetsError):
+    """Ctrl-C (SIGINT): the step in progress was finished and checkpointed; ``--resume`` continues it."""
+
+    exit_code = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
 
 
 def train(options: TrainOptions) -> dict:
@@ -149,8 +157,10 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
             ema.load_state_dict(state["ema"])
         start_step, best_top1 = state["step"], state["best_top1"]
         torch.set_rng_state(state["torch_rng"])
+    leftovers: list = []
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        leftovers = clean_run_dir(out)  # half-written files of a killed or disk-full run; the lock is ours
         write_config(out, record)
         if checkpoint is not None:
             truncate_metrics(out, start_step)
@@ -168,79 +178,107 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if options.keep_snapshots and dist.is_main and start_step == 0:
         save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
-    progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
-                  f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
-                  f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
-                  + (", channels-last" if channels_last else "")
-                  + (f", resuming at step {start_step}" if start_step else ""))
-
     step = start_step
     last_eval: dict = {}
     # on a GPU, reading the loss forces a sync: check it every few steps instead of every step
     check_every = 1 if device.type == "cpu" else 25
     meter = Meter(device)
     model.train()
-    while step < total_steps:
-        epoch, batch_index = divmod(step, steps_per_epoch)
-        for images, labels in train_loader.epoch_batches(epoch, start_batch=batch_index):
-            lr = learning_rate(recipe, step, total_steps, steps_per_unit, depth)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_mult", 1.0)
-            hook.before_step(model, step)
-            targets = labels
-            if recipe.mixup > 0 or recipe.cutmix > 0:
-                images, targets = _mix(images, labels, info.num_classes, recipe, seed, step)
-            optimizer.zero_grad(set_to_none=True)
-            for part in range(micro_batches):
-                # strided parts: exactly the images process ``part`` would get under torchrun
-                x, t, y = images[part::micro_batches], targets[part::micro_batches], labels[part::micro_batches]
-                with _bn_statistics_frozen(model, part > 0), dist.no_sync_unless(net, part == micro_batches - 1), \
-                        autocast_context(device, amp):
-                    logits = net(x)
-                loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
-                scaler.scale(loss / micro_batches).backward()
-                meter.add(loss, logits, y)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                _update_ema(ema, model, recipe.ema_decay)
-            step += 1
-            if options.on_step is not None:
-                options.on_step(step, model)
-            meter.step_done(len(labels) * dist.world_size)
-            evaluate_now = step % eval_interval == 0 or step == total_steps
-            if step % check_every == 0 or evaluate_now:
-                loss_sum, correct, steps, seen = meter.flush(dist.sum)
-                if not math.isfinite(loss_sum):
+    # Ctrl-C finishes the step in progress, checkpoints it and stops (a second one stops at once). One
+    # process only: under torchrun the ranks would not agree on the step.
+    interrupted: list[int] = []
+
+    def on_interrupt(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    catch = dist.world_size == 1 and threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt) if catch else None
+    try:
+        progress.line(f"training {options.model} ({depth} layers) on {info.source}: {info.train_size} train / "
+                      f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
+                      f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
+                      + (", channels-last" if channels_last else "")
+                      + (f", resuming at step {start_step}" if start_step else ""))
+        if leftovers:
+            progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
+                          f"{', '.join(p.name for p in leftovers[:4])}{', ...' if len(leftovers) > 4 else ''}")
+        while step < total_steps:
+            epoch, batch_index = divmod(step, steps_per_epoch)
+            for images, labels in train_loader.epoch_batches(epoch, start_batch=batch_index):
+                lr = learning_rate(recipe, step, total_steps, steps_per_unit, depth)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
+                hook.before_step(model, step)
+                targets = labels
+                if recipe.mixup > 0 or recipe.cutmix > 0:
+                    images, targets = _mix(images, labels, info.num_classes, recipe, seed, step)
+                optimizer.zero_grad(set_to_none=True)
+                for part in range(micro_batches):
+                    # strided parts: exactly the images process ``part`` would get under torchrun
+                    x, t, y = images[part::micro_batches], targets[part::micro_batches], labels[part::micro_batches]
+                    with _bn_statistics_frozen(model, part > 0), dist.no_sync_unless(net, part == micro_batches - 1), \
+                            autocast_context(device, amp):
+                        logits = net(x)
+                    loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
+                    scaler.scale(loss / micro_batches).backward()
+                    meter.add(loss, logits, y)
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    _update_ema(ema, model, recipe.ema_decay)
+                step += 1
+                if options.on_step is not None:
+                    options.on_step(step, model)
+                meter.step_done(len(labels) * dist.world_size)
+                evaluate_now = step % eval_interval == 0 or step == total_steps
+                if step % check_every == 0 or evaluate_now:
+                    loss_sum, correct, steps, seen = meter.flush(dist.sum)
+                    if not math.isfinite(loss_sum):
+                        progress.close()
+                        _diverged(out, step, steps, loss_sum)
+                    progress.update(steps, loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}%",
+                                    lr=f"{lr:.3g}", img_s=f"{meter.images_per_sec:.0f}")
+                if evaluate_now:
+                    row = dict(step=step, epoch=round(step / steps_per_epoch, 3), lr=lr,
+                               train_loss=meter.loss / meter.seen,
+                               train_error=100.0 - 100.0 * meter.correct / meter.seen,
+                               images_per_sec=round(meter.images_per_sec, 1))
+                    if dist.is_main:
+                        row, best_top1 = _evaluate_and_save(
+                            out, row, model, ema, trained, val_loader, info, options, amp, best_top1, metadata,
+                            state=_training_state(optimizer, scaler, ema))
+                        progress.line(_format_row(row, total_steps))
+                        if writer is not None:
+                            for key, value in row.items():
+                                if isinstance(value, (int, float)) and key != "step":
+                                    writer.add_scalar(key, value, step)
+                    dist.barrier()
+                    last_eval = row
+                    meter.start_window()
+                if interrupted and step < total_steps:  # at the last step, the run is complete anyway
+                    if not evaluate_now and dist.is_main:  # an evaluation step was just checkpointed
+                        save_checkpoint(out, model, {**_training_state(optimizer, scaler, ema), "best_top1": best_top1},
+                                        step=step, classes=list(info.classes), metadata=metadata)
                     progress.close()
-                    _diverged(out, step, steps, loss_sum)
-                progress.update(steps, loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}%",
-                                lr=f"{lr:.3g}", img_s=f"{meter.images_per_sec:.0f}")
-            if evaluate_now:
-                row = dict(step=step, epoch=round(step / steps_per_epoch, 3), lr=lr,
-                           train_loss=meter.loss / meter.seen,
-                           train_error=100.0 - 100.0 * meter.correct / meter.seen,
-                           images_per_sec=round(meter.images_per_sec, 1))
-                if dist.is_main:
-                    row, best_top1 = _evaluate_and_save(
-                        out, row, model, ema, trained, val_loader, info, options, amp, best_top1, metadata,
-                        state=dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                                   ema=ema.state_dict() if ema is not None else None,
-                                   torch_rng=torch.get_rng_state()))
-                    progress.line(_format_row(row, total_steps))
-                    if writer is not None:
-                        for key, value in row.items():
-                            if isinstance(value, (int, float)) and key != "step":
-                                writer.add_scalar(key, value, step)
-                dist.barrier()
-                last_eval = row
-                meter.start_window()
-            if step >= total_steps:
-                break
+                    raise TrainingInterrupted(f"interrupted at step {step} of {total_steps}; its checkpoint is in "
+                                              f"{out}: resume with --resume (the same command)")
+                if step >= total_steps:
+                    break
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous_handler)
     progress.close()
     if writer is not None:
         writer.close()
     return last_eval
+
+
+def _training_state(optimizer, scaler, ema: Optional[nn.Module]) -> dict:
+    """What a checkpoint keeps beside the weights for an exact resume."""
+    return dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                ema=ema.state_dict() if ema is not None else None, torch_rng=torch.get_rng_state())
 
 
 def _tensorboard_writer():

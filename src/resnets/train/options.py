@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import UsageError
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
+from .recipe import list_recipes
 
 PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -40,7 +41,8 @@ class TrainOptions:
     model: str = required(help="model name (resnets list)", positional=True)
     out: Path = required(help="run directory (default: runs/MODEL-TIMESTAMP)", cli_default="runs/{model}-{time}")
     data: Optional[str] = option(help="data source (default: a small CIFAR-10 sample shipped with the package)")
-    recipe: Optional[str] = option(help="shipped recipe name (resnets.train.list_recipes()) or a TOML file")
+    recipe: Optional[str] = option(help=f"a shipped recipe ({', '.join(list_recipes())}; default paper-cifar) "
+                                        f"or a TOML file of your own")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     device: str = option("cpu", help="cpu or cuda")
     iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length")

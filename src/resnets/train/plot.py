@@ -9,6 +9,17 @@ from typing import Optional, Sequence, Union
 from .checkpoint import RunDirError, read_config, read_metrics
 
 
+def run_labels(run_dirs: Sequence[Union[str, Path]]) -> list[str]:
+    """A legend label per run: its model, and where two runs share a model, the run directory's name too
+    (``resnet20 (r20-lr0.1)``), so that no two curves carry one label."""
+    models = [(read_config(Path(r)) or {}).get("model") or Path(r).name for r in run_dirs]
+    labels = [m if models.count(m) == 1 else f"{m} ({Path(r).name})" for m, r in zip(models, run_dirs)]
+    # still alike (same model and directory name under different parents): the path relative to their common part
+    if len(set(labels)) < len(labels):
+        labels = [f"{m} ({r})" for m, r in zip(models, run_dirs)]
+    return labels
+
+
 def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, title: Optional[str] = None,
               labels: Optional[Sequence[str]] = None) -> Path:
     """Draw one or more runs' ``metrics.jsonl`` into a PNG; returns its path."""
@@ -19,13 +30,13 @@ def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, ti
 
     figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(labels) if labels else run_labels(run_dirs)
     for index, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         rows = read_metrics(run_dir)
         if not rows:
             raise RunDirError(f"{run_dir}: no metrics.jsonl lines to plot")
-        config = read_config(run_dir) or {}
-        label = labels[index] if labels else config.get("model", run_dir.name)
+        label = labels[index]
         color = colors[index % len(colors)]
         steps = [r["step"] for r in rows]
         axis.plot(steps, [r["train_error"] for r in rows], color=color, linewidth=0.9, linestyle="--",

@@ -26,9 +26,11 @@ from .recipe import Recipe, load_recipe
 
 DEFAULT_DATA = "sample:cifar10"
 DEFAULT_RECIPE = "paper-cifar"
-# without --data: the paper's CIFAR recipe, shortened to about a minute on two CPU cores,
-# on the 2,000-image CIFAR-10 sample shipped with the package
+# without --data: the 2,000-image CIFAR-10 sample shipped with the package, 400 of them held out;
+# without --recipe either, the paper's CIFAR recipe shortened to about a minute on two CPU cores
 SAMPLE_DEFAULTS = dict(iterations=200, val_size=400, evaluations=10)
+# what a --recipe of the user's keeps on the sample: its own length and evaluations
+_RECIPE_OWN = ("iterations", "evaluations")
 
 
 def resolve_run(options: TrainOptions, world_size: int, device: torch.device) -> tuple[dict, Optional[dict]]:
@@ -68,7 +70,8 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
             options = dataclasses.replace(options, iterations=None)
         options = dataclasses.replace(options, **{k: v for k, v in SAMPLE_DEFAULTS.items()
                                                   if getattr(options, k) is None and
-                                                  not (k == "iterations" and options.epochs is not None)})
+                                                  not (k == "iterations" and options.epochs is not None) and
+                                                  not (options.recipe is not None and k in _RECIPE_OWN)})
     recipe = build_recipe(options)
     amp = resolve_amp(options.amp, device)
     record = dict(model=options.model, data=options.data or DEFAULT_DATA, recipe=recipe.to_dict(),

@@ -26,6 +26,7 @@ from ..data.large import ImageLoader
 from ..data.loaders import loader_for
 from ..data.pipeline import DataConfig
 from ..data.sources import mix_seed
+from .._device import resolve_device
 from .._io import atomic_path, atomic_write_text
 from ..errors import UsageError
 from ..factory import create_model
@@ -193,6 +194,7 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     """Embeddings of every image of ``data`` (any ``--data`` source), preprocessed as the
     weights were trained (their recorded mean/std and input size), without augmentation,
     through the loader that evaluation builds for the same data (:func:`loader_for`)."""
+    device = str(resolve_device(device))  # before loading anything
     if isinstance(model, str):
         net = load_pretrained(model, weights, image_size=image_size) if weights else None
         if net is None:

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option, required
+from ..train.recipe import list_recipes
 from .hook import Transfer
 
 STRATEGIES = ("linear-probe", "full", "gradual")
@@ -46,7 +47,8 @@ class FinetuneOptions(TrainOptions):
     ``finetune`` recipe (30 epochs, batch 64, lr 0.01 for the backbone, 20 % held out)."""
 
     data: Optional[str] = option(help="data source; its class folders become the new classes", cli_required=True)
-    recipe: Optional[str] = option(help="recipe name or TOML file (default: finetune)")
+    recipe: Optional[str] = option(help=f"a shipped recipe ({', '.join(list_recipes())}; default finetune) "
+                                        f"or a TOML file of your own")
     lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
     weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), "
                                  "or a checkpoint path or URL")

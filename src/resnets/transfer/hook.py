@@ -97,10 +97,12 @@ class Transfer(TrainHook):
     def _training_starts(self, model: nn.Module, total_steps: int) -> dict[str, Optional[int]]:
         """The step from which each parameter trains (None: never), from ``trainable`` and ``unfreeze``."""
         names = [name for name, _ in model.named_parameters()]
+        # a module that exists but holds no parameters (a BatchNorm frozen by --freeze-bn) is no error
+        modules = {name for name, _ in model.named_modules()}
         schedule = [(0, self.trainable)] if self.trainable is not None else [(0, [""])]
         schedule += [(int(fraction * total_steps), prefixes) for fraction, prefixes in self.unfreeze]
         for _, prefixes in schedule:
-            unknown = [p for p in prefixes if p and not any(under_prefix(n, [p]) for n in names)]
+            unknown = [p for p in prefixes if p and p not in modules and not any(under_prefix(n, [p]) for n in names)]
             if unknown:
                 top = list(dict.fromkeys(n.split(".")[0] for n in names))
                 raise UsageError(f"no parameters under {unknown} in {getattr(model, 'arch', None) or 'the model'}; "

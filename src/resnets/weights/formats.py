@@ -34,6 +34,7 @@ from .._io import atomic_path, cache_root
 from ..download import cache_entry, check_digest, expected_sha256, fetch
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec, list_models
+from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
@@ -44,6 +45,11 @@ _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "lit
 _RESERVED_METADATA = ("format", "format_version", "arch", "arch_kwargs", "preprocessing", "classes", "num_classes")
 # keys of the dictionaries that training scripts wrap a state dict in, in order of preference
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
+# a recognised foreign layout brings the preprocessing its project trained and evaluated with:
+# pytorch_resnet_cifar10 (akamaster) normalises CIFAR-10 with ImageNet's mean/std, no resize (trainer.py)
+LAYOUT_PREPROCESSING = {
+    "pytorch_resnet_cifar10": Preprocessing((3, 32, 32), IMAGENET_MEAN, IMAGENET_STD, crop_pct=1.0),
+}
 # prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
 _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
 
@@ -346,14 +352,24 @@ def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = Tru
 
 
 def apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
-    """The preprocessing a model was trained with travels with its weights and wins over the default."""
+    """The preprocessing a model was trained with travels with its weights and wins over the default:
+    our files' recorded one, or that of a recognised foreign layout (LAYOUT_PREPROCESSING)."""
+    if info.layout in LAYOUT_PREPROCESSING:
+        model.preprocessing = LAYOUT_PREPROCESSING[info.layout]
+        return
     stored = info.metadata.get("preprocessing") if info.layout == "resnets" else None
     if not stored:
         return
     try:
-        model.preprocessing = Preprocessing.from_dict(stored)
-    except (TypeError, AttributeError) as error:
+        preprocessing = Preprocessing.from_dict(stored)
+        preprocessing.check()
+    except (TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{info.path}: metadata 'preprocessing' is not valid: {error}") from None
+    model_chans = getattr(getattr(model, "preprocessing", None), "input_size", (None,))[0]
+    if model_chans is not None and preprocessing.input_size[0] != model_chans:
+        raise CheckpointError(f"{info.path}: metadata 'preprocessing' has input_size {preprocessing.input_size}, "
+                              f"but the model takes {model_chans} channels")
+    model.preprocessing = preprocessing
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ class InferenceSession:
                                               device=str(torch.device(device or "cpu")))
         config = self.config
         if config.backend == "int8":
-            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or 'openvino')")
+            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
+                             "'openvino')")
         if config.backend not in BACKENDS:
             raise UsageError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
         if config.precision not in PRECISIONS:

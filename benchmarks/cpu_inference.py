@@ -237,8 +237,8 @@ def main(argv=None) -> int:
     print("| precision | backend | top-1 | fp32 top-1 | change (points) | same top-1 as fp32 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in table:
-        print(f"| {r['precision']} | {r['backend']} | {r['top1']:.2f}% | {r['fp32_top1']:.2f}% | {0.0 - r['loss']:+.2f} | "
-              f"{r['agreement']:.2f}% |")
+        print(f"| {r['precision']} | {r['backend']} | {r['top1']:.2f}% | {r['fp32_top1']:.2f}% | "
+              f"{0.0 - r['loss']:+.2f} | {r['agreement']:.2f}% |")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 from . import __version__, deploy, studies
 from .errors import ResnetsError, UsageError
 from .factory import create_model
-from .deploy.runtimes import BACKENDS, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
+from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
 from .weights.named import default_weights, get_weights, list_weights
@@ -215,8 +215,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace, **kwargs):
-    session = deploy.InferenceSession(args.model, weights=args.weights, backend=args.backend,
-                                      precision=args.precision, calibration=args.calibration, **kwargs)
+    config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
+                                  calibration_images=args.calibration_count)
+    session = deploy.InferenceSession(args.model, weights=args.weights, calibration=args.calibration, config=config,
+                                      **kwargs)
     for reason in session.refused.values():
         print(f"precision auto refused {reason}", file=sys.stderr)
     return session
@@ -318,6 +320,9 @@ def add_precision_options(parser: argparse.ArgumentParser, session: bool = True)
     parser.add_argument("--calibration", metavar="DATA",
                         help="images for int8 calibration and the auto accuracy check: a data source "
                              "(SOURCE[:SPLIT], e.g. photos.zip:train) or a folder")
+    if session:
+        parser.add_argument("--calibration-count", type=int, default=CALIBRATION_IMAGES,
+                            help="calibration images sampled from DATA (the accuracy check's set)")
 
 
 def build_parser() -> argparse.ArgumentParser:

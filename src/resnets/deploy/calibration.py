@@ -34,6 +34,14 @@ class LabelledImages:
     images: torch.Tensor  # preprocessed float (N, C, H, W)
     labels: Optional[torch.Tensor]  # int64 (N,), None when the images came without labels
     source: str
+    num_classes: Optional[int] = None  # the source's class count, where it has one
+
+    def for_model(self, num_classes: int) -> "LabelledImages":
+        """These images, without labels where the source's classes are not the model's (labels
+        that name other classes would make every top-1 meaningless, and the guard blind)."""
+        if self.labels is None or self.num_classes in (None, num_classes):
+            return self
+        return LabelledImages(self.images, None, self.source, self.num_classes)
 
 
 def _split_spec(text: str) -> tuple[str, Optional[str]]:
@@ -77,7 +85,7 @@ def load_images(data: Data, preprocessing: Preprocessing, *, count: int = CALIBR
     # a seeded sample, so that a sorted source (one class after another) gives every class
     chosen = np.sort(np.random.default_rng(seed).permutation(len(source))[:count])
     images = [preprocess(source.decode(int(i)), preprocessing, source=source.image_id(int(i))) for i in chosen]
-    return LabelledImages(torch.stack(images), torch.from_numpy(source.targets[chosen]), text)
+    return LabelledImages(torch.stack(images), torch.from_numpy(source.targets[chosen]), text, source.num_classes)
 
 
 def _check_batch(batch: torch.Tensor, preprocessing: Preprocessing, what: str) -> torch.Tensor:

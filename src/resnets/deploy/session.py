@@ -129,7 +129,8 @@ class InferenceSession:
                              "a preprocessed batch, a data source string or a folder (--calibration DATA)")
         self.calibration: Optional[LabelledImages] = None
         if calibration is not None:
-            self.calibration = load_images(calibration, self.preprocessing, count=config.calibration_images)
+            self.calibration = load_images(calibration, self.preprocessing,
+                                           count=config.calibration_images).for_model(self.num_classes)
         self.candidates = self._candidates()
         if config.precision == "auto":
             self._guard()
@@ -276,7 +277,7 @@ class InferenceSession:
         images: a data source string, a class-per-folder tree, or a batch with ``labels``), and
         the share of images whose top-1 class is the same. Unlabelled images give the share only."""
         given = (data, labels) if labels is not None else data
-        images = load_images(given, self.preprocessing, count=count)
+        images = load_images(given, self.preprocessing, count=count).for_model(self.num_classes)
         candidate = top1_classes(self.run, images.images)
         return compare_top1(self.precision, self.backend, top1_classes(self._reference, images.images), candidate,
                             images.labels)

@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--calibration", help="--calibration DATA for the server (int8, auto)")
+    parser.add_argument("--calibration-count", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop sending after this long")
@@ -102,12 +105,15 @@ def main(argv=None) -> int:
         weights = Path(tmp) / f"{args.model}.safetensors"
         resnets.save_weights(resnets.create_model(args.model), weights)
         command = [sys.executable, "-m", "resnets", "serve", args.model, "--weights", str(weights), "--host",
-                   "127.0.0.1", "--port", str(port), "--backend", args.backend,
+                   "127.0.0.1", "--port", str(port), "--backend", args.backend, "--precision", args.precision,
                    "--max-body-bytes", str(args.max_body_bytes)]
+        if args.calibration:
+            command += ["--calibration", args.calibration, "--calibration-count", str(args.calibration_count)]
         log = open(Path(tmp) / "server.log", "w+")
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
         try:
-            deadline = time.monotonic() + 180
+            # start-up: the backend choice, and for int8 / auto quantising and checking each candidate
+            deadline = time.monotonic() + (180 if args.precision == "fp32" else 900)
             while True:
                 try:
                     with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
     good_ok = [r for r in good if r[1] == 200]
     latencies = sorted(r[2] * 1000 for r in good_ok)
     bad_4xx = [r for r in bad if 400 <= r[1] < 500]
-    print(f"# resnets serve {args.model} (backend {health['backend']}), {args.clients} clients, "
+    print(f"# resnets serve {args.model} (backend {health['backend']}, precision {health.get('precision')}, "
+          f"asked {args.precision}), {args.clients} clients, "
           f"{len(results)} of {len(requests)} requests sent in {wall:.1f} s, {time.strftime('%Y-%m-%d')}")
     print(f"good requests: {len(good_ok)}/{len(good)} succeeded, {len(good_ok) / wall:.1f} images/s, "
           f"latency p50 {statistics.median(latencies):.0f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms")

@@ -115,7 +115,7 @@ def _read_until_closed(client: socket.socket) -> tuple[int, dict]:
 
 def test_health_and_metadata(server):
     url, _, _ = server
-    assert _request(f"{url}/health") == (200, {"status": "ok", "backend": "torch"})
+    assert _request(f"{url}/health") == (200, {"status": "ok", "backend": "torch", "precision": "fp32"})
     status, meta = _request(f"{url}/metadata")
     assert status == 200 and meta["arch"] == "resnet20" and meta["classes"] == CLASSES
     assert meta["preprocessing"]["input_size"] == [3, 32, 32] and meta["server"]["max_batch_size"] == 8

@@ -17,6 +17,7 @@ from . import __version__, deploy, studies
 from ._device import resolve_device
 from .errors import ResnetsError, UsageError, missing_dependency
 from .factory import create_model
+from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
 from .weights.named import default_weights, get_weights, list_weights
@@ -183,7 +184,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                         batch_size=args.batch_size, mean=_floats(args.mean, "--mean"),
                                         std=_floats(args.std, "--std"), device=args.device,
                                         confusion_png=args.confusion, per_class=args.per_class,
-                                        num_workers=args.num_workers, amp=args.amp, backend=args.backend)
+                                        num_workers=args.num_workers, amp=args.amp, backend=args.backend,
+                                        precision=args.precision, calibration=args.calibration)
     if args.json:
         print(json.dumps(result))
     else:
@@ -193,6 +195,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
         print(f"{args.model} on {args.data} ({result['split']}, {result['n']} images): top-1 {result['top1']:.2f}%, "
               f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+        if "precision_check" in result:
+            check = result["precision_check"]
+            print(f"  {check['precision']} on {check['backend']}: top-1 {check['top1']:.2f}% against fp32's "
+                  f"{check['fp32_top1']:.2f}% ({-check['loss']:+.2f} points); same top-1 as fp32 on "
+                  f"{check['agreement']:.2f}% of images")
         for name, accuracy in (result.get("per_class_accuracy") or {}).items():
             print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
     return 0
@@ -232,7 +239,13 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
 
 
 def _session(args: argparse.Namespace, **kwargs):
-    return deploy.InferenceSession(args.model, weights=_weights_to_use(args), backend=args.backend, **kwargs)
+    config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
+                                  calibration_images=args.calibration_count)
+    session = deploy.InferenceSession(args.model, weights=_weights_to_use(args), calibration=args.calibration,
+                                      config=config, **kwargs)
+    for reason in session.refused.values():
+        print(f"precision auto refused {reason}", file=sys.stderr)
+    return session
 
 
 def _check_top_k(top_k: int) -> None:
@@ -252,7 +265,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for path, top in zip(chunk, session.predict(deploy.load_batch(chunk, session.preprocessing), top_k=args.top_k)):
             results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
     if args.json:
-        print(json.dumps({"arch": session.arch, "backend": session.backend, "results": results}, indent=2))
+        print(json.dumps({"arch": session.arch, "backend": session.backend, "precision": session.precision,
+                          "results": results}, indent=2))
         return 0
     for result in results:
         print(result["image"])
@@ -269,10 +283,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.check_images:
         paths = deploy.find_images(args.check_images)[:args.check_count]
         real = deploy.load_batch(paths, model.preprocessing) if paths else None
-    report = deploy.export_model(model, args.out, args.format, real_inputs=real, tolerance=args.tolerance)
+    calibration = None
+    if args.calibration:
+        calibration = deploy.load_images(args.calibration, model.preprocessing, count=args.calibration_count).images
+    report = deploy.export_model(model, args.out, args.format, real_inputs=real, tolerance=args.tolerance,
+                                 precision=args.precision, calibration=calibration)
     for name, diff in report.max_abs_diff.items():
-        print(f"max abs difference vs PyTorch, {name}: {diff:.3g}")
-    print(f"wrote {report.path} ({args.format}, dynamic batch), within {report.tolerance:g}")
+        agreement = f", same top-1 on {report.agreement[name]:.1f}%" if name in report.agreement else ""
+        print(f"max abs difference vs PyTorch fp32, {name}: {diff:.3g}{agreement}")
+    within = f"within {report.tolerance:g}" if report.precision == "fp32" else "differences reported above"
+    print(f"wrote {report.path} ({args.format}, {report.precision}, dynamic batch), {within}")
     return 0
 
 
@@ -329,6 +349,17 @@ def _add_weights_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
     parser.add_argument("--random-weights", action="store_true",
                         help="run an untrained, randomly initialised network (its outputs mean nothing)")
+def add_precision_options(parser: argparse.ArgumentParser, session: bool = True) -> None:
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32" if session else None,
+                        help="fp32 (logits as the plain model's), bf16, int8 (needs --calibration), or auto: the "
+                             f"fastest whose top-1 on the calibration images is within {MAX_ACCURACY_LOSS:g} "
+                             "points of fp32" + ("" if session else "; reports its top-1 against fp32"))
+    parser.add_argument("--calibration", metavar="DATA",
+                        help="images for int8 calibration and the auto accuracy check: a data source "
+                             "(SOURCE[:SPLIT], e.g. photos.zip:train) or a folder")
+    if session:
+        parser.add_argument("--calibration-count", type=int, default=CALIBRATION_IMAGES,
+                            help="calibration images sampled from DATA (the accuracy check's set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,8 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision (default auto: bf16 where the device computes it natively)")
     p.add_argument("--confusion", help="write the confusion matrix to this PNG")
     p.add_argument("--per-class", action="store_true", help="per-class accuracy")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
-                   help="evaluate through an inference session (BN folded; ONNX Runtime) instead of the plain model")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="evaluate through an inference session (BN folded; ONNX Runtime, OpenVINO) instead of the "
+                        "plain model")
+    add_precision_options(p, session=False)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
 
@@ -403,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.set_defaults(func=_cmd_plot)
 
-    backends = ("auto", "torch", "onnxruntime")
+    backends = BACKENDS
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
@@ -411,13 +444,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backend", choices=backends, default="auto")
+    add_precision_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("export", help="export to ONNX or TorchScript, checked against PyTorch")
+    p = sub.add_parser("export", help="export to ONNX, torch.export (.pt2) or TorchScript, checked against PyTorch")
     p.add_argument("model")
     _add_weights_options(p)
-    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--format", choices=["onnx", "torch.export", "torchscript"], required=True)
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="fp32 (any format), int8 (onnx; needs --calibration) or bf16 (torch.export, torchscript)")
+    p.add_argument("--calibration", metavar="DATA", help="images for int8 calibration: a data source "
+                                                         "(SOURCE[:SPLIT]) or a folder")
+    p.add_argument("--calibration-count", type=int, default=QUANTIZATION_IMAGES,
+                   help="how many calibration images to sample")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
     p.add_argument("--check-count", type=int, default=8, help="how many of the real images to use")
@@ -431,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--backend", choices=backends, default="auto")
+    add_precision_options(p)
     p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")

@@ -1,4 +1,5 @@
-"""Deployment: BN folding, export (ONNX, TorchScript), inference sessions, class names,
+"""Deployment: BN folding, export (ONNX, torch.export, TorchScript), inference sessions at
+fp32 / bf16 / int8 on PyTorch, ONNX Runtime or OpenVINO, the accuracy guard, class names,
 image decoding for prediction, and the HTTP server (``resnets.deploy.server``).
 
 Names are loaded on first use: image decoding pulls in torchvision, export pulls in ONNX.
@@ -12,21 +13,27 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "class_names": "classes", "resolve_class_names": "classes",
+    "AccuracyCheck": "calibration", "load_images": "calibration",
     "ExportReport": "export", "check_export_path": "export", "export_model": "export", "export_onnx": "export",
-    "export_torchscript": "export",
+    "export_program": "export",
+    "export_torchscript": "export", "read_onnx_metadata": "export",
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
     "preprocess": "images",
     "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
+    "MissingExtraError": "optional",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 if TYPE_CHECKING:
+    from .calibration import AccuracyCheck, load_images
     from .classes import class_names, resolve_class_names
     from .evaluate import evaluate_checkpoint, write_confusion_png
-    from .export import ExportReport, check_export_path, export_model, export_onnx, export_torchscript
+    from .export import (ExportReport, check_export_path, export_model, export_onnx, export_program, export_torchscript,
+                         read_onnx_metadata)
     from .fold import fold_batchnorm, fuse_conv_bn
+    from .optional import MissingExtraError
     from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
     from .session import InferenceSession, Prediction, SessionConfig

@@ -1,11 +1,14 @@
 """``resnets eval``: trained weights (any supported format) scored on a data split, through
-the plain model or an inference session (BN folded; ONNX Runtime)."""
+the plain model or an inference session (BN folded; ONNX Runtime, OpenVINO; fp32, bf16, int8).
+Through a session at bf16 or int8 the result also holds the fp32 model's top-1 on the same
+images and the share of identical top-1 predictions (``precision_check``)."""
 
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from torch import nn
 
 from .._device import resolve_device
@@ -15,6 +18,7 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
 from ..train.precision import resolve_amp
+from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession
 
 
@@ -37,7 +41,8 @@ def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
-                        num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None) -> dict:
+                        num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None,
+                        precision: Optional[str] = None, calibration: Optional[str] = None) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
@@ -48,8 +53,14 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     default seeded split for other files); ``"all"`` is every image; another name is the
     source's own split of that name (``test``). The result says which in ``split``,
     ``split_reason`` and ``n``.
+
+    ``backend`` or ``precision`` evaluates through an InferenceSession; ``calibration`` (a data
+    source or folder, needed by int8 and auto) gives it the images to quantise and check on.
     """
     torch_device = resolve_device(device)  # before loading anything
+    if precision is not None and backend is None:
+        backend = "auto"
+    precision = precision or "fp32"
     model = create_model(model_name, weights=weights)
     # the file's metadata (empty for foreign formats), already read by the loader; its
     # recorded preprocessing is already on the model
@@ -77,14 +88,23 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         raise UsageError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
     model.to(torch_device)
     predictor: Union[nn.Module, Callable] = model
+    session = None
     if backend is not None:
-        predictor = InferenceSession(model, backend=backend, device=device).run
-    result = evaluate(predictor, loader.epoch_batches(0), len(classes), amp=amp,
+        session = InferenceSession(model, backend=backend, precision=precision, device=device, calibration=calibration)
+        predictor = session.run
+    batches = loader.epoch_batches(0)
+    if session is not None and session.config.precision != "fp32":
+        predictor, batches, compared = _compared_with_fp32(session, model, batches)
+    result = evaluate(predictor, batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
     result["amp"] = amp
     result["split"], result["split_reason"] = split, reason
-    if backend is not None:
-        result["backend"] = predictor.__self__.backend
+    if session is not None:
+        result["backend"], result["precision"] = session.backend, session.precision
+        if session.config.precision != "fp32":
+            result["precision_check"] = compared().to_dict()
+        if session.refused:
+            result["refused"] = session.refused
     if per_class:
         result["per_class_accuracy"] = dict(zip(classes, result["per_class_accuracy"]))
     else:
@@ -94,6 +114,29 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
                             title=f"{model_name} on {data} ({split}), top-1 {result['top1']:.2f}%")
         result["confusion_png"] = str(confusion_png)
     return result
+
+
+def _compared_with_fp32(session: InferenceSession, model: nn.Module, batches):
+    """A predictor and batches that also record fp32's and the session's top-1 classes and the
+    labels, and a function giving the AccuracyCheck once the evaluation has run."""
+    fp32, chosen, labels = [], [], []
+
+    def predictor(images: torch.Tensor) -> torch.Tensor:
+        logits = session.run(images)
+        with torch.inference_mode():
+            fp32.append(model(images).argmax(1).cpu())
+        chosen.append(logits.argmax(1))
+        return logits.to(images.device)
+
+    def recorded():
+        for images, targets in batches:
+            labels.append(targets.cpu())
+            yield images, targets
+
+    def compared() -> AccuracyCheck:
+        return compare_top1(session.precision, session.backend, torch.cat(fp32), torch.cat(chosen), torch.cat(labels))
+
+    return predictor, recorded(), compared
 
 
 def write_confusion_png(matrix: list, classes: Sequence[str], path: str, title: str = "") -> None:

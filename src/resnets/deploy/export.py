@@ -1,7 +1,15 @@
-"""Exporting to ONNX and TorchScript, with a check against PyTorch."""
+"""Exporting to ONNX, torch.export (.pt2) and TorchScript, with a check against PyTorch.
+
+An ONNX file carries what a user needs to feed it in ``metadata_props``: the architecture,
+class names, mean, std, input size, resize/crop and precision (:func:`read_onnx_metadata`).
+Precisions: fp32 in every format; int8 as ONNX (ONNX Runtime's static quantiser, QDQ);
+bf16 as torch.export or TorchScript (float32 in and out, bfloat16 inside).
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import tempfile
 import warnings
@@ -14,8 +22,14 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .classes import resolve_class_names
+from .fold import fold_batchnorm
+from .optional import require
+from .runtimes import onnx_session, quantize_onnxruntime
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torch.export", "torchscript")
+# the precisions each format is written in
+EXPORT_PRECISIONS = {"onnx": ("fp32", "int8"), "torch.export": ("fp32", "bf16"), "torchscript": ("fp32", "bf16")}
 TOLERANCE = 1e-4
 
 
@@ -27,10 +41,14 @@ class ExportReport:
     format: str
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     tolerance: float = TOLERANCE
+    precision: str = "fp32"
+    # bf16 / int8: percent of images of each check input whose top-1 class is the fp32 model's
+    agreement: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(d <= self.tolerance for d in self.max_abs_diff.values())
+        """fp32 files are held to the tolerance; bf16 and int8 ones are reported, not held."""
+        return self.precision != "fp32" or all(d <= self.tolerance for d in self.max_abs_diff.values())
 
 
 def _sample_input(model: nn.Module, batch: int) -> torch.Tensor:
@@ -38,8 +56,43 @@ def _sample_input(model: nn.Module, batch: int) -> torch.Tensor:
     return torch.randn(batch, channels, height, width)
 
 
-def export_onnx(model: nn.Module, path: Union[str, os.PathLike], *, opset: Optional[int] = None) -> Path:
-    """Write ``model`` as ONNX with a dynamic batch dimension (input "input", output "logits")."""
+def model_metadata(model: nn.Module, precision: str = "fp32") -> dict[str, str]:
+    """What an exported file records about its model (ONNX metadata_props: string values, JSON where structured)."""
+    preprocessing = model.preprocessing
+    num_classes = int(getattr(model, "num_classes", 0))
+    return {"producer": "resnets", "arch": str(getattr(model, "arch", None) or type(model).__name__),
+            "num_classes": str(num_classes),
+            "class_names": json.dumps(resolve_class_names(num_classes, getattr(model, "classes", None))),
+            "mean": json.dumps(list(preprocessing.mean)), "std": json.dumps(list(preprocessing.std)),
+            "input_size": json.dumps(list(preprocessing.input_size)),
+            "resize_size": str(preprocessing.resize_size), "crop_pct": str(preprocessing.crop_pct),
+            "interpolation": str(preprocessing.interpolation), "precision": precision}
+
+
+def write_onnx_metadata(path: Union[str, os.PathLike], metadata: dict[str, str]) -> None:
+    """Set ``metadata`` as the ONNX file's metadata_props (replacing keys of the same name)."""
+    onnx = require("onnx", "ONNX export")
+    proto = onnx.load(str(path))
+    kept = [entry for entry in proto.metadata_props if entry.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def read_onnx_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
+    """An ONNX file's metadata_props as a dict."""
+    onnx = require("onnx", "reading ONNX metadata")
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def export_onnx(model: nn.Module, path: Union[str, os.PathLike], *, opset: Optional[int] = None,
+                metadata: bool = True) -> Path:
+    """Write ``model`` as ONNX with a dynamic batch dimension (input "input", output "logits"),
+    and, with ``metadata``, its preprocessing and class names in metadata_props."""
+    require("onnxscript", "ONNX export")
+    require("onnx", "ONNX export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -49,7 +102,34 @@ def export_onnx(model: nn.Module, path: Union[str, os.PathLike], *, opset: Optio
                                     dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True,
                                     opset_version=opset, verbose=False, external_data=False)
     program.save(str(path), external_data=False)
+    if metadata and hasattr(model, "preprocessing"):
+        write_onnx_metadata(path, model_metadata(model))
     return path
+
+
+def export_program(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` as a torch.export program (``.pt2``, any batch size; load it with
+    ``torch.export.load(path).module()``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model.eval(), (_sample_input(model, 2),),
+                                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    return path
+
+
+class BFloat16Model(nn.Module):
+    """``model`` in bfloat16 behind a float32 interface: what a bf16 file takes and returns."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.to(torch.bfloat16)
+        self.preprocessing = model.preprocessing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(torch.bfloat16)).float()
 
 
 def export_torchscript(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
@@ -64,16 +144,15 @@ def export_torchscript(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-def onnx_session(path: Union[str, os.PathLike], num_threads: Optional[int] = None):
-    """An ONNX Runtime CPU session with every graph optimisation on."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
-    # idle worker threads sleep instead of spinning, leaving the cores to the rest of the process
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def quantize_onnx(model: nn.Module, calibration: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` as an INT8 ONNX file: ONNX Runtime's static quantisation (QDQ,
+    per-channel weights, activation ranges calibrated on ``calibration``, a preprocessed batch)."""
+    if calibration.dim() != 4 or len(calibration) == 0:
+        raise UsageError(f"calibration must be a non-empty (N, C, H, W) batch, got shape {tuple(calibration.shape)}")
+    model = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", metadata=False)
+        return quantize_onnxruntime(fp32, calibration, path)
 
 
 def compare_exported(model: nn.Module, path: Union[str, os.PathLike], fmt: str,
@@ -84,20 +163,15 @@ def compare_exported(model: nn.Module, path: Union[str, os.PathLike], fmt: str,
     diffs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        runner = onnx_session(path) if fmt == "onnx" else torch.jit.load(str(path))
+        runner = _load_exported(path, fmt)
     for name, x in inputs.items():
-        with torch.no_grad():
-            expected = model(x).numpy()
-            if fmt == "onnx":
-                (got,) = runner.run(None, {"input": x.numpy()})
-            else:
-                got = runner(x).numpy()
+        expected, got = _outputs(model, runner, fmt, x)
         diffs[name] = float(np.abs(got - expected).max())
     return diffs
 
 
 # file name endings of each format: a file's name should say what it holds
-EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+EXTENSIONS = {"onnx": (".onnx",), "torch.export": (".pt2",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
 
 
 def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
@@ -110,19 +184,65 @@ def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
         hint = f" (the ending of {other} files)" if other else ""
         raise UsageError(f"--out {os.fspath(path)}: a {fmt} file should end in {' or '.join(EXTENSIONS[fmt])}, "
                          f"not {suffix or 'nothing'!r}{hint}")
+def _load_exported(path: Union[str, os.PathLike], fmt: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if fmt == "onnx":
+            return onnx_session(path)
+        if fmt == "torch.export":
+            return torch.export.load(str(path)).module()
+        return torch.jit.load(str(path))
+
+
+def _outputs(model: nn.Module, runner, fmt: str, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        expected = model(x).numpy()
+        if fmt == "onnx":
+            (got,) = runner.run(None, {"input": x.numpy()})
+        else:
+            got = runner(x).float().numpy()
+    return expected, got
 
 
 def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
-                 real_inputs: Optional[torch.Tensor] = None, tolerance: float = TOLERANCE) -> ExportReport:
+                 real_inputs: Optional[torch.Tensor] = None, tolerance: float = TOLERANCE, precision: str = "fp32",
+                 calibration: Optional[torch.Tensor] = None) -> ExportReport:
     """Export and check: random inputs at two batch sizes (the batch is dynamic) and, where
-    given, real preprocessed images. Raises ValueError naming the worst input beyond
-    ``tolerance``; the file is kept for inspection."""
+    given, real preprocessed images. An fp32 file beyond ``tolerance`` on any input raises
+    UsageError naming the worst (the file is kept for inspection); a bf16 or int8 file reports
+    its differences and top-1 agreement with fp32. ``precision="int8"`` (ONNX) needs
+    ``calibration``, a preprocessed batch of real images."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if precision not in EXPORT_PRECISIONS[fmt]:
+        raise UsageError(f"format {fmt!r} is written in precision {' or '.join(EXPORT_PRECISIONS[fmt])}, not "
+                         f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")
     check_export_path(path, fmt)
-    path = export_onnx(model, path) if fmt == "onnx" else export_torchscript(model, path)
+    model = model.eval()
+    if precision == "int8":
+        if calibration is None:
+            raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
+        path = quantize_onnx(fold_batchnorm(model), calibration, path)
+        write_onnx_metadata(path, model_metadata(model, precision))
+    elif precision == "bf16":
+        exported = BFloat16Model(fold_batchnorm(copy.deepcopy(model)))
+        path = export_program(exported, path) if fmt == "torch.export" else export_torchscript(exported, path)
+    elif fmt == "onnx":
+        path = export_onnx(model, path)
+    else:
+        path = export_program(model, path) if fmt == "torch.export" else export_torchscript(model, path)
     inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
     if real_inputs is not None and len(real_inputs):
         inputs[f"real images ({len(real_inputs)})"] = real_inputs
-    report = ExportReport(path, fmt, compare_exported(model, path, fmt, inputs), tolerance)
+    if precision == "fp32":
+        report = ExportReport(path, fmt, compare_exported(model, path, fmt, inputs), tolerance)
+    else:
+        report = ExportReport(path, fmt, tolerance=tolerance, precision=precision)
+        runner = _load_exported(path, fmt)
+        for name, x in inputs.items():
+            expected, got = _outputs(model, runner, fmt, x)
+            report.max_abs_diff[name] = float(np.abs(got - expected).max())
+            report.agreement[name] = float((expected.argmax(1) == got.argmax(1)).mean() * 100)
     if not report.ok:
         worst = max(report.max_abs_diff, key=report.max_abs_diff.get)
         raise UsageError(f"{path}: exported {fmt} differs from PyTorch by {report.max_abs_diff[worst]:.3g} on "

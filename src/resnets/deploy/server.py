@@ -186,7 +186,7 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "backend": session.backend}
+        return {"status": "ok", "backend": session.backend, "precision": session.precision}
 
     @app.get("/metadata")
     async def metadata():
@@ -225,7 +225,8 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
         values, indices = probabilities.topk(k)
         return {"predictions": [{"label": int(i), "name": session.classes[int(i)], "probability": float(p)}
                                 for p, i in zip(values, indices)],
-                "arch": session.arch, "backend": session.backend, "batch_size": batch_size}
+                "arch": session.arch, "backend": session.backend, "precision": session.precision,
+                "batch_size": batch_size}
 
     return app
 

@@ -1,16 +1,19 @@
-"""Fast inference: a model prepared once (BN folded, channels_last), run by the fastest
-backend on this machine, chosen by timing the first batch on each candidate."""
+"""Fast inference: a model prepared once (BN folded, channels_last), run at the precision
+asked for by the fastest runtime on this machine, chosen by timing the first batch on each
+candidate (see ``runtimes`` for what runs where)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -20,26 +23,32 @@ from .._device import resolve_device
 from ..errors import UsageError
 from ..factory import create_model
 from ..weights import load_weights
+from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load_images, top1_classes
 from .classes import resolve_class_names
-from .export import export_onnx, onnx_session
+from .export import export_onnx
 from .fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
-from .quantize import quantize_onnx
-
-BACKENDS = ("auto", "torch", "onnxruntime", "int8")
-
+from .runtimes import (BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES, RUNTIMES,
+                       OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, quantize_onnxruntime,
+                       quantize_openvino, read_openvino, require_packages)
 
 @dataclass
 class SessionConfig:
     """How an InferenceSession prepares and runs its model."""
 
     backend: str = "auto"
+    precision: str = "fp32"
     device: str = "cpu"
     fold_bn: bool = True
     channels_last: bool = True
     num_threads: Optional[int] = None
-    # timed runs per backend when choosing (after one warm-up run)
+    # timed runs per candidate when choosing (after one warm-up run)
     selection_repeats: int = 3
+    # images a calibration source is sampled down to (the guard's set), and how many the quantiser sees
+    calibration_images: int = CALIBRATION_IMAGES
+    quantization_images: int = QUANTIZATION_IMAGES
+    # precision="auto" refuses a candidate losing more top-1 points than this on the calibration images
+    max_accuracy_loss: float = MAX_ACCURACY_LOSS
 
 
 @dataclass
@@ -52,25 +61,45 @@ class Prediction:
         return {"label": self.label, "name": self.name, "probability": self.probability}
 
 
-class InferenceSession:
-    """``InferenceSession("resnet50", weights="r50.safetensors").run(batch)`` -> logits.
+def _key(backend: str, precision: str) -> str:
+    return f"{backend}/{precision}"
 
-    ``backend="auto"`` times "torch" (eager, BN folded, channels_last) and "onnxruntime" on
-    the first batch and keeps the faster (``self.backend``, timings in ``self.timings``).
-    ``backend="int8"`` needs ``calibration`` images (a preprocessed batch) for ONNX
-    Runtime's static quantisation. Thread-safe: concurrent ``run`` calls are allowed.
+
+class InferenceSession:
+    """``InferenceSession("resnet50", weights="r50.safetensors", precision="bf16").run(batch)`` -> logits.
+
+    ``precision``: "fp32" (the default; logits within 1e-4 of the plain model), "bf16",
+    "int8" (post-training static quantisation, activation ranges from ``calibration``) or
+    "auto": the fastest precision whose top-1 on the calibration images is within
+    ``max_accuracy_loss`` points of fp32 (the others are listed in ``self.refused``).
+    ``backend="auto"`` times every runtime that computes the precision ("torch", "onnxruntime",
+    "openvino" where installed) on the first batch and keeps the fastest: ``self.backend``,
+    ``self.precision``, per-candidate median seconds in ``self.timings``.
+
+    ``calibration``: a preprocessed batch, an (images, labels) pair, a data source string
+    (``SOURCE[:SPLIT]``) or a folder; needed by "int8" and "auto". Thread-safe: concurrent
+    ``run`` calls are allowed.
     """
 
     def __init__(self, model: Union[str, nn.Module], weights: Optional[Union[str, os.PathLike]] = None, *,
-                 backend: str = "auto", device: Union[str, torch.device, None] = "cpu",
-                 calibration: Optional[torch.Tensor] = None,
-                 config: Optional[SessionConfig] = None, **model_kwargs):
-        self.config = config or SessionConfig(backend=backend, device=str(resolve_device(device)))
-        if self.config.backend not in BACKENDS:
-            raise UsageError(f"backend must be one of {BACKENDS}, got {self.config.backend!r}")
-        if self.config.device != "cpu" and self.config.backend not in ("auto", "torch"):
-            raise UsageError(f"backend {self.config.backend!r} runs on the CPU only; use backend='torch' "
-                             f"for device {self.config.device!r}")
+                 backend: str = "auto", precision: str = "fp32", device: Union[str, torch.device, None] = "cpu",
+                 calibration: Optional[Data] = None, config: Optional[SessionConfig] = None, **model_kwargs):
+        self.config = config or SessionConfig(backend=backend, precision=precision,
+                                              device=str(resolve_device(device)))
+        config = self.config
+        if config.backend == "int8":
+            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
+                             "'openvino')")
+        if config.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
+        if config.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+        if config.device != "cpu" and config.backend not in ("auto", "torch"):
+            raise UsageError(f"backend {config.backend!r} runs on the CPU only; use backend='torch' "
+                             f"for device {config.device!r}")
+        if config.device != "cpu" and config.precision in ("int8", "auto"):
+            raise UsageError(f"precision {config.precision!r} runs on the CPU only; use 'fp32' or 'bf16' "
+                             f"on device {config.device!r}")
         if isinstance(model, str):
             model = create_model(model, weights=weights, **model_kwargs) if weights else create_model(model,
                                                                                                       **model_kwargs)
@@ -82,67 +111,142 @@ class InferenceSession:
         self.num_classes = int(getattr(model, "num_classes", 0))
         self.classes = resolve_class_names(self.num_classes, getattr(model, "classes", None))
         self.timings: dict[str, float] = {}
+        self.checks: dict[str, AccuracyCheck] = {}  # precision="auto": each candidate's guard result
+        self.refused: dict[str, str] = {}  # candidates the accuracy guard turned down, and why
+        self.skipped: dict[str, str] = {}  # runtimes left out of backend="auto" because a package is missing
         self._lock = threading.Lock()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        self._prepared = fold_batchnorm(model) if self.config.fold_bn else model
-        self._prepared = self._prepared.to(self.config.device)
-        if self.config.channels_last:
-            self._prepared = self._prepared.to(memory_format=torch.channels_last)
-        self._runners: dict[str, object] = {}
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self._prepared = fold_batchnorm(model) if config.fold_bn else copy.deepcopy(model).eval()
+        self._workdir = tempfile.TemporaryDirectory(prefix="resnets-session-")
+        self._onnx: Optional[Path] = None
+        self._runners: dict[tuple[str, str], Callable[[torch.Tensor], torch.Tensor]] = {}
         self.backend: Optional[str] = None
-        if self.config.backend == "int8":
-            if calibration is None:
-                raise UsageError("backend='int8' needs calibration images (a preprocessed batch)")
-            self._runners["int8"] = quantize_onnx(self._prepared, calibration)
-            self.backend = "int8"
-        elif self.config.backend != "auto" or self.config.device != "cpu":
-            self.backend = "torch" if self.config.backend == "auto" else self.config.backend
+        self.precision: Optional[str] = None
 
-    # -- backends ----------------------------------------------------------------------------
+        needs_images = config.precision in ("int8", "auto")
+        if needs_images and calibration is None:
+            why = "quantisation" if config.precision == "int8" else "the accuracy check of bf16 and int8"
+            raise UsageError(f"precision={config.precision!r} needs calibration images for {why}: calibration= "
+                             "a preprocessed batch, a data source string or a folder (--calibration DATA)")
+        self.calibration: Optional[LabelledImages] = None
+        if calibration is not None:
+            self.calibration = load_images(calibration, self.preprocessing,
+                                           count=config.calibration_images).for_model(self.num_classes)
+        self.candidates = self._candidates()
+        if config.precision == "auto":
+            self._guard()
+        if len(self.candidates) == 1:
+            self.backend, self.precision = self.candidates[0]
+            self._runner(self.backend, self.precision)
 
-    def _runner(self, backend: str):
-        if backend not in self._runners:
-            if backend == "torch":
-                self._runners[backend] = self._run_torch
-            elif backend == "onnxruntime":
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = export_onnx(self._prepared.to(memory_format=torch.contiguous_format), Path(tmp) / "m.onnx")
-                    self._runners[backend] = onnx_session(path, self.config.num_threads)
-                if self.config.channels_last:
-                    self._prepared = self._prepared.to(memory_format=torch.channels_last)
-            else:
-                raise UsageError(f"unknown backend {backend!r}")
-        return self._runners[backend]
+    # -- candidates --------------------------------------------------------------------------
 
-    def _run_torch(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.config.device)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def _candidates(self) -> list[tuple[str, str]]:
+        config = self.config
+        precisions = ("fp32", "bf16", "int8") if config.precision == "auto" else (config.precision,)
+        candidates = []
+        for precision in precisions:
+            if config.device != "cpu":
+                candidates.append(("torch", precision))
+                continue
+            if config.backend != "auto":
+                if config.backend not in RUNTIMES[precision]:
+                    if config.precision != "auto":
+                        raise UsageError(f"backend {config.backend!r} does not run precision {precision!r}; "
+                                         f"backends for {precision}: {', '.join(RUNTIMES[precision])}")
+                    continue
+                require_packages(config.backend, precision)  # one line naming the extra, when missing
+                candidates.append((config.backend, precision))
+                continue
+            for backend in RUNTIMES[precision]:
+                missing = missing_packages(backend, precision)
+                if missing:
+                    extra = "openvino" if backend == "openvino" else "onnx"
+                    self.skipped[_key(backend, precision)] = (f"{', '.join(missing)} not installed: "
+                                                              f"pip install 'resnets[{extra}]'")
+                else:
+                    candidates.append((backend, precision))
+        if not candidates:
+            raise UsageError(f"no runtime for precision {config.precision!r} is installed here: "
+                             f"{'; '.join(self.skipped.values())}")
+        return candidates
+
+    def _guard(self) -> None:
+        """precision="auto": drop each bf16/int8 candidate that loses more than max_accuracy_loss
+        top-1 points against fp32 on the calibration images."""
+        images, labels = self.calibration.images, self.calibration.labels
+        reference = top1_classes(self._reference, images)
+        kept = []
+        for backend, precision in self.candidates:
+            if precision != "fp32":
+                check = compare_top1(precision, backend, reference,
+                                     top1_classes(self._runner(backend, precision), images), labels)
+                self.checks[_key(backend, precision)] = check
+                if not check.passes(self.config.max_accuracy_loss):
+                    lost = "changes top-1 on" if check.top1 is None else "loses"
+                    amount = f"{check.loss:.2f}% of images" if check.top1 is None else f"{check.loss:.2f} points"
+                    self.refused[_key(backend, precision)] = (
+                        f"{precision} on {backend} {lost} {amount} against fp32 on the calibration images "
+                        f"(over the limit of {self.config.max_accuracy_loss:g}): {check}")
+                    warnings.warn(f"precision='auto' refuses {self.refused[_key(backend, precision)]}", stacklevel=3)
+                    self._runners.pop((backend, precision), None)
+                    continue
+            kept.append((backend, precision))
+        self.candidates = kept
+
+    # -- runners -----------------------------------------------------------------------------
+
+    def _reference(self, batch: torch.Tensor) -> torch.Tensor:
+        """The plain model in fp32: what every precision is compared with."""
         with torch.inference_mode():
-            return self._prepared(x).float().cpu()
+            return self.model(batch.to(self.config.device)).float().cpu()
 
-    def _run_with(self, backend: str, batch: torch.Tensor) -> torch.Tensor:
-        runner = self._runner(backend)
+    def _onnx_file(self) -> Path:
+        if self._onnx is None:
+            fp32 = copy.deepcopy(self._prepared).float().cpu().to(memory_format=torch.contiguous_format)
+            self._onnx = export_onnx(fp32, Path(self._workdir.name) / "fp32.onnx")
+        return self._onnx
+
+    def _quantization_images(self) -> torch.Tensor:
+        return self.calibration.images[:self.config.quantization_images]
+
+    def _build(self, backend: str, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        threads = self.config.num_threads
         if backend == "torch":
-            return runner(batch)
-        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        (logits,) = runner.run(None, {"input": array})
-        return torch.from_numpy(logits)
+            model = self._prepared if precision == "fp32" else copy.deepcopy(self._prepared)
+            return TorchRunner(model, precision, self.config.device, self.config.channels_last)
+        if backend == "onnxruntime":
+            if precision == "int8":
+                target = Path(self._workdir.name) / "int8.onnx"
+                return OnnxRuntimeRunner(quantize_onnxruntime(self._onnx_file(), self._quantization_images(), target),
+                                         threads)
+            return OnnxRuntimeRunner(self._onnx_file(), threads)
+        if precision == "int8":
+            return OpenVINORunner(quantize_openvino(self._onnx_file(), self._quantization_images()), precision, threads)
+        return OpenVINORunner(read_openvino(self._onnx_file()), precision, threads)
 
-    def _choose_backend(self, batch: torch.Tensor) -> str:
-        candidates = ("torch", "onnxruntime")
-        for backend in candidates:
-            self._run_with(backend, batch)  # warm-up, and builds the runner
-        times: dict[str, list[float]] = {b: [] for b in candidates}
+    def _runner(self, backend: str, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        if (backend, precision) not in self._runners:
+            self._runners[(backend, precision)] = self._build(backend, precision)
+        return self._runners[(backend, precision)]
+
+    def _choose(self, batch: torch.Tensor) -> tuple[str, str]:
+        for candidate in self.candidates:
+            self._runner(*candidate)(batch)  # warm-up, and builds the runner
+        times: dict[tuple[str, str], list[float]] = {c: [] for c in self.candidates}
         # interleaved so that a burst of load elsewhere hurts every candidate alike
         for _ in range(self.config.selection_repeats):
-            for backend in candidates:
+            for candidate in self.candidates:
                 start = time.perf_counter()
-                self._run_with(backend, batch)
-                times[backend].append(time.perf_counter() - start)
-        self.timings = {b: statistics.median(t) for b, t in times.items()}
-        return min(self.timings, key=self.timings.get)
+                self._runners[candidate](batch)
+                times[candidate].append(time.perf_counter() - start)
+        medians = {c: statistics.median(t) for c, t in times.items()}
+        self.timings = {_key(*c): t for c, t in medians.items()}
+        chosen = min(medians, key=medians.get)
+        # the losers' runners hold a model copy each; only the chosen one runs from now on
+        self._runners = {chosen: self._runners[chosen]}
+        return chosen
 
     # -- public ------------------------------------------------------------------------------
 
@@ -158,8 +262,8 @@ class InferenceSession:
         if self.backend is None:
             with self._lock:
                 if self.backend is None:
-                    self.backend = self._choose_backend(batch)
-        return self._run_with(self.backend, batch)
+                    self.backend, self.precision = self._choose(batch)
+        return self._runners[(self.backend, self.precision)](batch)
 
     def prepare(self, images) -> torch.Tensor:
         """A preprocessed (N, C, H, W) batch from image files (paths), encoded bytes, PIL images or uint8
@@ -209,7 +313,20 @@ class InferenceSession:
         return [[Prediction(int(i), self.classes[int(i)], float(p)) for p, i in zip(row_v, row_i)]
                 for row_v, row_i in zip(values, indices)]
 
+    def check(self, data: Data, labels: Optional[torch.Tensor] = None, *,
+              count: int = CALIBRATION_IMAGES) -> AccuracyCheck:
+        """Top-1 of this session's precision against the plain fp32 model on ``data`` (labelled
+        images: a data source string, a class-per-folder tree, or a batch with ``labels``), and
+        the share of images whose top-1 class is the same. Unlabelled images give the share only."""
+        given = (data, labels) if labels is not None else data
+        images = load_images(given, self.preprocessing, count=count).for_model(self.num_classes)
+        candidate = top1_classes(self.run, images.images)
+        return compare_top1(self.precision, self.backend, top1_classes(self._reference, images.images), candidate,
+                            images.labels)
+
     def metadata(self) -> dict:
-        return {"arch": self.arch, "backend": self.backend, "num_classes": self.num_classes,
-                "preprocessing": self.preprocessing.to_dict(), "classes": self.classes,
-                "timings_s": self.timings}
+        return {"arch": self.arch, "backend": self.backend, "precision": self.precision,
+                "num_classes": self.num_classes, "preprocessing": self.preprocessing.to_dict(),
+                "classes": self.classes, "timings_s": self.timings,
+                "accuracy_checks": {k: c.to_dict() for k, c in self.checks.items()}, "refused": self.refused,
+                "skipped": self.skipped}

@@ -1,0 +1,204 @@
+"""Inference at fp32, bf16 and int8 on PyTorch, ONNX Runtime and OpenVINO; the accuracy
+guard; calibration data in its three forms; missing optional packages; ONNX metadata."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+import resnets
+from resnets.cli import main
+from resnets.errors import UsageError
+from resnets.deploy import (InferenceSession, MissingExtraError, decode_image, export_model, load_images,
+                            preprocess, read_onnx_metadata)
+from resnets.deploy import session as session_module
+from resnets.deploy.runtimes import quantize_onnxruntime
+
+from model_helpers import randomise_bn
+
+TRAINED = "resnet20.cifar10"
+
+
+def _model() -> nn.Module:
+    return randomise_bn(resnets.create_model("resnet20")).eval()
+
+
+def _real_images(shared_datasets, count: int = 96) -> torch.Tensor:
+    """CIFAR-10 images from every class (every 500th file of the sorted zip), preprocessed for resnet20."""
+    preprocessing = resnets.create_model("resnet20").preprocessing
+    with zipfile.ZipFile(shared_datasets / "cifar10-jpeg-train.zip") as archive:
+        names = [n for n in sorted(archive.namelist()) if n.endswith(".jpg")][::500][:count]
+        return torch.stack([preprocess(decode_image(archive.read(n)), preprocessing) for n in names])
+
+
+def _trained() -> nn.Module:
+    try:
+        resnets.get_weights(TRAINED)
+    except UsageError:
+        pytest.skip(f"trained weights {TRAINED!r} are not registered")
+    return resnets.create_model("resnet20", weights=TRAINED).eval()
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", "auto"])
+def test_fp32_matches_the_model(backend):
+    model = _model()
+    session = InferenceSession(model, backend=backend)
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    assert (session.run(x) - expected).abs().max().item() < 1e-4
+    assert session.precision == "fp32" and session.backend in ("torch", "onnxruntime", "openvino")
+    if backend == "auto":
+        assert set(session.timings) == {"torch/fp32", "onnxruntime/fp32", "openvino/fp32"}
+        assert f"{session.backend}/fp32" == min(session.timings, key=session.timings.get)
+    with pytest.raises(UsageError, match=r"expects a batch of shape \(N, 3, 32, 32\)"):
+        session.run(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "bf16"), ("openvino", "bf16"),
+                                               pytest.param("onnxruntime", "int8", marks=pytest.mark.slow),
+                                               pytest.param("openvino", "int8", marks=pytest.mark.slow)])
+def test_each_precision_runs_and_stays_close(shared_datasets, backend, precision):
+    images = _real_images(shared_datasets)
+    model = _model()
+    calibration = images[:48] if precision == "int8" else None
+    session = InferenceSession(model, backend=backend, precision=precision, calibration=calibration)
+    assert (session.backend, session.precision) == (backend, precision)
+    with torch.no_grad():
+        expected = model(images[48:])
+    got = session.run(images[48:])
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert not torch.allclose(got, expected, atol=1e-4)  # really computed at lower precision
+    assert (got - expected).abs().mean().item() < 0.1 * expected.abs().mean().item()
+    assert (got.argmax(1) == expected.argmax(1)).float().mean().item() >= 0.8
+
+
+def test_precision_names_and_needs(shared_datasets):
+    model = _model()
+    with pytest.raises(UsageError, match="precision must be one of"):
+        InferenceSession(model, precision="fp16")
+    with pytest.raises(UsageError, match="needs calibration images"):
+        InferenceSession(model, precision="int8")
+    with pytest.raises(UsageError, match="needs calibration images"):
+        InferenceSession(model, precision="auto")
+    with pytest.raises(UsageError, match="does not run precision 'bf16'"):
+        InferenceSession(model, backend="onnxruntime", precision="bf16")
+    with pytest.raises(UsageError, match="now precision='int8'"):
+        InferenceSession(model, backend="int8")
+
+
+def test_calibration_from_a_batch_a_source_and_a_folder(shared_datasets, tmp_path):
+    preprocessing = resnets.create_model("resnet20").preprocessing
+    zip_path = shared_datasets / "cifar10-jpeg-train.zip"
+    labelled = load_images(f"{zip_path}:train", preprocessing, count=40)
+    assert labelled.images.shape == (40, 3, 32, 32) and labelled.labels is not None
+    assert len(set(labelled.labels.tolist())) >= 5  # a seeded sample mixes the classes of a sorted source
+    with zipfile.ZipFile(zip_path) as archive:
+        for name in [n for n in sorted(archive.namelist()) if n.endswith(".jpg")][::5000]:
+            folder = tmp_path / "tree" / name.split("/")[1]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "a.jpg").write_bytes(archive.read(name))
+            (tmp_path / "flat").mkdir(exist_ok=True)
+            (tmp_path / "flat" / f"{name.split('/')[1]}.jpg").write_bytes(archive.read(name))
+    tree = load_images(tmp_path / "tree", preprocessing)
+    assert len(tree.images) == 10 and sorted(tree.labels.tolist()) == list(range(10))
+    flat = load_images(tmp_path / "flat", preprocessing)
+    assert len(flat.images) == 10 and flat.labels is None
+    # the same image through a folder and through the zip is the same tensor
+    assert torch.equal(tree.images[tree.labels.tolist().index(0)], flat.images[0])
+    with pytest.raises(UsageError, match=r"shape \(N, 3, 32, 32\)"):
+        load_images(torch.zeros(2, 3, 8, 8), preprocessing)
+
+
+def test_auto_refuses_a_broken_quantisation(shared_datasets, monkeypatch):
+    images = _real_images(shared_datasets)
+    model = _model()
+
+    def broken(onnx_path, calibration, target):
+        # activation ranges from images a hundred times too bright: real activations fall in a few steps
+        return quantize_onnxruntime(onnx_path, calibration * 100, target)
+
+    monkeypatch.setattr(session_module, "quantize_onnxruntime", broken)
+    with pytest.warns(UserWarning, match="refuses int8 on onnxruntime"):
+        session = InferenceSession(model, backend="onnxruntime", precision="auto", calibration=images)
+    assert "onnxruntime/int8" in session.refused and "over the limit of 0.5" in session.refused["onnxruntime/int8"]
+    check = session.checks["onnxruntime/int8"]
+    assert check.top1 is None and check.agreement < 90  # unlabelled: the share of changed predictions is the loss
+    assert session.candidates == [("onnxruntime", "fp32")] and session.precision == "fp32"
+    labels = model(images).argmax(1)  # labels fp32 gets right: a labelled check reports top-1 points
+    with pytest.warns(UserWarning, match="loses"):
+        labelled = InferenceSession(model, backend="onnxruntime", precision="auto", calibration=(images, labels))
+    assert labelled.checks["onnxruntime/int8"].fp32_top1 == 100.0
+    assert labelled.checks["onnxruntime/int8"].loss > 10
+
+
+def test_missing_openvino_names_the_extra_and_auto_falls_back(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails, as where it is not installed
+    model = _model()
+    with pytest.raises(MissingExtraError) as raised:
+        InferenceSession(model, backend="openvino")
+    assert str(raised.value) == ("backend 'openvino' at precision 'fp32' needs the 'openvino' package: "
+                                 "pip install 'resnets[openvino]'")
+    session = InferenceSession(model, precision="bf16")
+    assert session.backend == "torch" and "pip install 'resnets[openvino]'" in session.skipped["openvino/bf16"]
+    assert main(["predict", "resnet20", "--backend", "openvino", "nothing.jpg"]) == 2
+
+
+def test_missing_onnxscript_names_the_extra_and_auto_falls_back(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    model = _model()
+    session = InferenceSession(model)
+    session.run(torch.randn(2, 3, 32, 32))
+    assert session.candidates == [("torch", "fp32")] and session.backend == "torch"
+    assert set(session.skipped) == {"onnxruntime/fp32", "openvino/fp32"}
+    assert main(["export", "resnet20", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "pip install 'resnets[onnx]'" in error
+
+
+def test_onnx_file_carries_its_metadata(tmp_path):
+    model = resnets.create_model("resnet20")
+    report = export_model(model, tmp_path / "r20.onnx", "onnx")
+    metadata = read_onnx_metadata(report.path)
+    assert metadata["arch"] == "resnet20" and metadata["precision"] == "fp32"
+    assert metadata["class_names"].startswith('["class_0"') or "airplane" in metadata["class_names"]
+    assert [float(v) for v in metadata["mean"].strip("[]").split(",")] == list(model.preprocessing.mean)
+    assert metadata["std"] == str(list(model.preprocessing.std)) and metadata["input_size"] == "[3, 32, 32]"
+
+
+@pytest.mark.slow
+def test_bf16_export_takes_and_returns_float32(tmp_path):
+    model = _model()
+    report = export_model(model, tmp_path / "r20.pt2", "torch.export", precision="bf16")
+    program = torch.export.load(str(report.path)).module()
+    x = torch.randn(3, 3, 32, 32)
+    assert program(x).dtype == torch.float32
+    assert report.precision == "bf16" and 0 < max(report.max_abs_diff.values()) < 1.0
+    with pytest.raises(UsageError, match="not 'bf16'"):
+        export_model(model, tmp_path / "r20.onnx", "onnx", precision="bf16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_trained_weights_keep_their_accuracy(shared_datasets, precision):
+    model = _trained()
+    data = f"{shared_datasets / 'cifar10-jpeg-train.zip'}:train"
+    session = InferenceSession(model, precision=precision, calibration=data if precision == "int8" else None)
+    check = session.check(data, count=1000)
+    assert check.images == 1000 and check.fp32_top1 > 70
+    assert check.agreement >= 97 and abs(check.loss) <= 1.0
+
+
+@pytest.mark.slow
+def test_auto_picks_a_reduced_precision_that_passes(shared_datasets):
+    model = _trained()
+    data = f"{shared_datasets / 'cifar10-jpeg-train.zip'}:train"
+    session = InferenceSession(model, precision="auto", calibration=data)
+    session.run(torch.zeros(16, 3, 32, 32))
+    kept = {f"{b}/{p}" for b, p in session.candidates}
+    assert all(check.passes() == (key in kept) for key, check in session.checks.items())
+    assert f"{session.backend}/{session.precision}" == min(session.timings, key=session.timings.get)

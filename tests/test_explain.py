@@ -104,10 +104,12 @@ def test_gradcam_is_faithful_on_trained_weights(shared_datasets):
     if "resnet20.cifar10" not in resnets.list_weights():
         pytest.skip("the trained weights resnet20.cifar10 are not registered in this build")
     model = resnets.create_model("resnet20", weights="resnet20.cifar10")
-    batch = _validation_batch(shared_datasets, model, 4)
+    batch = _validation_batch(shared_datasets, model, 40)
     result = faithfulness(model, batch, explain(model, batch, method="gradcam"))
-    # hiding the highest-ranked 20% costs the predicted class more than hiding the lowest-ranked, 3 in 4 images
+    # hiding the highest-ranked 20% costs the predicted class more than hiding the lowest-ranked, on at least
+    # three in four of 40 held-out images (a noise map: about half)
     assert result.top_beats_bottom >= 0.75, result.to_dict()
+    assert result.drops()["top"] > result.drops()["bottom"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ LAYERS = [
     ["factory"],
     ["data"],
     ["train"],
-    ["transfer", "deploy"],
+    ["transfer", "deploy", "interpret"],
     ["studies"],
     ["cli", "__main__"],
 ]

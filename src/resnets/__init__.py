@@ -17,6 +17,8 @@ _EXPORTS = {
     "create_model": "factory",
     "WeightsAdaptedWarning": "factory",
     "InferenceSession": "deploy.session",
+    "explain": "interpret",
+    "faithfulness": "interpret",
     "ResnetsError": "errors",
     "CheckpointError": "weights.formats",
     "load_weights": "weights.formats",
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .deploy.session import InferenceSession
     from .errors import ResnetsError
     from .factory import WeightsAdaptedWarning, create_model
+    from .interpret import explain, faithfulness
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights

@@ -275,6 +275,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from . import interpret  # deferred: grad-cam is the optional 'explain' extra
+
+    paths = deploy.find_images(args.images)
+    if not paths:
+        raise UsageError(f"no images found in {', '.join(args.images)}")
+    names = [p.stem for p in paths]
+    if len(set(names)) != len(names):  # same stem in two folders: keep the parent's name too
+        names = [f"{p.parent.name}_{p.stem}" for p in paths]
+    weights = _weights_to_use(args)
+    model = create_model(args.model, weights=weights) if weights else create_model(args.model)
+    for start in range(0, len(paths), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        batch = deploy.load_batch(paths[chunk], model.preprocessing)
+        for record in interpret.explain_images(model, batch, names[chunk], args.out, method=args.method,
+                                               top_k=args.top_k, targets=args.target):
+            top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in record["predictions"])
+            f = record["faithfulness"]
+            print(f"{record['image']}: {top}; p({record['target']['name']}) {f['whole']:.2f} -> "
+                  f"top {f['top_hidden']:.2f} / bottom {f['bottom_hidden']:.2f} / random {f['random_hidden']:.2f} "
+                  f"with {f['fraction']:.0%} hidden")
+    print(f"wrote {len(paths)} PNG + JSON pairs to {args.out}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     deploy.check_export_path(args.out, args.format)  # before any work
     weights = _weights_to_use(args)
@@ -447,6 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("explain", help="class activation maps of images (PNG + JSON each), with a faithfulness check")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
+    _add_weights_options(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++, scorecam, hirescam, xgradcam, "
+                   "layercam, eigencam, eigengradcam, ablationcam")
+    p.add_argument("--target", type=int, help="explain this class index (default: each image's prediction)")
+    p.add_argument("--top-k", type=int, default=3, help="classes named in each figure's title")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX, torch.export (.pt2) or TorchScript, checked against PyTorch")
     p.add_argument("model")

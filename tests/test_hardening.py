@@ -345,7 +345,7 @@ def test_export_without_onnxscript_names_the_onnx_extra(tmp_path):
                           "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
                          capture_output=True, text=True, timeout=300, env=cli_env())
     assert run.returncode == 2, run.stderr[-2000:]
-    assert run.stderr.count("\n") == 1 and 'pip install "resnets[onnx]"' in run.stderr
+    assert run.stderr.count("\n") == 1 and "pip install" in run.stderr and "resnets[onnx]" in run.stderr
     assert not (tmp_path / "m.onnx").exists()
 
 

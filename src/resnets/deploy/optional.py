@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import UsageError
+from ..errors import OPTIONAL_EXTRAS, UsageError
 
-# the pip extra that installs each optional package
-EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx", "openvino": "openvino", "nncf": "openvino",
-          "fastapi": "serve", "uvicorn": "serve"}
+EXTRAS = OPTIONAL_EXTRAS  # one table of which extra installs which module
 
 
 class MissingExtraError(UsageError):

@@ -44,6 +44,7 @@ import resnets
 from resnets.data.sources import resolve_source
 from resnets.data.splits import Split, make_split
 from resnets.deploy import InferenceSession, decode_image, preprocess
+from resnets.deploy.runtimes import signal_stack_kept
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -94,8 +95,9 @@ class OpenVINOVariant:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = ov.convert_model(model, example_input=example[:1], input=[(-1, *example.shape[1:])])
-        self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                                   "PERFORMANCE_HINT": hint})
+        with signal_stack_kept():  # see resnets.deploy.runtimes.signal_stack_kept
+            self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                                       "PERFORMANCE_HINT": hint})
         self.hint = hint
         self.request = self.compiled.create_infer_request()
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

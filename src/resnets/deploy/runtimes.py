@@ -12,7 +12,10 @@ Each runner is a callable: a float32 (N, C, H, W) CPU batch in, float32 logits o
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -114,18 +117,48 @@ def openvino_config(precision: str, hint: str = "LATENCY", num_threads: Optional
     return config
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def signal_stack_kept():
+    """Run the block, then give the calling thread back the alternate signal stack it had.
+
+    OpenVINO's CPU plugin installs a signal stack of its own when it compiles a model and puts
+    back the one it found when the compiled model and its Core go; released in another order
+    than created (two sessions, or NNCF's own Core), the thread is left with a stack that has
+    been unmapped, and the next signal handled in Python (a child process ending, with torch's
+    DataLoader handler installed) kills the process with a segmentation fault. Restoring the
+    previous stack after each compilation keeps every stack OpenVINO records a live one.
+    Linux only (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            libc.sigaltstack(ctypes.byref(before), None)
+
+
 class OpenVINORunner:
     """An OpenVINO model compiled for the CPU; one infer request per calling thread."""
 
     def __init__(self, model, precision: str, num_threads: Optional[int] = None, hint: str = "LATENCY"):
         openvino = require("openvino", "backend 'openvino'")
-        self.compiled = openvino.Core().compile_model(model, "CPU", openvino_config(precision, hint, num_threads))
+        with signal_stack_kept():
+            self.compiled = openvino.Core().compile_model(model, "CPU", openvino_config(precision, hint, num_threads))
         self._local = threading.local()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         request = getattr(self._local, "request", None)
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            with signal_stack_kept():
+                request = self._local.request = self.compiled.create_infer_request()
         array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         request.infer({0: array})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
@@ -144,7 +177,7 @@ def quantize_openvino(onnx_path: Union[str, os.PathLike], calibration: torch.Ten
     model = read_openvino(onnx_path)
     images = calibration.float().numpy()
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), signal_stack_kept():
         warnings.simplefilter("ignore")
         return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                              preset=nncf.QuantizationPreset.PERFORMANCE)

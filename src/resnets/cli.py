@@ -20,6 +20,7 @@ from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
+from .weights.hub import is_repository
 from .weights.named import default_weights, get_weights, list_weights
 from .train import TrainOptions, train
 from .train.options import option_fields
@@ -27,7 +28,8 @@ from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 
-WEIGHTS_HELP = "named weights (TAG or MODEL.TAG, see resnets list --weights), or a checkpoint path or URL"
+WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
+                "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -227,6 +229,8 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
         if args.random_weights:
             raise UsageError("--weights and --random-weights exclude each other")
         return args.weights
+    if is_repository(args.model) and not args.random_weights:
+        return None  # MODEL is hf-hub:ORG/NAME or local-dir:PATH, which brings its weights
     if args.random_weights:
         print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
         return None

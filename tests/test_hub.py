@@ -28,7 +28,7 @@ from cli_helpers import cli_env, run_cli
 from model_helpers import randomise_bn
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
-import huggingface_hub.constants  # noqa: E402 - loaded on first use otherwise; its settings are patched below
+hub_constants = pytest.importorskip("huggingface_hub.constants")  # loaded on first use otherwise
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CLASSES = ["apple", "bee", "cloud", "drum", "eel"]
@@ -130,8 +130,8 @@ def _snapshot_download(server, repo_id: str, cache: Path) -> Path:
 def offline_cache(monkeypatch, tmp_path):
     """This process's huggingface_hub reading ``tmp_path/hf-cache``, offline."""
     cache = tmp_path / "hf-cache"
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
 
@@ -253,6 +253,23 @@ def test_timm_repository_loads_and_matches_torchvision(loopback_hub, offline_cac
     with pytest.warns(resnets.WeightsAdaptedWarning):
         other = resnets.create_model("resnet18", weights="hf-hub:timm-like/resnet18.demo_in1k", num_classes=3)
     assert torch.equal(other.conv1.weight, reference.conv1.weight)
+
+
+def test_older_timm_repository_with_pytorch_model_bin(tmp_path):
+    """timm's older repositories hold pytorch_model.bin (torch.save): read with weights_only, checked against the
+    config before a network is built."""
+    folder = tmp_path / "old-repo"
+    reference = _timm_repo(folder)
+    torch.save(reference.state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    model = resnets.create_model(f"local-dir:{folder}").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_classes": 7, "label_names": None}))
+    with pytest.raises(CheckpointError, match="num_classes 7, but pytorch_model.bin has a 5-class classifier"):
+        resnets.create_model(f"local-dir:{folder}")
 
 
 def test_cli_downloads_from_the_loopback_hub_into_the_cache(loopback_hub, offline_cache, tmp_path):

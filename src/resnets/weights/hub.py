@@ -185,11 +185,18 @@ def _download(spec: str, offline: Optional[bool]) -> tuple[Path, Path]:
     except _NotInRepository:
         raise CheckpointError(f"{spec}: the repository has no {CONFIG_FILE}; resnets reads repositories laid out "
                               f"as timm's and as resnets.save_pretrained writes them") from None
+    not_cached: Optional[MissingFileError] = None
     for filename in WEIGHTS_FILES:
         try:
             return config_path, fetch(filename)
         except _NotInRepository:
             continue
+        except MissingFileError as error:  # offline, this file is not cached: the next candidate may be
+            if not offline:
+                raise
+            not_cached = not_cached or error
+    if not_cached is not None:
+        raise not_cached
     raise CheckpointError(f"{spec}: the repository has no weights file ({' or '.join(WEIGHTS_FILES)})")
 
 

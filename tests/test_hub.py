@@ -195,6 +195,10 @@ def test_save_pretrained_round_trip_through_local_dir(tmp_path):
     assert loaded.arch_kwargs["shortcut"] == "B"
     assert loaded.classes == CLASSES and loaded.preprocessing == model.preprocessing
     assert loaded.checkpoint_info.source == f"local-dir:{folder}"
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert resnets.create_model(f"local-dir:{folder}", sha256=digest[:12]).arch == "resnet20"
+    with pytest.raises(CheckpointError, match="does not match"):
+        resnets.create_model(f"local-dir:{folder}", sha256="0" * 64)
     # the same through weights= for the named architecture, and the card's metadata for the Hub
     again = resnets.create_model("resnet20", weights=f"local-dir:{folder}").eval()
     with torch.no_grad():

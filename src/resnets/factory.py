@@ -73,9 +73,7 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     else:
         named = find_weights(name, weights)
     if repository is not None:
-        if sha256 is not None:
-            raise UsageError("sha256= checks a file; a repository's files are checked by huggingface_hub's cache")
-        state_dict, info = repository.load()
+        state_dict, info = repository.load(sha256=sha256)
     else:
         state_dict, info = load_checkpoint(named.get_path() if named else weights, sha256=sha256)
     if named is not None:

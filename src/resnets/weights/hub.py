@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_text
-from ..download import offline_from_env
+from ..download import check_digest, expected_sha256, offline_from_env
 from ..errors import MissingFileError, UsageError, missing_dependency
 from ..models import Preprocessing, ResNet, get_model_spec
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
@@ -67,9 +67,14 @@ class Repository:
     preprocessing: Optional[Preprocessing]
     config: dict
 
-    def load(self) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    def load(self, *, sha256: Optional[str] = None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
         """The weights as a state dict with our names, and what the files say about them (the config's class
-        names and preprocessing for a timm repository; our own metadata for ours)."""
+        names for a timm repository; our own metadata for ours). ``sha256`` (whole, or a prefix of 8+ hex
+        digits) is checked against the weights file first."""
+        if sha256 is not None:
+            ok, why = check_digest(self.weights_file, sha256=expected_sha256(self.spec, sha256))
+            if not ok:
+                raise CheckpointError(f"{self.spec}: {self.weights_file.name}: {why}")
         _check_weights_header(self)
         state_dict, info = load_checkpoint(self.weights_file)
         _check_state_dict(self, state_dict)

@@ -217,6 +217,10 @@ def test_card_carries_the_named_weights_metadata(tmp_path):
     assert card.data.eval_results[0].metric_value == meta.top1
     assert f"top-1 {meta.top1:.2f}%" in card.text and "resnets train resnet20" in card.text
     assert json.loads((folder / "config.json").read_text())["resnets"]["weights"] == "resnet20.cifar10"
+    # saved again after a trip through the folder: the name, not the folder's path, travels
+    again = resnets.save_pretrained(resnets.create_model(f"local-dir:{folder}"), tmp_path / "again")
+    assert json.loads((again / "config.json").read_text())["resnets"]["weights"] == "resnet20.cifar10"
+    assert str(tmp_path) not in (again / "README.md").read_text() + (again / "config.json").read_text()
 
 
 def test_hub_repository_through_a_real_cache_offline(loopback_hub, offline_cache, tmp_path):

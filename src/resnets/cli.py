@@ -81,7 +81,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(format_table(summary))
     print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
-          "\nnamed weights: none registered (--weights takes a checkpoint's path or URL)")
+          "\nnamed weights: none registered (--weights takes a checkpoint's path or URL, or hf-hub:ORG/NAME)")
     for w in weights:
         print("  " + _weights_line(w, width=len(args.model) + 14))
     return 0
@@ -236,8 +236,8 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
         return None
     named = default_weights(args.model)
     if named is None:
-        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL "
-                         f"(or --random-weights for an untrained network, whose outputs mean nothing)")
+        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL, or "
+                         f"hf-hub:ORG/NAME (or --random-weights for an untrained network, whose outputs mean nothing)")
     print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
     return named.name
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_weights": "weights.formats",
     "read_metadata": "weights.formats",
     "save_weights": "weights.formats",
+    "save_pretrained": "weights.hub",
     **{name: "weights.named" for name in (
         "Weights", "WeightsMeta", "default_weights", "get_weights", "list_weights", "model_card",
         "register_weights")},
@@ -45,5 +46,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
+    from .weights.hub import save_pretrained
     from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights, model_card,
                                 register_weights)

@@ -20,6 +20,7 @@ from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.summary import format_table, summarize
+from .weights.hub import is_repository
 from .weights.named import default_weights, get_weights, list_weights
 from .train import TrainOptions, train
 from .train.options import option_fields
@@ -27,7 +28,8 @@ from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 
-WEIGHTS_HELP = "named weights (TAG or MODEL.TAG, see resnets list --weights), or a checkpoint path or URL"
+WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
+                "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -79,7 +81,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(format_table(summary))
     print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
-          "\nnamed weights: none registered (--weights takes a checkpoint's path or URL)")
+          "\nnamed weights: none registered (--weights takes a checkpoint's path or URL, or hf-hub:ORG/NAME)")
     for w in weights:
         print("  " + _weights_line(w, width=len(args.model) + 14))
     return 0
@@ -227,13 +229,15 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
         if args.random_weights:
             raise UsageError("--weights and --random-weights exclude each other")
         return args.weights
+    if is_repository(args.model) and not args.random_weights:
+        return None  # MODEL is hf-hub:ORG/NAME or local-dir:PATH, which brings its weights
     if args.random_weights:
         print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
         return None
     named = default_weights(args.model)
     if named is None:
-        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL "
-                         f"(or --random-weights for an untrained network, whose outputs mean nothing)")
+        raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL, or "
+                         f"hf-hub:ORG/NAME (or --random-weights for an untrained network, whose outputs mean nothing)")
     print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
     return named.name
 

@@ -25,7 +25,8 @@ class MissingFileError(ResnetsError, FileNotFoundError):
 # optional modules -> the extra that installs them (pyproject.toml's [project.optional-dependencies])
 OPTIONAL_EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx", "fastapi": "serve",
                    "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve", "starlette": "serve",
-                   "openvino": "openvino", "nncf": "openvino", "pytorch_grad_cam": "explain"}
+                   "openvino": "openvino", "nncf": "openvino", "pytorch_grad_cam": "explain",
+                   "huggingface_hub": "hub"}
 
 
 class MissingDependencyError(ResnetsError, ImportError):

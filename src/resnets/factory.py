@@ -18,6 +18,7 @@ from .errors import UsageError
 from .models import build_model
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
 from .weights.formats import PathOrUrl
+from .weights.hub import is_repository, open_repository
 from .weights.named import default_weights, find_weights
 
 
@@ -37,15 +38,30 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
 
     ``weights`` is a registered name, for this model a tag (``"tv2_in1k"``) or ``MODEL.TAG``
     (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), else the path or URL of a
-    checkpoint of any supported format. ``pretrained=True`` without ``weights`` loads the model's
-    default named weights. Named weights bring their class names and preprocessing; our own files
-    supply the architecture options. The classifier size comes from the weights unless
+    checkpoint of any supported format, or a repository: ``"hf-hub:ORG/NAME"`` (the Hugging Face Hub,
+    through its cache; timm's repositories and those ``save_pretrained`` writes) or ``"local-dir:PATH"``
+    (the same layout in a folder). ``name`` may itself be a repository, ``create_model("hf-hub:ORG/NAME")``:
+    its config.json names the architecture. ``pretrained=True`` without ``weights`` loads the model's
+    default named weights. Named weights and repositories bring their class names and preprocessing; our own
+    files supply the architecture options. The classifier size comes from the weights unless
     ``num_classes`` is given: a different one starts fresh (fine-tuning), and an ``in_chans``
     other than the weights' adapts the first convolution (1 channel: the sum of the RGB filters;
     more: the RGB filters repeated, scaled by 3 / in_chans), each with a WeightsAdaptedWarning.
     """
-    named = None
-    if weights is None:
+    named = repository = None
+    if is_repository(name):
+        if weights is not None or pretrained:
+            raise UsageError(f"create_model({name!r}): the repository brings its weights; leave out weights= "
+                             f"and pretrained=")
+        repository = open_repository(name)
+        name = repository.architecture
+    elif is_repository(weights):
+        repository = open_repository(weights)
+        if repository.architecture != name:
+            raise CheckpointError(f"{weights} holds {repository.architecture} weights, not {name}; use "
+                                  f"create_model({weights!r}) or create_model({repository.architecture!r}, "
+                                  f"weights=...)")
+    elif weights is None:
         if pretrained:
             named = default_weights(name)
             if named is None:
@@ -56,8 +72,13 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
             return build_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
     else:
         named = find_weights(name, weights)
-    state_dict, info = load_checkpoint(named.get_path() if named else weights, sha256=sha256)
-    source = named.name if named else str(info.path)
+    if repository is not None:
+        state_dict, info = repository.load(sha256=sha256)
+    else:
+        state_dict, info = load_checkpoint(named.get_path() if named else weights, sha256=sha256)
+    if named is not None:
+        info.source = named.name
+    source = info.source or str(info.path)
     options: dict = {}
     if info.layout == "resnets":
         arch = info.metadata.get("arch")
@@ -107,6 +128,8 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     apply_preprocessing(model, info)
     if named is not None:
         model.preprocessing = named.preprocessing
+    elif repository is not None and repository.layout == "timm" and repository.preprocessing is not None:
+        model.preprocessing = repository.preprocessing
     model.preprocessing = model.preprocessing.for_channels(in_chans)
     model.checkpoint_info = info
     return model

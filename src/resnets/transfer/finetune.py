@@ -50,8 +50,8 @@ class FinetuneOptions(TrainOptions):
     recipe: Optional[str] = option(help=f"a shipped recipe ({', '.join(list_recipes())}; default finetune) "
                                         f"or a TOML file of your own")
     lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
-    weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), "
-                                 "or a checkpoint path or URL")
+    weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), a checkpoint "
+                                 "path or URL, or hf-hub:ORG/NAME / local-dir:PATH")
     strategy: str = option("full", choices=STRATEGIES,
                            help="linear-probe: frozen backbone, cached features; full: every layer, backbone at "
                                 "--lr; gradual: unfreeze stage by stage from the last (default: full)")

@@ -50,6 +50,8 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
 LAYOUT_PREPROCESSING = {
     "pytorch_resnet_cifar10": Preprocessing((3, 32, 32), IMAGENET_MEAN, IMAGENET_STD, crop_pct=1.0),
 }
+# how a repository (config.json + weights, resnets.weights.hub) is named instead of a file: the Hub, a folder
+REPOSITORY_PREFIXES = ("hf-hub:", "local-dir:")
 # prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
 _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
 
@@ -74,6 +76,8 @@ class CheckpointInfo:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     skipped_keys: list[str] = field(default_factory=list)
+    # the named weights (MODEL.TAG) or the repository (hf-hub:ORG/NAME, local-dir:PATH) it was loaded by, if any
+    source: Optional[str] = None
 
     @property
     def arch(self) -> Optional[str]:
@@ -192,6 +196,9 @@ def resolve(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cache_dir: 
     if re.match(r"^https?://", text):
         directory = Path(cache_dir).expanduser() if cache_dir is not None else checkpoint_cache_dir()
         return fetch(text, cache_entry(text, directory), sha256=sha256, offline=offline, progress=progress)
+    if text.startswith(REPOSITORY_PREFIXES):
+        raise UsageError(f"{text} names a repository, not a checkpoint file: load it with "
+                         f"resnets.create_model({text!r})")
     path = Path(text).expanduser()
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give the checkpoint file inside it")
@@ -430,8 +437,7 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
 
 
 __all__ = [
-    "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "apply_preprocessing", "checkpoint_cache_dir",
-    "describe_state_dict", "detect_format", "guess_architecture", "load_checkpoint", "load_state_dict", "load_weights",
-    "read_metadata", "resolve", "save_weights",
+    "REPOSITORY_PREFIXES", "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "apply_preprocessing",
+    "checkpoint_cache_dir", "describe_state_dict", "detect_format", "guess_architecture", "load_checkpoint",
+    "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
 ]
-

@@ -65,6 +65,21 @@ def test_cifar_weights_far_above_chance_on_the_packaged_sample(name):
     assert scores["n"] == 2000 and scores["top1"] > 80, scores
 
 
+@needs_shipped
+@pytest.mark.parametrize("name", shipped_names)
+def test_one_input_channel_from_shipped_weights(name):
+    # conv1 becomes the sum of the RGB filters: a gray image gives the RGB model's output on it repeated
+    weights = resnets.get_weights(name)
+    with pytest.warns(resnets.WeightsAdaptedWarning, match="in_chans=1"):
+        gray = resnets.create_model(weights.model, weights=weights.tag, in_chans=1).eval()
+    rgb = resnets.create_model(weights.model, weights=weights.tag).eval()
+    assert gray.preprocessing.input_size[0] == 1 and len(gray.preprocessing.mean) == 1
+    side = rgb.preprocessing.input_size[-1]
+    image = torch.rand(2, 1, side, side)
+    with torch.no_grad():
+        torch.testing.assert_close(gray(image), rgb(image.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.slow
 @needs_shipped
 @pytest.mark.parametrize("name", shipped_names)

@@ -125,7 +125,7 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         classes = named.classes if named else info.classes
         if classes is not None:
             model.classes = list(classes)
-    apply_preprocessing(model, info)
+    apply_preprocessing(model, info, channels=file_chans)
     if named is not None:
         model.preprocessing = named.preprocessing
     elif repository is not None and repository.layout == "timm" and repository.preprocessing is not None:

@@ -358,9 +358,11 @@ def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = Tru
     return info
 
 
-def apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
+def apply_preprocessing(model: nn.Module, info: CheckpointInfo, channels: Optional[int] = None) -> None:
     """The preprocessing a model was trained with travels with its weights and wins over the default:
-    our files' recorded one, or that of a recognised foreign layout (LAYOUT_PREPROCESSING)."""
+    our files' recorded one, or that of a recognised foreign layout (LAYOUT_PREPROCESSING). The recorded
+    one must be for ``channels`` input channels (default: the model's; a caller adapting the weights to
+    other channels passes the file's and adapts the preprocessing after)."""
     if info.layout in LAYOUT_PREPROCESSING:
         model.preprocessing = LAYOUT_PREPROCESSING[info.layout]
         return
@@ -372,7 +374,7 @@ def apply_preprocessing(model: nn.Module, info: CheckpointInfo) -> None:
         preprocessing.check()
     except (TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{info.path}: metadata 'preprocessing' is not valid: {error}") from None
-    model_chans = getattr(getattr(model, "preprocessing", None), "input_size", (None,))[0]
+    model_chans = channels or getattr(getattr(model, "preprocessing", None), "input_size", (None,))[0]
     if model_chans is not None and preprocessing.input_size[0] != model_chans:
         raise CheckpointError(f"{info.path}: metadata 'preprocessing' has input_size {preprocessing.input_size}, "
                               f"but the model takes {model_chans} channels")

@@ -18,6 +18,7 @@ _EXPORTS = {
     "WeightsAdaptedWarning": "factory",
     "InferenceSession": "deploy.session",
     "explain": "interpret",
+    "backbone": "transfer.backbone",
     "faithfulness": "interpret",
     "ResnetsError": "errors",
     "CheckpointError": "weights.formats",
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import ResnetsError
     from .factory import WeightsAdaptedWarning, create_model
     from .interpret import explain, faithfulness
+    from .transfer.backbone import backbone
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights

@@ -8,11 +8,12 @@
     features.save("embeddings.npy")         # + embeddings.json: files, labels, classes
 """
 
+from .backbone import Backbone, backbone
 from .features import FeatureLoader, Features, compute_features, extract_features, load_features
 from .finetune import STRATEGIES, FinetuneOptions, check_finetune_data, finetune, stage_groups, strategy_transfer
 from .hook import Transfer
 from .pretrained import load_pretrained
 
-__all__ = ["FeatureLoader", "Features", "FinetuneOptions", "STRATEGIES", "check_finetune_data", "compute_features",
+__all__ = ["Backbone", "FeatureLoader", "Features", "FinetuneOptions", "STRATEGIES", "check_finetune_data", "backbone", "compute_features",
            "extract_features", "finetune", "load_features", "load_pretrained", "stage_groups", "strategy_transfer",
            "Transfer"]

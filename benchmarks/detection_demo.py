@@ -126,7 +126,8 @@ def build_detector(model_name: str, weights, num_classes: int, size: int, fpn_ch
     import resnets
 
     if weights:
-        backbone = resnets.backbone(model_name, weights=weights, fpn=True, trainable_stages=3, fpn_channels=fpn_channels)
+        backbone = resnets.backbone(model_name, weights=weights, fpn=True, trainable_stages=3,
+                                    fpn_channels=fpn_channels)
     else:  # no statistics to freeze: trainable BN, every stage trained
         backbone = resnets.backbone(model_name, fpn=True, trainable_stages=5, norm="batchnorm",
                                     fpn_channels=fpn_channels)
@@ -182,7 +183,7 @@ def train(detector, generator: SceneGenerator, steps: int, batch: int, lr: float
         schedule.step()
         losses.append(float(loss.detach()))
         if log_every and ((step + 1) % log_every == 0 or step == 0):
-            parts = " ".join(f"{k.removeprefix('loss_')} {float(v):.3f}" for k, v in loss_parts.items())
+            parts = " ".join(f"{k.removeprefix('loss_')} {float(v.detach()):.3f}" for k, v in loss_parts.items())
             print(f"step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.3f} ({parts}) "
                   f"{time.perf_counter() - started:.0f}s", flush=True)
     return losses
@@ -231,7 +232,7 @@ def main() -> None:
     print(f"\n{args.eval_images} held-out scenes, torchmetrics MeanAveragePrecision (pycocotools)")
     print("| detector | mAP@[.5:.95] | mAP@50 | mAP@75 | mAR@100 |")
     print("| --- | --- | --- | --- | --- |")
-    for label, scores in ((f"before training (baseline)", before), (f"after {args.steps} steps", after)):
+    for label, scores in (("before training (baseline)", before), (f"after {args.steps} steps", after)):
         print(f"| {label} | {scores['map']:.3f} | {scores['map_50']:.3f} | {scores['map_75']:.3f} | "
               f"{scores['mar_100']:.3f} |")
     print(f"training {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "

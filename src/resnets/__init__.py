@@ -43,9 +43,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import ResnetsError
     from .factory import WeightsAdaptedWarning, create_model
     from .interpret import explain, faithfulness
-    from .transfer.backbone import backbone
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
+    from .transfer.backbone import backbone
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
     from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights, model_card,
                                 register_weights)

@@ -106,7 +106,7 @@ def backbone(name: str, weights: Optional[PathOrUrl] = None, *, fpn: bool = Fals
     if out_indices is None:
         out_indices = tuple(range(1, stages + 1))
     out_indices = tuple(out_indices)
-    if (not out_indices or any(type(i) is not int for i in out_indices) or any(not 0 <= i <= stages for i in out_indices)
+    if (not out_indices or any(type(i) is not int or not 0 <= i <= stages for i in out_indices)
             or list(out_indices) != sorted(set(out_indices))):
         raise UsageError(f"out_indices {out_indices} is not usable for {name}: give increasing indices in 0..{stages} "
                          f"(0: the stem, k: stage k)")

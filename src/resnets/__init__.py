@@ -18,6 +18,7 @@ _EXPORTS = {
     "WeightsAdaptedWarning": "factory",
     "InferenceSession": "deploy.session",
     "explain": "interpret",
+    "backbone": "transfer.backbone",
     "faithfulness": "interpret",
     "ResnetsError": "errors",
     "CheckpointError": "weights.formats",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .interpret import explain, faithfulness
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
                          freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
+    from .transfer.backbone import backbone
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
     from .weights.hub import save_pretrained
     from .weights.named import (Weights, WeightsMeta, default_weights, get_weights, list_weights, model_card,

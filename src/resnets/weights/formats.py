@@ -321,7 +321,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     given = {k: v for k, v in state_dict.items() if not excluded(k)}
     skipped = sorted(k for k in state_dict if excluded(k))
     missing = sorted(k for k in target if k not in given and not excluded(k) and not _ignorable(k))
-    unexpected = sorted(k for k in given if k not in target)
+    # a BN step counter has nowhere to go in a model with frozen BN, and means nothing there
+    unexpected = sorted(k for k in given if k not in target and not _ignorable(k))
     wrong_shape = sorted(f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
                          for k, v in given.items() if k in target and tuple(v.shape) != tuple(target[k].shape))
     if wrong_shape or (strict and (missing or unexpected)):

@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-name", required=True, help="how the card names the training data")
     parser.add_argument("--data", help="the data to re-score on (default: the run's own)")
     parser.add_argument("--classes", help="class-name list of the weights (a shipped list such as cifar10)")
+    parser.add_argument("--eval-size", type=int, help="the input side the weights are evaluated and used at "
+                        "(default: the run's; chosen on the validation split when training used a smaller one)")
+    parser.add_argument("--crop-pct", type=float, help="centre-crop fraction at --eval-size (default: the run's)")
     parser.add_argument("--half", action="store_true", help="store fp16 tensors (half the file; fp32 on load)")
     parser.add_argument("--default", action="store_true", help="the model's weights for pretrained=True")
     parser.add_argument("--command", help="the training command as run (default: rebuilt from the config)")
@@ -90,6 +93,14 @@ def main(argv=None) -> int:
     metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
                 if key in ("split", "seed", "step", "depth", "recipe")}
     metadata["data"] = args.data_name
+    if args.eval_size or args.crop_pct:
+        from dataclasses import replace
+
+        pre = model.preprocessing
+        side = args.eval_size or pre.input_size[-1]
+        model.preprocessing = replace(pre, input_size=(pre.input_size[0], side, side),
+                                      crop_pct=args.crop_pct or pre.crop_pct)
+        model.preprocessing.check()
     if args.half:
         model = model.half()
     save_weights(model, target, metadata=metadata)

@@ -26,7 +26,7 @@ class MissingFileError(ResnetsError, FileNotFoundError):
 OPTIONAL_EXTRAS = {"onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx", "fastapi": "serve",
                    "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve", "starlette": "serve",
                    "openvino": "openvino", "nncf": "openvino", "pytorch_grad_cam": "explain",
-                   "huggingface_hub": "hub"}
+                   "huggingface_hub": "hub", "torchmetrics": "detection", "pycocotools": "detection"}
 
 
 class MissingDependencyError(ResnetsError, ImportError):

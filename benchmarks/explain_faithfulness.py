@@ -27,7 +27,8 @@ DATASET = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg-train.zip"
 
 
 def validation_batch(model, count: int, dataset: Path = DATASET, *, val_size: int = 5000, seed: int = 0):
-    """The first ``count`` images of the seeded, stratified validation split, preprocessed for ``model``."""
+    """``count`` images of the seeded, stratified validation split, preprocessed for ``model``: the first of a
+    seeded shuffle of it (the split itself lists images class by class, so its first hundred are all airplanes)."""
     import torch
 
     from resnets.data import make_split, resolve_source
@@ -35,7 +36,8 @@ def validation_batch(model, count: int, dataset: Path = DATASET, *, val_size: in
 
     source = resolve_source(dataset)
     split = make_split(source.targets, val_size=val_size, seed=seed)
-    indices = [int(i) for i in split.val_indices[:count]]
+    order = torch.randperm(len(split.val_indices), generator=torch.Generator().manual_seed(seed))
+    indices = [int(split.val_indices[int(i)]) for i in order[:count]]
     labels = [int(source.targets[i]) for i in indices]
     return torch.stack([preprocess(source.decode(i), model.preprocessing) for i in indices]), labels
 

@@ -95,7 +95,9 @@ def _validation_batch(datasets, model, count: int):
 
     source = resolve_source(datasets / "cifar10-jpeg-train.zip")
     split = make_split(source.targets, val_size=5000, seed=0)  # the training recipes' split
-    indices = [int(i) for i in split.val_indices[:count]]
+    # a seeded shuffle: the split lists its images class by class
+    order = torch.randperm(len(split.val_indices), generator=torch.Generator().manual_seed(0))
+    indices = [int(split.val_indices[int(i)]) for i in order[:count]]
     return torch.stack([preprocess(source.decode(i), model.preprocessing) for i in indices])
 
 

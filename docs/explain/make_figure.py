@@ -2,10 +2,10 @@
 
     python docs/explain/make_figure.py [--weights resnet20.cifar10] [--images 8] [--check 100]
 
-Writes, next to this script, ``explanations.png`` (the first ``--images`` held-out validation
+Writes, next to this script, ``explanations.png`` (``--images`` held-out validation
 images of ../shared/datasets/cifar10-jpeg-train.zip, each under its Grad-CAM and Grad-CAM++ maps,
-the prediction in the title) and ``README.md`` (the faithfulness of each method on the first
-``--check`` validation images: hiding the highest- versus lowest-ranked 20 % of pixels, and
+the prediction in the title) and ``README.md`` (the faithfulness of each method on ``--check``
+validation images, the same seeded shuffle: hiding the highest- versus lowest-ranked 20 % of pixels, and
 versus a scattered random 20 %).
 """
 
@@ -70,15 +70,16 @@ def main() -> None:
     lines = [
         "# Explanations of a trained resnet20",
         "",
-        f"Made by `python docs/explain/make_figure.py --weights {args.weights}`: the first {shown} images of the",
-        "held-out validation split (5,000 images carved from cifar10-jpeg-train.zip with seed 0, as the training",
-        "recipes do), each with its Grad-CAM and Grad-CAM++ map for the predicted class.",
+        f"Made by `python docs/explain/make_figure.py --weights {args.weights}`: {shown} images of the",
+        "held-out validation split in a seeded shuffle (5,000 images carved from cifar10-jpeg-train.zip with seed 0,",
+        "as the training recipes do), each with its Grad-CAM and Grad-CAM++ map for the predicted class.",
         "",
         "![explanations](explanations.png)",
         "",
-        f"Faithfulness on the first {args.check} validation images: the share of images whose predicted class lost",
-        "more probability when the 20 % of pixels a map ranks highest were hidden (set to the mean colour) than",
-        "when the lowest-ranked 20 % were, or a scattered random 20 %; and the mean probability drops.",
+        f"Faithfulness on {args.check} validation images (the same shuffle, about as many of each class): the",
+        "share of images whose predicted class lost more probability when the 20 % of pixels a map ranks highest",
+        "were hidden (set to the mean colour) than when the lowest-ranked 20 % were, or a scattered random 20 %;",
+        "and the mean probability drops.",
         "",
         "| method | top < bottom | top < random | drop top | drop bottom | drop random |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -90,15 +90,17 @@ def test_faithfulness_hides_the_pixels_the_model_reads():
 
 
 def _validation_batch(datasets, model, count: int):
-    from resnets.data import make_split, resolve_source
-    from resnets.deploy.images import preprocess
+    """The images the figure and the faithfulness benchmark use: benchmarks/explain_faithfulness.py's own
+    seeded shuffle of the training recipes' validation split."""
+    import importlib.util
+    from pathlib import Path
 
-    source = resolve_source(datasets / "cifar10-jpeg-train.zip")
-    split = make_split(source.targets, val_size=5000, seed=0)  # the training recipes' split
-    # a seeded shuffle: the split lists its images class by class
-    order = torch.randperm(len(split.val_indices), generator=torch.Generator().manual_seed(0))
-    indices = [int(split.val_indices[int(i)]) for i in order[:count]]
-    return torch.stack([preprocess(source.decode(i), model.preprocessing) for i in indices])
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "explain_faithfulness.py"
+    spec = importlib.util.spec_from_file_location("explain_faithfulness", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    batch, _ = benchmark.validation_batch(model, count, datasets / "cifar10-jpeg-train.zip")
+    return batch
 
 
 @pytest.mark.slow

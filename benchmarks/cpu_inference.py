@@ -1,8 +1,9 @@
 """CPU inference: torchvision eager and OpenVINO against our InferenceSession at fp32, bf16
 and int8, and the top-1 each precision keeps on validation images of trained weights.
 
-Speed: every variant is measured in the same process, interleaved (one timed call of each
-per round, median over rounds), so that load elsewhere on the machine hurts all alike. All
+Speed: every variant is measured in the same process, interleaved (in each round every variant
+runs back to back for ``--window`` seconds; the median over rounds), so that load elsewhere on the
+machine hurts all alike. All
 variants share one set of weights (torchvision's architecture, BN statistics calibrated on real
 images) and one batch of real images (Imagenette, 224 px).
 
@@ -12,7 +13,9 @@ images) and one batch of real images (Imagenette, 224 px).
   ``PERFORMANCE_HINT``. "latency": one synchronous request; "throughput": an AsyncInferQueue of
   ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` requests kept busy (reported per image, as the others).
 - ours fp32 / bf16 / int8: ``InferenceSession(precision=...)`` with ``backend="auto"``, which
-  times every runtime for the precision on the batch and keeps the fastest (named in the row).
+  times every runtime for the precision on the batch and keeps the fastest (named in the row);
+  fp32 / bf16 also with ``compile=True`` (the PyTorch runner ``torch.compile``d, then chosen
+  among the runtimes in the same way).
   int8 calibrates on real images that the speed batch does not contain.
 
 Accuracy: ``session.check`` on the validation images of trained weights (``--weights``, the
@@ -64,16 +67,26 @@ def load_imagenette(path: Path, count: int, offset: int = 0, size: int = 224) ->
         return torch.stack([preprocess(decode_image(archive.read(n), source=n), preprocessing) for n in chosen])
 
 
-def time_interleaved(functions: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each function, measured round-robin after one warm-up."""
+def time_interleaved(functions: dict, repeats: int, window: float = 0.5) -> dict[str, float]:
+    """Median seconds per call of each function over ``repeats`` rounds, after one warm-up call.
+
+    In each round every function runs back to back for at least ``window`` seconds (as a caller
+    that uses one runtime repeatedly does), then the next: timing single calls round-robin would
+    charge every call with waking the runtime's threads and refilling caches after another
+    runtime ran, which at batch 1 is a large share of a call."""
     for function in functions.values():
         function()
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
+            calls, start = 0, time.perf_counter()
+            while True:
+                function()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= window:
+                    break
+            times[name].append(elapsed / calls)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -138,6 +151,9 @@ def speed(args: argparse.Namespace, images: torch.Tensor, calibration: torch.Ten
                 openvino[label] = OpenVINOVariant(reference, images, precision, hint)
         sessions = {p: InferenceSession(ours, precision=p, calibration=calibration if p == "int8" else None)
                     for p in args.precisions}
+        if not args.no_compile:  # the PyTorch runner compiled too, competing with the others in backend="auto"
+            sessions.update({f"{p} compile=True": InferenceSession(ours, precision=p, compile=True)
+                             for p in args.precisions if p != "int8"})
         for batch_size in args.batch_sizes:
             x = images[:batch_size]
             array = x.numpy()
@@ -159,7 +175,7 @@ def speed(args: argparse.Namespace, images: torch.Tensor, calibration: torch.Ten
                 per_call[label] = 1
                 outputs[label] = session.run(x)
             with torch.inference_mode():
-                seconds = time_interleaved(variants, args.repeats)
+                seconds = time_interleaved(variants, args.repeats, args.window)
             base = seconds["torchvision eager fp32"]
             for label, s in seconds.items():
                 s = s / per_call[label]
@@ -201,6 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 16])
     parser.add_argument("--precisions", type=lambda s: s.split(","), default=["fp32", "bf16", "int8"])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-compile", action="store_true", help="leave out the sessions with compile=True")
+    parser.add_argument("--window", type=float, default=0.5, help="seconds each variant runs per round")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--calibration", type=int, default=128, help="images for INT8 calibration")
@@ -212,7 +230,7 @@ def main(argv=None) -> int:
                         help="a smoke test: resnet18 at 64 px, batch 1 and 4, 2 rounds, small accuracy set")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.batch_sizes, args.repeats, args.image_size = ["resnet18"], [1, 4], 2, 64
+        args.models, args.batch_sizes, args.repeats, args.image_size, args.window = ["resnet18"], [1, 4], 2, 64, 0.05
         args.calibration, args.accuracy_images = 16, 200
     if not args.images.is_file():
         print(f"real images not found: {args.images}", file=sys.stderr)

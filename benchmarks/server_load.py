@@ -6,6 +6,8 @@ truncated JPEGs, a wrong content type, an oversized body) and reports throughput
 latency of the good requests, failures, and the batch sizes the server formed.
 
     python benchmarks/server_load.py --model resnet18 --clients 16 --requests 400 --max-seconds 120
+    python benchmarks/server_load.py --model resnet18 --weights imagenette --precision auto \
+        --calibration ../shared/datasets/imagenette-224-train.zip
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def build_requests(images: list[bytes], count: int, bad_every: int, max_body: in
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--weights", help="named or file weights for the server (default: random ones, saved to a "
+                                          "file)")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--compile", action="store_true", help="pass --compile to the server")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--calibration", help="--calibration DATA for the server (int8, auto)")
     parser.add_argument("--calibration-count", type=int, default=1000)
@@ -102,11 +107,15 @@ def main(argv=None) -> int:
         # a real checkpoint file on the command line, as a user would run it
         import resnets
 
-        weights = Path(tmp) / f"{args.model}.safetensors"
-        resnets.save_weights(resnets.create_model(args.model), weights)
+        weights = args.weights
+        if weights is None:
+            weights = Path(tmp) / f"{args.model}.safetensors"
+            resnets.save_weights(resnets.create_model(args.model), weights)
         command = [sys.executable, "-m", "resnets", "serve", args.model, "--weights", str(weights), "--host",
                    "127.0.0.1", "--port", str(port), "--backend", args.backend, "--precision", args.precision,
                    "--max-body-bytes", str(args.max_body_bytes)]
+        if args.compile:
+            command.append("--compile")
         if args.calibration:
             command += ["--calibration", args.calibration, "--calibration-count", str(args.calibration_count)]
         log = open(Path(tmp) / "server.log", "w+")
@@ -159,13 +168,16 @@ def main(argv=None) -> int:
     good_ok = [r for r in good if r[1] == 200]
     latencies = sorted(r[2] * 1000 for r in good_ok)
     bad_4xx = [r for r in bad if 400 <= r[1] < 500]
-    print(f"# resnets serve {args.model} (backend {health['backend']}, precision {health.get('precision')}, "
-          f"asked {args.precision}), {args.clients} clients, "
+    print(f"# resnets serve {args.model} (weights {args.weights or 'random'}, backend {health['backend']}, "
+          f"precision {health.get('precision')}, asked {args.precision}{', compiled' if args.compile else ''}), "
+          f"{args.clients} clients, "
           f"{len(results)} of {len(requests)} requests sent in {wall:.1f} s, {time.strftime('%Y-%m-%d')}")
     print(f"good requests: {len(good_ok)}/{len(good)} succeeded, {len(good_ok) / wall:.1f} images/s, "
-          f"latency p50 {statistics.median(latencies):.0f} ms, p99 {latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms")
+          f"latency p50 {statistics.median(latencies):.0f} ms, "
+          f"p99 {latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms")
     by_kind = Counter(f"{r[0][len('bad:'):]} -> {r[1]}" for r in bad)
-    print(f"bad requests: {len(bad_4xx)}/{len(bad)} answered 4xx ({', '.join(f'{k}: {n}' for k, n in sorted(by_kind.items()))})")
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(by_kind.items()))
+    print(f"bad requests: {len(bad_4xx)}/{len(bad)} answered 4xx ({kinds})")
     sizes = Counter(r[3] for r in good_ok)
     print(f"batch sizes formed by the server: {dict(sorted(sizes.items()))}; server healthy afterwards: {alive_after}")
     failed = len(good) - len(good_ok) + len(bad) - len(bad_4xx)

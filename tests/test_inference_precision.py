@@ -43,6 +43,20 @@ def _trained() -> nn.Module:
     return resnets.create_model("resnet20", weights=TRAINED).eval()
 
 
+def test_compiled_torch_backend_matches_the_model_at_two_batch_sizes():
+    model = _model()
+    session = InferenceSession(model, backend="torch", compile=True)
+    for batch_size in (4, 3):  # the second size recompiles with a symbolic batch dimension
+        x = torch.randn(batch_size, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x)
+        assert (session.run(x) - expected).abs().max().item() < 1e-4
+    runner = session._runners[("torch", "fp32")]
+    assert runner.compiled and runner._forward is not runner.model
+    assert session.metadata()["compiled"] is True
+    assert InferenceSession(model, backend="torch").metadata()["compiled"] is False
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", "auto"])
 def test_fp32_matches_the_model(backend):
     model = _model()

@@ -244,7 +244,7 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
 
 def _session(args: argparse.Namespace, **kwargs):
     config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
-                                  calibration_images=args.calibration_count)
+                                  calibration_images=args.calibration_count, compile=args.compile)
     session = deploy.InferenceSession(args.model, weights=_weights_to_use(args), calibration=args.calibration,
                                       config=config, **kwargs)
     for reason in session.refused.values():
@@ -389,6 +389,9 @@ def add_precision_options(parser: argparse.ArgumentParser, session: bool = True)
     if session:
         parser.add_argument("--calibration-count", type=int, default=CALIBRATION_IMAGES,
                             help="calibration images sampled from DATA (the accuracy check's set)")
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the PyTorch backend (faster after a compilation of seconds to a "
+                                 "minute at start)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """The runtimes an InferenceSession runs on, each at the precisions it computes well.
 
 =============  ====================================================================
-torch          the BN-folded model, channels_last; bf16 as bfloat16 weights and activations
+torch          the BN-folded model, channels_last; bf16 as bfloat16 weights and activations;
+               optionally torch.compile'd (inductor, weights frozen into the graph)
 onnxruntime    the ONNX export; int8 by ONNX Runtime's static quantiser (QDQ)
 openvino       the ONNX export read by OpenVINO; bf16 by its inference precision hint,
                int8 by NNCF's post-training quantisation (needs ``resnets[openvino]``)
@@ -70,22 +71,30 @@ def onnx_session(path: Union[str, os.PathLike], num_threads: Optional[int] = Non
 
 
 class TorchRunner:
-    """The prepared (BN-folded) model in PyTorch, fp32 or bf16, optionally channels_last."""
+    """The prepared (BN-folded) model in PyTorch, fp32 or bf16, optionally channels_last.
 
-    def __init__(self, model: nn.Module, precision: str, device: str = "cpu", channels_last: bool = True):
+    ``compile=True``: ``torch.compile`` with the inductor backend and the weights frozen into the
+    graph as constants (what lets inductor hand convolutions to oneDNN with pre-packed weights).
+    The first call compiles (seconds to a minute), a second batch size once more (then shapes
+    are symbolic); later calls run the compiled code."""
+
+    def __init__(self, model: nn.Module, precision: str, device: str = "cpu", channels_last: bool = True,
+                 compile: bool = False):
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.device = device
         self.channels_last = channels_last
         self.model = model.to(device=device, dtype=self.dtype)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.compiled = compile
+        self._forward = torch.compile(self.model, options={"freezing": True}) if compile else self.model
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self.model(x).float().cpu()
+            return self._forward(x).float().cpu()
 
 
 class OnnxRuntimeRunner:

@@ -1,7 +1,7 @@
 """The HTTP service: ``POST /predict``, ``GET /health``, ``GET /metadata``.
 
-Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together are run as one batch (dynamic batching): each request
-decodes its image in a worker thread, then waits on a queue that a single loop drains into
+Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together
+are run as one batch (dynamic batching): each request decodes its image in a worker thread, then waits on a queue that a single loop drains into
 batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
 
 A request body must arrive within ``read_timeout`` seconds (else 408 and the connection is

@@ -23,3 +23,30 @@ def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 300,
     """``python -m resnets *args``, its stdout and stderr captured as text (see :func:`cli_env` for ``threads``)."""
     return subprocess.run([*RESNETS, *args], capture_output=True, text=True, timeout=timeout,
                           env=cli_env(threads, env))
+
+
+def run_main(*args: str, threads: Optional[int] = 1) -> subprocess.CompletedProcess:
+    """``resnets *args`` through ``resnets.cli.main`` in this process (no interpreter start-up), its stdout and
+    stderr captured as text and its exit code as ``returncode``, as :func:`run_cli` gives them. For commands whose
+    test is about what they print and return, not about a process of their own (signals, environment, a second
+    process at once: use :func:`run_cli` for those). ``threads``: PyTorch's thread count during the call."""
+    import contextlib
+    import io
+
+    import torch
+
+    from resnets.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse's usage errors
+                code = exit.code if isinstance(exit.code, int) else 2
+    finally:
+        torch.set_num_threads(before)
+    return subprocess.CompletedProcess(["resnets", *args], code, out.getvalue(), err.getvalue())

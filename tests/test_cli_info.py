@@ -1,4 +1,4 @@
-"""`resnets list` and `resnets info`, run as a user runs them."""
+"""`resnets list` and `resnets info`: what they print and return (through the CLI's entry point, in this process)."""
 
 import json
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from cli_helpers import run_cli
+from cli_helpers import run_main
 import resnets
 from resnets.models.summary import count_macs
 
 
 def info_json(*args: str) -> dict:
-    result = run_cli("info", *args, "--json")
+    result = run_main("info", *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -59,7 +59,7 @@ def test_info_resnet20_macs():
 
 
 def test_info_table_and_input_size():
-    result = run_cli("info", "resnet18", "--input-size", "64")
+    result = run_main("info", "resnet18", "--input-size", "64")
     assert result.returncode == 0, result.stderr
     assert "| conv5_x | 2x2 | [3x3, 512; 3x3, 512] x 2 |" in result.stdout
     assert "parameters 11,689,512" in result.stdout
@@ -71,10 +71,10 @@ def test_count_macs_of_a_real_model_matches_the_formula():
 
 
 def test_list_and_errors():
-    result = run_cli("list", "plain*", "--json")
+    result = run_main("list", "plain*", "--json")
     assert result.returncode == 0
     assert [m["name"] for m in json.loads(result.stdout)] == resnets.list_models("plain*")
-    bad = run_cli("info", "resnet51")
+    bad = run_main("info", "resnet51")
     assert bad.returncode == 2 and "unknown model 'resnet51'" in bad.stderr
 
 

@@ -1,6 +1,5 @@
 """The two pipelines: augmentation, normalisation, resume contract, sharding, cache, build_loaders."""
 
-import os
 
 import numpy as np
 import pytest

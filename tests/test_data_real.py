@@ -1,7 +1,6 @@
 """The data layer on the real CIFAR-10 and Imagenette zips from ../shared/datasets (skipped where absent)."""
 
 import numpy as np
-import pytest
 import torch
 
 from resnets.data import build_loaders, resolve_source

@@ -14,7 +14,7 @@ import resnets  # noqa: E402
 from resnets.errors import UsageError  # noqa: E402
 from resnets.interpret import explain, faithfulness, hide_masks, target_layer  # noqa: E402
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_main  # noqa: E402
 from data_helpers import encode, random_rgb  # noqa: E402
 
 
@@ -125,8 +125,8 @@ def test_explain_command_writes_png_and_json(tmp_path):
     for name in ("a", "b"):
         (tmp_path / f"{name}.png").write_bytes(encode(random_rgb(rng, (40, 48))))
     out = tmp_path / "out"
-    result = run_cli("explain", "resnet20", "--weights", str(weights), str(tmp_path / "a.png"),
-                     str(tmp_path / "b.png"), "--out", str(out), "--method", "gradcam++")
+    result = run_main("explain", "resnet20", "--weights", str(weights), str(tmp_path / "a.png"),
+                      str(tmp_path / "b.png"), "--out", str(out), "--method", "gradcam++")
     assert result.returncode == 0, result.stderr
     for name in ("a", "b"):
         record = json.loads((out / f"{name}.json").read_text())
@@ -135,6 +135,6 @@ def test_explain_command_writes_png_and_json(tmp_path):
         assert set(record["faithfulness"]) == {"fraction", "whole", "top_hidden", "bottom_hidden", "random_hidden"}
         with Image.open(out / f"{name}.png") as image:
             assert image.format == "PNG" and image.width > 100
-    bad = run_cli("explain", "resnet20", "--weights", str(weights), str(tmp_path / "a.png"), "--out", str(out),
-                  "--method", "magic")
+    bad = run_main("explain", "resnet20", "--weights", str(weights), str(tmp_path / "a.png"), "--out", str(out),
+                   "--method", "magic")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "unknown method" in bad.stderr

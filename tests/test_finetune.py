@@ -74,7 +74,8 @@ def test_full_finetuning_trains_every_parameter_with_a_faster_head(tmp_path, pre
 def test_gradual_unfreezes_one_stage_at_a_time(tmp_path, pretrained):
     _, snapshots = run(tmp_path, pretrained, "gradual")
     # 8 steps, resnet20's three stages: layer3 from step 2, layer2 from 4, layer1 and the stem from 6
-    groups = [("fc",), ("fc", "layer3"), ("fc", "layer3", "layer2"), ("fc", "layer3", "layer2", "layer1", "conv1", "bn1")]
+    groups = [("fc",), ("fc", "layer3"), ("fc", "layer3", "layer2"),
+              ("fc", "layer3", "layer2", "layer1", "conv1", "bn1")]
     state_names = set(snapshots[1])
     for step in range(1, 9):
         expected = {n for n in state_names if n.split(".")[0] in groups[(step - 1) // 2]

@@ -183,7 +183,8 @@ def test_gradients_of_trained_runs(degradation_dir: Path, tmp_path: Path):
         assert by_key[(model, "training", 2)]["weight_grad_norm"] != by_key[(model, "training", 0)][
             "weight_grad_norm"]
     # the step-0 snapshot is the run's own initialisation, before any update
-    snapshot = create_model("resnet20", weights=str(degradation_dir / "runs/resnet20/snapshots/step-00000000.safetensors"))
+    first = degradation_dir / "runs/resnet20/snapshots/step-00000000.safetensors"
+    snapshot = create_model("resnet20", weights=str(first))
     config = json.loads((degradation_dir / "runs/resnet20/config.json").read_text())
     torch.manual_seed(config["seed"])
     fresh = create_model("resnet20", num_classes=10)

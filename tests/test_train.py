@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_helpers import RESNETS, cli_env, run_cli
+from cli_helpers import RESNETS, cli_env, run_cli, run_main
 from resnets import create_model
 from resnets.train import (
     Recipe,
@@ -45,7 +45,8 @@ def test_shipped_recipes_match_the_papers():
         (64000, 128, 0.1, 0.9, 1e-4)
     assert cifar.milestones == [32000, 48000] and cifar.gamma == 0.1 and cifar.val_size == 5000
     imagenet = load_recipe("paper-imagenet")
-    assert (imagenet.epochs, imagenet.batch_size, imagenet.milestones, imagenet.weight_decay) == (90, 256, [30, 60], 1e-4)
+    assert (imagenet.epochs, imagenet.batch_size, imagenet.milestones,
+            imagenet.weight_decay) == (90, 256, [30, 60], 1e-4)
     modern = load_recipe("modern")
     assert modern.schedule == "cosine" and modern.label_smoothing == 0.1 and modern.ema_decay > 0
     assert modern.no_weight_decay_on_norm_and_bias and modern.warmup > 0
@@ -200,7 +201,7 @@ def test_eval_reproduces_the_runs_validation_accuracy(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]
     png = tmp_path / "confusion.png"
-    result = run_cli("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
+    result = run_main("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
                      "--json", "--confusion", str(png), "--per-class")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
@@ -210,21 +211,21 @@ def test_eval_reproduces_the_runs_validation_accuracy(tmp_path):
     assert metrics["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(metrics["per_class_accuracy"]) == 10
-    through_onnx = run_cli("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
+    through_onnx = run_main("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
                            "--json", "--backend", "onnxruntime")
     assert through_onnx.returncode == 0, through_onnx.stderr
     onnx_metrics = json.loads(through_onnx.stdout)
     assert onnx_metrics["backend"] == "onnxruntime" and onnx_metrics["n"] == 64
     # the session computes in fp32: it matches the plain model evaluated in fp32 (the default, like the
     # run's own evaluations, is bf16 where the CPU has it)
-    fp32 = run_cli("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
+    fp32 = run_main("eval", "resnet20", "--weights", str(run_dir / "last.safetensors"), "--data", SYNTHETIC,
                    "--json", "--amp", "off")
     assert fp32.returncode == 0, fp32.stderr
     fp32_metrics = json.loads(fp32.stdout)
     assert fp32_metrics["amp"] == "off" and metrics["amp"] == json.loads((run_dir / "config.json").read_text())["amp"]
     assert abs(onnx_metrics["top1"] - fp32_metrics["top1"]) <= 100 / 64  # at most one borderline image differs
     assert onnx_metrics["loss"] == pytest.approx(fp32_metrics["loss"], rel=1e-3)
-    plotted = run_cli("plot", str(run_dir))
+    plotted = run_main("plot", str(run_dir))
     assert plotted.returncode == 0, plotted.stderr
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -236,7 +237,7 @@ def test_run_dir_of_another_model_is_refused_and_kept(tmp_path):
                    "--evaluations", "1", "--val-size", "64", "--out", str(run_dir)).returncode == 0
     before = tree_digest(run_dir)
     for args in (["plain20"], ["plain20", "--resume"], ["resnet20"]):
-        result = run_cli("train", *args, "--data", SYNTHETIC, "--out", str(run_dir))
+        result = run_main("train", *args, "--data", SYNTHETIC, "--out", str(run_dir))
         assert result.returncode == 2
         assert ("holds a run of 'resnet20'" in result.stderr) or ("pass --resume" in result.stderr)
     assert tree_digest(run_dir) == before

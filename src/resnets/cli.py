@@ -187,7 +187,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                         std=_floats(args.std, "--std"), device=args.device,
                                         confusion_png=args.confusion, per_class=args.per_class,
                                         num_workers=args.num_workers, amp=args.amp, backend=args.backend,
-                                        precision=args.precision, calibration=args.calibration)
+                                        precision=args.precision, calibration=args.calibration, cache_exports=True)
     if args.json:
         print(json.dumps(result))
     else:
@@ -244,7 +244,8 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
 
 def _session(args: argparse.Namespace, **kwargs):
     config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
-                                  calibration_images=args.calibration_count, compile=args.compile)
+                                  calibration_images=args.calibration_count, compile=args.compile,
+                                  cache_exports=True)
     session = deploy.InferenceSession(args.model, weights=_weights_to_use(args), calibration=args.calibration,
                                       config=config, **kwargs)
     for reason in session.refused.values():

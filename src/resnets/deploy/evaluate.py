@@ -19,7 +19,7 @@ from ..factory import create_model
 from ..train.evaluate import evaluate
 from ..train.precision import resolve_amp
 from .calibration import AccuracyCheck, compare_top1
-from .session import InferenceSession
+from .session import InferenceSession, SessionConfig
 
 
 def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object]:
@@ -42,7 +42,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
                         num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None,
-                        precision: Optional[str] = None, calibration: Optional[str] = None) -> dict:
+                        precision: Optional[str] = None, calibration: Optional[str] = None,
+                        cache_exports: bool = False) -> dict:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
@@ -55,7 +56,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     ``split_reason`` and ``n``.
 
     ``backend`` or ``precision`` evaluates through an InferenceSession; ``calibration`` (a data
-    source or folder, needed by int8 and auto) gives it the images to quantise and check on.
+    source or folder, needed by int8 and auto) gives it the images to quantise and check on;
+    ``cache_exports`` keeps its ONNX export for later calls (see ``export_cache``).
     """
     torch_device = resolve_device(device)  # before loading anything
     if precision is not None and backend is None:
@@ -90,7 +92,9 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     predictor: Union[nn.Module, Callable] = model
     session = None
     if backend is not None:
-        session = InferenceSession(model, backend=backend, precision=precision, device=device, calibration=calibration)
+        config = SessionConfig(backend=backend, precision=precision, device=str(torch_device),
+                               cache_exports=cache_exports)
+        session = InferenceSession(model, calibration=calibration, config=config)
         predictor = session.run
     batches = loader.epoch_batches(0)
     if session is not None and session.config.precision != "fp32":

@@ -26,6 +26,7 @@ from ..weights import load_weights
 from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load_images, top1_classes
 from .classes import resolve_class_names
 from .export import export_onnx
+from .export_cache import cached_export
 from .fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
 from .runtimes import (BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES, RUNTIMES,
@@ -44,6 +45,9 @@ class SessionConfig:
     # torch.compile the PyTorch runner (inductor, frozen weights): about 1.4x its eager speed on an
     # AMX CPU, for a compilation of seconds to a minute at the first batch
     compile: bool = False
+    # keep the ONNX export (for ONNX Runtime, OpenVINO) in $RESNETS_CACHE/onnx, keyed by the model's
+    # structure and weights, and reuse it in later sessions (the CLI turns this on)
+    cache_exports: bool = False
     num_threads: Optional[int] = None
     # timed runs per candidate when choosing (after one warm-up run)
     selection_repeats: int = 3
@@ -211,7 +215,10 @@ class InferenceSession:
     def _onnx_file(self) -> Path:
         if self._onnx is None:
             fp32 = copy.deepcopy(self._prepared).float().cpu().to(memory_format=torch.contiguous_format)
-            self._onnx = export_onnx(fp32, Path(self._workdir.name) / "fp32.onnx")
+            if self.config.cache_exports:
+                self._onnx = cached_export(fp32)
+            else:
+                self._onnx = export_onnx(fp32, Path(self._workdir.name) / "fp32.onnx")
         return self._onnx
 
     def _quantization_images(self) -> torch.Tensor:

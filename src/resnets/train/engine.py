@@ -40,6 +40,7 @@ from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
+from .distill import distillation_loss, load_teacher
 from .precision import autocast_context
 from .progress import Meter, Progress
 from .recipe import Recipe, learning_rate
@@ -141,6 +142,11 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    distillation = record.get("distillation")
+    teacher = None
+    if distillation is not None:
+        teacher = load_teacher(distillation["teacher"], distillation["weights"], num_classes=info.num_classes,
+                               channels=info.channels, mean=info.mean, std=info.std).to(device, channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, recipe, hook.lr_multipliers()), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -175,6 +181,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         net = torch.compile(net, mode=options.compile_mode)
     metadata = dict(run=str(out), recipe=record["recipe_name"], data=record["data"], split=info.split,
                     seed=seed, depth=depth, **hook.checkpoint_metadata())
+    if distillation is not None:
+        metadata["distilled_from"] = {**distillation, "weights": distillation["weights"] or "default"}
     if options.keep_snapshots and dist.is_main and start_step == 0:
         save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
@@ -200,6 +208,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                       f"{info.val_size} val images, {info.num_classes} classes, {total_steps} iterations of "
                       f"{recipe.batch_size} on {dist.world_size} x {device} in {'fp32' if amp == 'off' else amp}"
                       + (", channels-last" if channels_last else "")
+                      + (f", distilling from {distillation['teacher']} ({distillation['weights'] or 'default weights'}"
+                         f", alpha {distillation['alpha']:g}, T {distillation['temperature']:g})" if teacher else "")
                       + (f", resuming at step {start_step}" if start_step else ""))
         if leftovers:
             progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
@@ -221,7 +231,13 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     with _bn_statistics_frozen(model, part > 0), dist.no_sync_unless(net, part == micro_batches - 1), \
                             autocast_context(device, amp):
                         logits = net(x)
-                    loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
+                        teacher_logits = teacher(x) if teacher is not None else None
+                    if teacher_logits is None:
+                        loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
+                    else:
+                        loss = distillation_loss(logits.float(), teacher_logits.float(), t,
+                                                 alpha=distillation["alpha"], temperature=distillation["temperature"],
+                                                 label_smoothing=recipe.label_smoothing)
                     scaler.scale(loss / micro_batches).backward()
                     meter.add(loss, logits, y)
                 scaler.step(optimizer)

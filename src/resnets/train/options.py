@@ -68,6 +68,13 @@ class TrainOptions:
                                 flag="--model-arg")
     num_workers: Optional[int] = option(help="data loader workers (large images)")
     cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
+    # knowledge distillation: a trained teacher's softened predictions as a second target
+    teacher: Optional[str] = option(help="distil from this trained model (e.g. resnet56), its weights from "
+                                         "--teacher-weights")
+    teacher_weights: Optional[str] = option(help="the teacher's weights: named (cifar10), a file, a URL or hf-hub: "
+                                                 "(default: its default named weights)")
+    distill_alpha: Optional[float] = option(help="weight of the teacher's soft target in the loss (default 0.5)")
+    distill_temperature: Optional[float] = option(help="softmax temperature of the soft targets (default 4)")
     tensorboard: bool = option(False, help="also write TensorBoard logs")
     # the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to the
     # checkpoint's weights, so no extra write), for studies of how a network changes as it trains
@@ -97,6 +104,13 @@ class TrainOptions:
         for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
+                                                                 self.distill_temperature)):
+            raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
+        if self.distill_alpha is not None and not 0 < self.distill_alpha <= 1:
+            raise UsageError(f"--distill-alpha must lie in (0, 1], got {self.distill_alpha}")
+        if self.distill_temperature is not None and not 0 < self.distill_temperature < float("inf"):
+            raise UsageError(f"--distill-temperature must be a positive number, got {self.distill_temperature}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 

@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 import torch
 
 from .checkpoint import RunDirError, last_checkpoint, read_config
+from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .options import TrainOptions
 from .precision import resolve_amp, resolve_channels_last
 from .recipe import Recipe, load_recipe
@@ -55,7 +56,8 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                  "world_size": world_size, "model_kwargs": options.model_kwargs or None,
                  "amp": resolve_amp(options.amp, device) if options.amp != "auto" else None,
                  "channels_last": options.channels_last,
-                 "transfer": options.hook.record() if options.hook is not None else None}
+                 "transfer": options.hook.record() if options.hook is not None else None,
+                 "distillation": distillation_record(options)}
         clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
                    if v is not None and recorded.get(k) != v]
         recipe = build_recipe(options, base=recorded["recipe"])
@@ -79,8 +81,19 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                   micro_batches=options.micro_batches or 1, world_size=world_size,
                   model_kwargs=options.model_kwargs or {}, amp=amp,
                   channels_last=resolve_channels_last(options.channels_last, amp, device),
-                  transfer=options.hook.record() if options.hook is not None else None)
+                  transfer=options.hook.record() if options.hook is not None else None,
+                  distillation=distillation_record(options))
     return record, None
+
+
+def distillation_record(options: TrainOptions) -> Optional[dict]:
+    """The teacher and the loss's settings as config.json keeps them; None without --teacher."""
+    if options.teacher is None:
+        return None
+    return {"teacher": options.teacher, "weights": options.teacher_weights,
+            "alpha": options.distill_alpha if options.distill_alpha is not None else DEFAULT_ALPHA,
+            "temperature": options.distill_temperature if options.distill_temperature is not None
+            else DEFAULT_TEMPERATURE}
 
 
 @contextlib.contextmanager

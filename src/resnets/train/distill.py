@@ -1,0 +1,81 @@
+"""Knowledge distillation (Hinton, Vinyals and Dean, 2015): a trained teacher's softened
+predictions as a second target for the network being trained.
+
+The loss of a step is ``(1 - alpha) * CE(student, labels) + alpha * T^2 * KL(teacher_T || student_T)``,
+where ``_T`` is a softmax at temperature ``T`` (the ``T^2`` keeps the soft term's gradients on the
+scale of the hard one's as ``T`` changes). The teacher sees the same augmented images as the
+student, re-normalised from the student's mean and std to its own, so a teacher trained with
+other normalisation statistics is fed as it was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+
+DEFAULT_ALPHA = 0.5
+DEFAULT_TEMPERATURE = 4.0
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *, alpha: float,
+                      temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The blended loss of a batch; ``targets`` are class indices or per-class probabilities (mixup)."""
+    hard = F.cross_entropy(student, targets, label_smoothing=label_smoothing)
+    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
+    return (1.0 - alpha) * hard + alpha * soft
+
+
+class Teacher:
+    """A frozen model in eval mode that takes the student's normalised images."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        self.model = model.eval().requires_grad_(False)
+        own = model.preprocessing
+        student_mean, student_std = torch.tensor(mean), torch.tensor(std)
+        teacher_mean, teacher_std = torch.tensor(own.mean), torch.tensor(own.std)
+        # x_teacher = (x * std_s + mean_s - mean_t) / std_t, one affine map per channel
+        self.scale = (student_std / teacher_std).view(1, -1, 1, 1)
+        self.shift = ((student_mean - teacher_mean) / teacher_std).view(1, -1, 1, 1)
+
+    def to(self, device: torch.device, channels_last: bool = False) -> "Teacher":
+        self.model.to(device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.scale, self.shift = self.scale.to(device), self.shift.to(device)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(images * self.scale.to(images.dtype) + self.shift.to(images.dtype))
+
+
+def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, channels: int,
+                 mean: Sequence[float], std: Sequence[float]) -> Teacher:
+    """The teacher ``model_name`` with ``weights`` (named, a file, a URL or hf-hub:; default: the
+    model's default named weights), checked against the data the student trains on."""
+    from ..factory import create_model
+    from ..weights.named import default_weights
+
+    if weights is None:
+        named = default_weights(model_name)
+        if named is None:
+            raise UsageError(f"--teacher {model_name} has no named weights; pass --teacher-weights with a "
+                             f"trained checkpoint")
+        weights = named.tag
+    model = create_model(model_name, weights=weights)
+    if model.num_classes != num_classes:
+        raise UsageError(f"the teacher {model_name} ({weights}) predicts {model.num_classes} classes, the data has "
+                         f"{num_classes}; distil from a teacher trained on the same classes")
+    if model.preprocessing.input_size[0] != channels:
+        raise UsageError(f"the teacher {model_name} ({weights}) takes {model.preprocessing.input_size[0]}-channel "
+                         f"images, the data has {channels} channels")
+    return Teacher(model, mean, std)
+
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "distillation_loss", "load_teacher"]

@@ -488,7 +488,8 @@ def _scan_folder(root: Path) -> tuple[dict[str, tuple], dict[str, str], list[tup
 
 
 _SYNTHETIC = re.compile(r"^synthetic:(?:(\d+)x)?(\d+)x(\d+):(\d+):(\d+)(?::(\d+))?$")
-SYNTHETIC_SYNTAX = "synthetic:[C x]HxW:CLASSES:SIZE[:SEED], e.g. synthetic:32x32:10:5000 or synthetic:3x224x224:1000:512:7"
+SYNTHETIC_SYNTAX = ("synthetic:[C x]HxW:CLASSES:SIZE[:SEED], e.g. synthetic:32x32:10:5000 or "
+                    "synthetic:3x224x224:1000:512:7")
 
 
 class SyntheticSource(ImageSource):

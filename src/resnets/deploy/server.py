@@ -1,8 +1,9 @@
 """The HTTP service: ``POST /predict``, ``GET /health``, ``GET /metadata``.
 
 Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart). Requests that arrive together
-are run as one batch (dynamic batching): each request decodes its image in a worker thread, then waits on a queue that a single loop drains into
-batches of at most ``max_batch_size``, waiting at most ``max_wait_ms`` for company.
+are run as one batch (dynamic batching): each request decodes its image in a worker thread,
+then waits on a queue that a single loop drains into batches of at most ``max_batch_size``,
+waiting at most ``max_wait_ms`` for company.
 
 A request body must arrive within ``read_timeout`` seconds (else 408 and the connection is
 closed), and at most ``max_concurrent`` predictions are in progress at once (more get 503 at

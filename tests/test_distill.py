@@ -116,3 +116,20 @@ def test_teacher_errors_are_one_line(tmp_path):
                       "--teacher-weights", _teacher_file(tmp_path, num_classes=7), "--no-progress")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "predicts 7 classes, the data has 10" in result.stderr
+
+
+def test_a_teacher_trained_with_another_split_of_the_same_data_is_warned_about(tmp_path):
+    first = tmp_path / "first"
+    train(_options(first, iterations=2, evaluations=1))
+    split = json.loads((first / "config.json").read_text())["split"]
+    teacher = randomise_bn(resnets.create_model("resnet20"))
+    logs = {}
+    for name, val_digest in (("same", split["val_digest"]), ("other", "0123456789abcdef")):
+        path = tmp_path / f"{name}.safetensors"
+        resnets.save_weights(teacher, path, metadata={"split": {**split, "val_digest": val_digest, "seed": 7}})
+        options = _options(tmp_path / f"run-{name}", iterations=2, evaluations=1, teacher="resnet20",
+                           teacher_weights=str(path))
+        train(options)
+        logs[name] = options.log.getvalue()
+    assert "another validation split" not in logs["same"]
+    assert "another validation split (seed 7, 64 images)" in logs["other"]

@@ -78,4 +78,19 @@ def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, c
     return Teacher(model, mean, std)
 
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "distillation_loss", "load_teacher"]
+def split_notice(teacher: Teacher, split: Optional[dict]) -> Optional[str]:
+    """A warning when the teacher was trained on the same data with another validation split: its
+    training images may then include this run's validation images, whose accuracy would be
+    optimistic. None where the splits agree, or the teacher's data is other data or unrecorded."""
+    info = getattr(teacher.model, "checkpoint_info", None)
+    own = info.metadata.get("split") if info is not None else None
+    if not isinstance(own, dict) or not split or not split.get("val_size"):
+        return None
+    if own.get("fingerprint") != split.get("fingerprint") or own.get("val_digest") == split.get("val_digest"):
+        return None
+    return ("warning: the teacher was trained on this data with another validation split (seed "
+            f"{own.get('seed')}, {own.get('val_size')} images); it may have seen this run's validation images, "
+            "so validation accuracy can be optimistic: use the teacher's split (--seed) for honest numbers")
+
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "distillation_loss", "load_teacher", "split_notice"]

@@ -40,7 +40,7 @@ from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
-from .distill import distillation_loss, load_teacher
+from .distill import distillation_loss, load_teacher, split_notice
 from .precision import autocast_context
 from .progress import Meter, Progress
 from .recipe import Recipe, learning_rate
@@ -211,6 +211,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                       + (f", distilling from {distillation['teacher']} ({distillation['weights'] or 'default weights'}"
                          f", alpha {distillation['alpha']:g}, T {distillation['temperature']:g})" if teacher else "")
                       + (f", resuming at step {start_step}" if start_step else ""))
+        notice = split_notice(teacher, info.split) if teacher is not None else None
+        if notice:
+            progress.line(notice)
         if leftovers:
             progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
                           f"{', '.join(p.name for p in leftovers[:4])}{', ...' if len(leftovers) > 4 else ''}")

@@ -260,3 +260,13 @@ def test_features_of_large_images_leave_out_unreadable_files_by_name(tmp_path, p
     assert result.features.shape == (5, 64) and result.labels.tolist() == [0, 0, 1, 1, 1]
     assert [Path(f).parent.name + "/" + Path(f).name for f in result.files] == \
         ["a/000.png", "a/002.png", "b/000.png", "b/001.png", "b/002.png"]
+
+
+def test_distilling_a_linear_probe_is_refused_in_one_line(tmp_path, pretrained, capsys):
+    # a linear probe trains on cached features: there are no images for a teacher to see
+    data = write_images(tmp_path / "shop", {"bolts": 8, "nuts": 8, "washers": 8})
+    code = main(["finetune", "resnet20", "--weights", str(pretrained), "--data", str(data), "--out",
+                 str(tmp_path / "run"), "--strategy", "linear-probe", "--iterations", "2", "--batch-size", "8",
+                 "--val-size", "4", "--no-progress", "--teacher", "resnet20", "--teacher-weights", str(pretrained)])
+    err = capsys.readouterr().err
+    assert code == 2 and "distillation needs the images themselves" in err and len(err.strip().splitlines()) == 1

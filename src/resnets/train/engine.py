@@ -176,6 +176,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
 
     train_loader, val_loader, trained = hook.loaders(model, train_loader, val_loader, run_dir=out,
                                                      batch_size=recipe.batch_size, seed=seed)
+    if teacher is not None and trained is not model:
+        raise UsageError("distillation needs the images themselves, and this run trains on cached features "
+                         "(a linear probe); leave out --teacher or train more than the classifier")
     net = dist.wrap(trained) if trained is model else trained
     if options.compile or options.compile_mode:
         net = torch.compile(net, mode=options.compile_mode)

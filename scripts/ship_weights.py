@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     target = files / f"{stem}.safetensors"
     model = create_model(model_name, weights=str(args.run_dir / "last.safetensors"))
     metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
-                if key in ("split", "seed", "step", "depth", "recipe")}
+                if key in ("split", "seed", "step", "depth", "recipe", "distilled_from")}
     metadata["data"] = args.data_name
     if args.eval_size or args.crop_pct:
         from dataclasses import replace
@@ -126,7 +126,9 @@ def main(argv=None) -> int:
             "data": args.data_name, "train_images": None, "val_images": scores["n"],
             "split": config["split"], "recipe_name": config.get("recipe_name"), "recipe": recipe,
             "command": args.command or (f"resnets train {model_name} --data {args.data_name} "
-                                        f"--recipe {config.get('recipe_name')} --seed {config['seed']}"),
+                                        f"--recipe {config.get('recipe_name')} --seed {config['seed']}"
+                                        + _teacher_flags(config.get("distillation"))),
+            "distilled_from": config.get("distillation"),
             "iterations": last["step"], "epochs": last["epoch"],
             "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
             "wall_time_s": round(facts["train_seconds"]), "machine": machine(),
@@ -139,6 +141,20 @@ def main(argv=None) -> int:
     (cards / f"{stem}.md").write_text(markdown_card(card))
     print(json.dumps({"name": name, "sha256": card["sha256"], "val_top1": scores["top1"], "n": scores["n"]}))
     return 0
+
+
+def _teacher_flags(distillation) -> str:
+    """The distillation flags of the training command, as config.json recorded them."""
+    if not distillation:
+        return ""
+    weights = f" --teacher-weights {distillation['weights']}" if distillation.get("weights") else ""
+    return (f" --teacher {distillation['teacher']}{weights} --distill-alpha {distillation['alpha']:g}"
+            f" --distill-temperature {distillation['temperature']:g}")
+
+
+def _distilled_row(distillation: dict) -> str:
+    return (f"| distilled from | {distillation['teacher']} ({distillation.get('weights') or 'its default weights'}), "
+            f"alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
 
 
 def markdown_card(card: dict) -> str:
@@ -155,6 +171,7 @@ def markdown_card(card: dict) -> str:
         f"| measured with | `{val['command']}` |",
         f"| training data | {training['data']}: {training['train_images']:,} training images |",
         f"| recipe | `{training['recipe_name']}` (`resnets train --recipe {training['recipe_name']}`) |",
+        *([_distilled_row(training["distilled_from"])] if training.get("distilled_from") else []),
         f"| command | `{training['command']}` |",
         f"| length | {training['iterations']:,} iterations, {training['epochs']:g} epochs |",
         f"| final training error | {training['final_train_error']} % |",

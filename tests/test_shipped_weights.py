@@ -110,8 +110,10 @@ def _ship(*args: str) -> tuple[int, str]:
 @pytest.mark.slow
 def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path):
     run = tmp_path / "run"
+    teacher = tmp_path / "teacher.safetensors"  # a distilled run: its teacher reaches the card
+    resnets.save_weights(resnets.create_model("resnet20"), teacher)
     result = run_main("train", "resnet20", "--iterations", "4", "--evaluations", "1", "--batch-size", "32",
-                      "--out", str(run), "--no-progress")
+                      "--out", str(run), "--no-progress", "--teacher", "resnet20", "--teacher-weights", str(teacher))
     assert result.returncode == 0, result.stderr
     script = [str(run), "--tag", "sample", "--data-name", "sample:cifar10", "--data", "sample:cifar10",
               "--classes", "cifar10", "--files-dir", str(tmp_path / "files"), "--cards-dir", str(tmp_path / "cards")]
@@ -120,7 +122,11 @@ def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path
     card = json.loads((tmp_path / "files" / "resnet20-sample.json").read_text())
     assert card["sha256"] == sha256_file(tmp_path / "files" / "resnet20-sample.safetensors")
     assert card["training"]["iterations"] == 4 and card["val"]["n"] == 400
-    assert "resnet20.sample" in (tmp_path / "cards" / "resnet20-sample.md").read_text()
+    markdown = (tmp_path / "cards" / "resnet20-sample.md").read_text()
+    assert "resnet20.sample" in markdown
+    assert card["training"]["distilled_from"]["teacher"] == "resnet20"
+    assert f"--teacher resnet20 --teacher-weights {teacher} --distill-alpha 0.5" in card["training"]["command"]
+    assert f"| distilled from | resnet20 ({teacher}), alpha 0.5, temperature 4 |" in markdown
     model = resnets.create_model("resnet20", weights=str(tmp_path / "files" / "resnet20-sample.safetensors"))
     trained = resnets.create_model("resnet20", weights=str(run / "last.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))

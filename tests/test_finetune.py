@@ -270,3 +270,4 @@ def test_distilling_a_linear_probe_is_refused_in_one_line(tmp_path, pretrained, 
                  "--val-size", "4", "--no-progress", "--teacher", "resnet20", "--teacher-weights", str(pretrained)])
     err = capsys.readouterr().err
     assert code == 2 and "distillation needs the images themselves" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before anything was computed or written

@@ -75,6 +75,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     device = dist.device
     hook = options.hook or TrainHook()
     record, checkpoint = resolve_run(options, dist.world_size, device)
+    if record.get("distillation") is not None and not hook.feeds_images():
+        raise UsageError("distillation needs the images themselves, and this run trains on cached features "
+                         "(a linear probe); leave out --teacher or train more than the classifier")
     amp, channels_last = record["amp"], record["channels_last"]
     writer_class = _tensorboard_writer() if options.tensorboard else None
     recipe = Recipe(**record["recipe"])
@@ -176,9 +179,6 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
 
     train_loader, val_loader, trained = hook.loaders(model, train_loader, val_loader, run_dir=out,
                                                      batch_size=recipe.batch_size, seed=seed)
-    if teacher is not None and trained is not model:
-        raise UsageError("distillation needs the images themselves, and this run trains on cached features "
-                         "(a linear probe); leave out --teacher or train more than the classifier")
     net = dist.wrap(trained) if trained is model else trained
     if options.compile or options.compile_mode:
         net = torch.compile(net, mode=options.compile_mode)
@@ -238,7 +238,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                             autocast_context(device, amp):
                         logits = net(x)
                         teacher_logits = teacher(x) if teacher is not None else None
-                    if teacher_logits is None:
+                    if teacher is None:
                         loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
                     else:
                         loss = distillation_loss(logits.float(), teacher_logits.float(), t,

@@ -45,6 +45,11 @@ class TrainHook:
         """``{module prefix: learning-rate multiplier}`` for the optimiser's parameter groups."""
         return {}
 
+    def feeds_images(self) -> bool:
+        """Whether the steps see image batches (False: ``loaders`` hands them features instead), asked
+        before anything is read or written."""
+        return True
+
     def loaders(self, model: nn.Module, train_loader: Any, val_loader: Any, *, run_dir: Path, batch_size: int,
                 seed: int) -> tuple[Any, Any, nn.Module]:
         """The loaders the steps use and the module they run through (the model itself, or a

@@ -49,6 +49,9 @@ class Transfer(TrainHook):
         # cached features are computed once, so a linear probe sees every image unaugmented
         return dict(augment=False, drop_last=False) if self.cache_features else {}
 
+    def feeds_images(self) -> bool:
+        return not self.cache_features
+
     def initial_model(self, arch: str, model_kwargs: dict) -> Optional[nn.Module]:
         if not self.init_weights:
             return None

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     from resnets import create_model
     from resnets.deploy.evaluate import evaluate_checkpoint
     from resnets.models.summary import count_macs
+    from resnets.train.checkpoint import read_sessions
     from resnets.weights.formats import save_weights
 
     facts = run_facts(args.run_dir)
@@ -132,6 +133,7 @@ def main(argv=None) -> int:
             "iterations": last["step"], "epochs": last["epoch"],
             "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
             "wall_time_s": round(facts["train_seconds"]), "machine": machine(),
+            "sessions": read_sessions(args.run_dir),
         },
         "shipped": datetime.date.today().isoformat(), "license": "Apache-2.0", "notes": args.notes,
     }
@@ -157,6 +159,16 @@ def _distilled_row(distillation: dict) -> str:
             f"alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
 
 
+def _sessions_row(sessions: list) -> str:
+    """How the run was split over sessions (its sessions.jsonl), e.g. a resume that added --compile."""
+    def one(session):
+        settings = [f"{session['threads']} threads", f"torch {session['torch']}"]
+        if session.get("compile"):
+            settings.insert(0, "compiled" + (f" ({session['compile_mode']})" if session.get("compile_mode") else ""))
+        return f"from step {session['from_step']:,} on {session['started'][:10]} ({', '.join(settings)})"
+    return f"| sessions | {len(sessions)}: " + "; ".join(one(s) for s in sessions) + " |"
+
+
 def markdown_card(card: dict) -> str:
     training, val = card["training"], card["val"]
     hours = training["wall_time_s"] / 3600
@@ -174,6 +186,7 @@ def markdown_card(card: dict) -> str:
         *([_distilled_row(training["distilled_from"])] if training.get("distilled_from") else []),
         f"| command | `{training['command']}` |",
         f"| length | {training['iterations']:,} iterations, {training['epochs']:g} epochs |",
+        *([_sessions_row(training["sessions"])] if training.get("sessions") else []),
         f"| final training error | {training['final_train_error']} % |",
         f"| training time | {hours:.1f} h ({training['wall_time_s']:,} s, as the engine measured it) |",
         f"| machine | {training['machine']} |",

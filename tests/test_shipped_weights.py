@@ -127,6 +127,8 @@ def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path
     assert card["training"]["distilled_from"]["teacher"] == "resnet20"
     assert f"--teacher resnet20 --teacher-weights {teacher} --distill-alpha 0.5" in card["training"]["command"]
     assert f"| distilled from | resnet20 ({teacher}), alpha 0.5, temperature 4 |" in markdown
+    (session,) = card["training"]["sessions"]  # the run's one start, from its sessions.jsonl
+    assert session["from_step"] == 0 and f"| sessions | 1: from step 0 on {session['started'][:10]} (" in markdown
     model = resnets.create_model("resnet20", weights=str(tmp_path / "files" / "resnet20-sample.safetensors"))
     trained = resnets.create_model("resnet20", weights=str(run / "last.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))

@@ -26,6 +26,7 @@ from resnets.train import (
     learning_rate,
     train,
 )
+from resnets.train.checkpoint import read_sessions
 from resnets.train.recipe import list_recipes, load_recipe
 
 SYNTHETIC = "synthetic:32x32:10:384"
@@ -131,8 +132,10 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     else:
         pytest.fail("no kill landed while the run was training")
     assert process.returncode == -signal.SIGKILL
+    killed_at = 0
     if (killed_run / "last.json").exists():
-        assert json.loads((killed_run / "last.json").read_text())["step"] < 24
+        killed_at = json.loads((killed_run / "last.json").read_text())["step"]
+        assert killed_at < 24
 
     resumed = run_cli("train", "resnet20", *SMALL_RUN, "--out", str(killed_run), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -145,6 +148,11 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
     assert [r["step"] for r in rows] == [r["step"] for r in reference_rows]
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in reference_rows]
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in reference_rows]
+    # each start and resume is logged with the step it started from
+    (started,) = read_sessions(reference)
+    assert started["from_step"] == 0 and started["compile"] is False and started["threads"] >= 1
+    sessions = read_sessions(killed_run)
+    assert sessions[0]["from_step"] == 0 and sessions[-1]["from_step"] == killed_at
 
 
 @pytest.mark.slow

@@ -4,6 +4,9 @@ A run directory holds::
 
     config.json                      what the run is (model, recipe, data, split, seed, ...)
     metrics.jsonl                    one line per evaluation
+    sessions.jsonl                   one line per start or resume: when, from which step, and what
+                                     may differ between sessions without changing the run (compile,
+                                     threads, versions)
     checkpoints/step-<N>.safetensors the weights (with preprocessing and class names)
     checkpoints/step-<N>.state.pt    optimiser, step, RNG states, EMA, data position
     last.json                        which checkpoint is the last complete one
@@ -44,6 +47,24 @@ def read_config(run_dir: Path) -> Optional[dict]:
 
 def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def append_session(run_dir: Path, session: dict) -> None:
+    """Add one line to ``sessions.jsonl``: a start or a resume of the run. Rewritten whole and atomically,
+    so a kill leaves the old file or the new one."""
+    path = run_dir / "sessions.jsonl"
+    previous = path.read_text() if path.exists() else ""
+    if previous and not previous.endswith("\n"):
+        previous += "\n"
+    atomic_write_text(path, previous + json.dumps(session, sort_keys=True) + "\n")
+
+
+def read_sessions(run_dir: Path) -> list[dict]:
+    """The starts and resumes of a run (empty for runs older than the log)."""
+    path = Path(run_dir) / "sessions.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _step_name(step: int, suffix: str) -> str:

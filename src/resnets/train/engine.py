@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import math
 import os
 import signal
@@ -34,8 +35,9 @@ from ..errors import ResnetsError, UsageError
 from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
-from .checkpoint import (append_metrics, clean_run_dir, keep_snapshot, last_checkpoint, load_checkpoint_state,
-                         save_best, save_checkpoint, save_initial_snapshot, truncate_metrics, write_config)
+from .checkpoint import (append_metrics, append_session, clean_run_dir, keep_snapshot, last_checkpoint,
+                         load_checkpoint_state, save_best, save_checkpoint, save_initial_snapshot, truncate_metrics,
+                         write_config)
 from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
@@ -68,6 +70,17 @@ def train(options: TrainOptions) -> dict:
             return _train(options, dist)
     finally:
         dist.close()
+
+
+def _session_record(options: TrainOptions, dist: Distributed, start_step: int) -> dict:
+    """What sessions.jsonl keeps of this start or resume: the settings that may change between the
+    sessions of one run without changing what it computes in principle (compilation, threads, versions)."""
+    from .. import __version__
+
+    return dict(started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                from_step=start_step, compile=bool(options.compile or options.compile_mode),
+                compile_mode=options.compile_mode, threads=torch.get_num_threads(), world_size=dist.world_size,
+                device=dist.device.type, torch=torch.__version__, resnets=__version__)
 
 
 def _train(options: TrainOptions, dist: Distributed) -> dict:
@@ -171,6 +184,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         leftovers = clean_run_dir(out)  # half-written files of a killed or disk-full run; the lock is ours
         write_config(out, record)
+        append_session(out, _session_record(options, dist, start_step))
         if checkpoint is not None:
             truncate_metrics(out, start_step)
             if options.keep_snapshots:  # a kill may have landed between the checkpoint and its snapshot

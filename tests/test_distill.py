@@ -53,6 +53,10 @@ def test_teacher_gets_images_in_its_own_normalisation():
         expected = model((raw - own_mean.view(1, 3, 1, 1)) / own_std.view(1, 3, 1, 1))
     assert (teacher(as_student) - expected).abs().max().item() < 1e-4
     assert not any(p.requires_grad for p in teacher.model.parameters())
+    # with --compile the teacher runs compiled, on the same normalisation
+    teacher.compile()
+    assert (teacher(as_student) - expected).abs().max().item() < 1e-4
+    assert teacher._forward is not teacher.model
 
 
 def _teacher_file(tmp_path, num_classes=10):

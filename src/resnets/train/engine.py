@@ -196,6 +196,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     net = dist.wrap(trained) if trained is model else trained
     if options.compile or options.compile_mode:
         net = torch.compile(net, mode=options.compile_mode)
+        if teacher is not None:
+            teacher.compile(options.compile_mode)
     metadata = dict(run=str(out), recipe=record["recipe_name"], data=record["data"], split=info.split,
                     seed=seed, depth=depth, **hook.checkpoint_metadata())
     if distillation is not None:

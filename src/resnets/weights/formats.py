@@ -25,7 +25,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import nn
@@ -54,6 +54,7 @@ LAYOUT_PREPROCESSING = {
 REPOSITORY_PREFIXES = ("hf-hub:", "local-dir:")
 # prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
 _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
+V = TypeVar("V")
 
 
 class CheckpointError(UsageError):
@@ -164,11 +165,18 @@ def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
 
 
+def strip_prefixes(mapping: dict[str, V]) -> dict[str, V]:
+    """``mapping`` without the key prefix that wrappers add to every key (``module.`` of DDP, ``model.``,
+    ``_orig_mod.`` of torch.compile): tensors of a state dict, or their shapes read from a header."""
+    for prefix in _STRIPPABLE_PREFIXES:
+        if mapping and all(k.startswith(prefix) for k in mapping):
+            mapping = {k[len(prefix):]: v for k, v in mapping.items()}
+    return mapping
+
+
 def _to_our_layout(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """Map foreign key names onto torchvision's (ours); returns the dict and the layout name."""
-    for prefix in _STRIPPABLE_PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    state_dict = strip_prefixes(state_dict)
     layout = "torchvision"
     if "linear.weight" in state_dict and "fc.weight" not in state_dict:
         # pytorch_resnet_cifar10 names its classifier ``linear``

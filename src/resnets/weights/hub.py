@@ -36,8 +36,8 @@ from ..download import check_digest, expected_sha256, offline_from_env
 from ..errors import MissingFileError, UsageError, missing_dependency
 from ..models import Preprocessing, ResNet, get_model_spec
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
-from .formats import (_STRIPPABLE_PREFIXES, FORMAT_NAME, FORMAT_VERSION, REPOSITORY_PREFIXES, CheckpointError,
-                      CheckpointInfo, detect_format, load_checkpoint, save_weights)
+from .formats import (FORMAT_NAME, FORMAT_VERSION, REPOSITORY_PREFIXES, CheckpointError,
+                      CheckpointInfo, detect_format, load_checkpoint, save_weights, strip_prefixes)
 from .named import Weights, get_weights, model_card
 
 HUB_PREFIX, LOCAL_PREFIX = REPOSITORY_PREFIXES
@@ -338,14 +338,7 @@ def _check_weights_header(repository: Repository) -> None:
             shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     except SafetensorError as error:
         raise CheckpointError(f"{repository.spec}: cannot read {path.name}: {error}") from None
-    _check_shapes(repository, _strip_prefixes(shapes))
-
-
-def _strip_prefixes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    for prefix in _STRIPPABLE_PREFIXES:  # as the readers undo them
-        if shapes and all(k.startswith(prefix) for k in shapes):
-            shapes = {k[len(prefix):]: v for k, v in shapes.items()}
-    return shapes
+    _check_shapes(repository, strip_prefixes(shapes))  # as the readers undo them
 
 
 def _check_state_dict(repository: Repository, state_dict: dict[str, torch.Tensor]) -> None:

@@ -2,6 +2,7 @@
 and the ``resnets explain`` command."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 pytest.importorskip("pytorch_grad_cam")
 
 import resnets  # noqa: E402
-from resnets.errors import UsageError  # noqa: E402
+from resnets.errors import MissingDependencyError, UsageError  # noqa: E402
 from resnets.interpret import explain, faithfulness, hide_masks, target_layer  # noqa: E402
 
 from cli_helpers import run_main  # noqa: E402
@@ -57,6 +58,15 @@ def test_explain_refuses_bad_input():
         explain(model, torch.randn(3, 32, 32))
     with pytest.raises(UsageError, match="outside 0..9"):
         explain(model, torch.randn(1, 3, 32, 32), targets=[10])
+
+
+def test_explain_without_grad_cam_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # as where grad-cam is not installed
+    model = resnets.create_model("resnet20", num_classes=10)
+    with pytest.raises(MissingDependencyError) as raised:
+        explain(model, torch.randn(1, 3, 32, 32))
+    assert str(raised.value) == ("an explanation needs the optional module 'pytorch_grad_cam', which is not installed: "
+                                 'pip install "resnets[explain]"')
 
 
 def test_hide_masks_rank_the_heatmap():

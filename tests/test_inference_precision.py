@@ -155,10 +155,10 @@ def test_missing_openvino_names_the_extra_and_auto_falls_back(monkeypatch):
     model = _model()
     with pytest.raises(MissingExtraError) as raised:
         InferenceSession(model, backend="openvino")
-    assert str(raised.value) == ("backend 'openvino' at precision 'fp32' needs the 'openvino' package: "
-                                 "pip install 'resnets[openvino]'")
+    assert str(raised.value) == ("backend 'openvino' at precision 'fp32' needs the optional module 'openvino', "
+                                 "which is not installed: pip install \"resnets[openvino]\"")
     session = InferenceSession(model, precision="bf16")
-    assert session.backend == "torch" and "pip install 'resnets[openvino]'" in session.skipped["openvino/bf16"]
+    assert session.backend == "torch" and 'pip install "resnets[openvino]"' in session.skipped["openvino/bf16"]
     assert main(["predict", "resnet20", "--backend", "openvino", "nothing.jpg"]) == 2
 
 
@@ -171,7 +171,7 @@ def test_missing_onnxscript_names_the_extra_and_auto_falls_back(monkeypatch, tmp
     assert set(session.skipped) == {"onnxruntime/fp32", "openvino/fp32"}
     assert main(["export", "resnet20", "--random-weights", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the line saying the weights are random
-    assert error.startswith("resnets export: error:") and "pip install 'resnets[onnx]'" in error
+    assert error.startswith("resnets export: error:") and 'pip install "resnets[onnx]"' in error
 
 
 def test_onnx_file_carries_its_metadata(tmp_path):

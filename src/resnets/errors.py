@@ -7,6 +7,9 @@ a diverged training). Anything else that escapes is a bug and stays a traceback.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class ResnetsError(Exception):
     """Wrong input: the message names what was wrong and what to do."""
@@ -33,7 +36,12 @@ class MissingDependencyError(ResnetsError, ImportError):
     """An optional module is not installed; the message names the extra that installs it."""
 
 
-def missing_dependency(error: BaseException) -> "MissingDependencyError | None":
+def _missing(top: str, purpose: str) -> MissingDependencyError:
+    return MissingDependencyError(f"{purpose} needs the optional module {top!r}, which is not installed: "
+                                  f"pip install \"resnets[{OPTIONAL_EXTRAS[top]}]\"")
+
+
+def missing_dependency(error: BaseException, purpose: str = "this") -> "MissingDependencyError | None":
     """For a ModuleNotFoundError of one of OPTIONAL_EXTRAS' modules (or an error raised from one), the
     one-line error naming ``pip install "resnets[EXTRA]"``; None for anything else."""
     seen = error
@@ -41,11 +49,27 @@ def missing_dependency(error: BaseException) -> "MissingDependencyError | None":
         if isinstance(seen, ModuleNotFoundError) and seen.name:
             top = seen.name.split(".")[0]
             if top in OPTIONAL_EXTRAS:
-                extra = OPTIONAL_EXTRAS[top]
-                return MissingDependencyError(f"this needs the optional module {top!r}, which is not installed: "
-                                              f"pip install \"resnets[{extra}]\"")
+                return _missing(top, purpose)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """``import module`` (one of OPTIONAL_EXTRAS' or below one), or the one-line MissingDependencyError
+    saying that ``purpose`` needs it and which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise _missing(module.split(".")[0], purpose) from None
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` imports (a backend that is not installed is left out of backend="auto")."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 class DiskFullError(ResnetsError, OSError):
@@ -54,4 +78,4 @@ class DiskFullError(ResnetsError, OSError):
 
 
 __all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
-           "UsageError", "missing_dependency"]
+           "UsageError", "available", "missing_dependency", "require"]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_path, atomic_write_text
-from .errors import UsageError
+from .errors import UsageError, require
 
 # method name -> the class of pytorch_grad_cam that computes it
 METHODS = {
@@ -41,11 +41,7 @@ DEFAULT_FRACTION = 0.2  # the share of pixels hidden by the faithfulness check
 
 
 def _grad_cam():
-    try:
-        import pytorch_grad_cam  # deferred: the optional 'explain' extra
-    except ImportError:
-        raise UsageError("explanations need the grad-cam package: pip install \"resnets[explain]\"") from None
-    return pytorch_grad_cam
+    return require("pytorch_grad_cam", "an explanation")  # deferred: the optional 'explain' extra (grad-cam)
 
 
 def target_layer(model: nn.Module) -> nn.Module:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from ..errors import UsageError
+from ..errors import OPTIONAL_EXTRAS, UsageError
 from ..factory import create_model
 from ..weights import load_weights
 from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load_images, top1_classes
@@ -172,9 +172,9 @@ class InferenceSession:
             for backend in RUNTIMES[precision]:
                 missing = missing_packages(backend, precision)
                 if missing:
-                    extra = "openvino" if backend == "openvino" else "onnx"
+                    extras = sorted({OPTIONAL_EXTRAS[name.split(".")[0]] for name in missing})
                     self.skipped[_key(backend, precision)] = (f"{', '.join(missing)} not installed: "
-                                                              f"pip install 'resnets[{extra}]'")
+                                                              f"pip install \"resnets[{','.join(extras)}]\"")
                 else:
                     candidates.append((backend, precision))
         if not candidates:

@@ -110,6 +110,16 @@ def _stop_at(steps):
     return on_step
 
 
+def test_a_teacher_without_weights_is_recorded_with_its_default_tag(tmp_path):
+    from resnets.train.rundir import distillation_record
+    from resnets.weights.named import default_weights
+
+    record = distillation_record(_options(tmp_path / "run", teacher="resnet20"))
+    assert record["weights"] == default_weights("resnet20").tag is not None  # not "whatever the default is then"
+    given = distillation_record(_options(tmp_path / "run", teacher="resnet20", teacher_weights="x.pt"))
+    assert given["weights"] == "x.pt"
+
+
 def test_teacher_errors_are_one_line(tmp_path):
     with pytest.raises(UsageError, match="need --teacher"):
         TrainOptions(model="resnet20", out=tmp_path / "x", distill_alpha=0.5)

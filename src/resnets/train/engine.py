@@ -201,7 +201,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     metadata = dict(run=str(out), recipe=record["recipe_name"], data=record["data"], split=info.split,
                     seed=seed, depth=depth, **hook.checkpoint_metadata())
     if distillation is not None:
-        metadata["distilled_from"] = {**distillation, "weights": distillation["weights"] or "default"}
+        metadata["distilled_from"] = dict(distillation)
     if options.keep_snapshots and dist.is_main and start_step == 0:
         save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)

@@ -87,10 +87,18 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
 
 
 def distillation_record(options: TrainOptions) -> Optional[dict]:
-    """The teacher and the loss's settings as config.json keeps them; None without --teacher."""
+    """The teacher and the loss's settings as config.json keeps them; None without --teacher. Without
+    --teacher-weights the teacher's default named weights are recorded by tag, so a resume uses the same
+    ones even where a later version of the package changes the model's default."""
     if options.teacher is None:
         return None
-    return {"teacher": options.teacher, "weights": options.teacher_weights,
+    weights = options.teacher_weights
+    if weights is None:
+        from ..weights.named import default_weights
+
+        named = default_weights(options.teacher)
+        weights = named.tag if named is not None else None  # None: the teacher refuses in one line when loaded
+    return {"teacher": options.teacher, "weights": weights,
             "alpha": options.distill_alpha if options.distill_alpha is not None else DEFAULT_ALPHA,
             "temperature": options.distill_temperature if options.distill_temperature is not None
             else DEFAULT_TEMPERATURE}

@@ -40,8 +40,10 @@ def machine() -> str:
 
 def run_facts(run_dir: Path) -> dict:
     """Steps, epochs and the engine-measured training time of a run, from its metrics log."""
+    from resnets.train.checkpoint import read_metrics
+
     config = json.loads((run_dir / "config.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     recipe = config["recipe"]
     recipe = recipe if isinstance(recipe, dict) else ast.literal_eval(recipe)  # older runs stored its repr
     batch = recipe["batch_size"]

@@ -61,10 +61,7 @@ def append_session(run_dir: Path, session: dict) -> None:
 
 def read_sessions(run_dir: Path) -> list[dict]:
     """The starts and resumes of a run (empty for runs older than the log)."""
-    path = Path(run_dir) / "sessions.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _read_jsonl(Path(run_dir) / "sessions.jsonl")
 
 
 def _step_name(step: int, suffix: str) -> str:
@@ -182,7 +179,12 @@ def save_best(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: 
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    return _read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file of the run directory (none if it does not exist); a line that is not
+    JSON is a RunDirError naming the file and line."""
     if not path.exists():
         return []
     rows = []

@@ -117,6 +117,56 @@ def test_sharding_drop_last_channels_last_dtype():
         DeviceLoader(images, ids, mean=MEAN, std=STD, batchsize=8)
 
 
+def test_random_erasing_erases_one_box_of_a_crop_and_keeps_the_rest():
+    images, labels = _images(n=400, size=32)
+    options = dict(mean=MEAN, std=STD, batch_size=100, seed=4)
+    plain = torch.cat([x for x, _ in DeviceLoader(images, labels, **options).epoch_batches(1)])
+    erased = torch.cat([x for x, _ in DeviceLoader(images, labels, random_erasing=0.5, **options).epoch_batches(1)])
+    # the box is drawn after the crops: outside it every pixel is the un-erased loader's
+    changed = (plain != erased).any(1)  # (N, H, W)
+    assert torch.equal(erased.masked_fill(changed[:, None], 0), erased)
+    assert torch.equal(plain.masked_fill(changed[:, None], 0), erased)
+    hit = changed.flatten(1).any(1)
+    assert 0.4 < hit.float().mean() < 0.6  # p = 0.5
+    for mask in changed[hit]:
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        height, width = len(rows), len(cols)
+        # one solid rectangle (an input pixel equal to the mean could hide a cell of it, never a row)
+        assert rows[-1] - rows[0] + 1 == height and cols[-1] - cols[0] + 1 == width
+        assert mask.sum() >= 0.95 * height * width
+        assert 0.02 * 1024 * 0.8 <= height * width <= 0.33 * 1024 * 1.2 and height < 32 and width < 32
+        assert 0.3 / 1.6 <= height / width <= 3.3 * 1.6
+    with pytest.raises(UsageError, match="random_erasing"):
+        DeviceLoader(images, labels, random_erasing=1.5, **options)
+
+
+def test_trivial_augment_and_erasing_keep_the_resume_contract():
+    images, labels = _images(n=96, size=32)
+    make = lambda: DeviceLoader(images, labels, mean=MEAN, std=STD, batch_size=16, seed=2, trivial_augment=True,
+                                random_erasing=0.5)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    full = list(make().epoch_batches(3))
+    assert torch.equal(torch.rand(3), expected_next)  # the global generator is left as it was
+    tail = list(make().epoch_batches(3, start_batch=4))
+    assert all(torch.equal(a, b) and torch.equal(la, lb) for (a, la), (b, lb) in zip(full[4:], tail))
+    # TrivialAugment changes most images (its identity op and a few no-op magnitudes leave some alone)
+    crops = list(DeviceLoader(images, labels, mean=MEAN, std=STD, batch_size=16, seed=2,
+                              random_erasing=0.5).epoch_batches(3))
+    differs = torch.cat([(a != b).flatten(1).any(1) for (a, _), (b, _) in zip(full, crops)])
+    assert differs.float().mean() > 0.7
+    assert not torch.equal(full[0][0], list(make().epoch_batches(4))[0][0])
+
+
+def test_build_loaders_passes_augmentation_options_to_the_small_pipeline(tmp_path):
+    train, val, info = build_loaders("synthetic:16x16:5:200", batch_size=32, seed=1, val_size=50, cache_dir=tmp_path,
+                                     trivial_augment=True, random_erasing=0.25)
+    assert info.pipeline == "small"
+    assert train.config.trivial_augment and train.config.random_erasing == 0.25
+    assert not val.config.augment and not val.config.trivial_augment and val.config.random_erasing == 0
+
+
 def test_decode_cache_hit_miss_and_invalidation(tmp_path):
     written = write_tree(tmp_path / "data", {"a": 3, "b": 3}, size=(12, 12))
     source = resolve_source(tmp_path / "data")

@@ -80,6 +80,9 @@ def test_recipe_errors_name_the_key(tmp_path):
     bad.write_text("epochs = 10\n[data]\ntrain_image_size = 100000\n")
     with pytest.raises(RecipeError, match="train_image_size must lie in"):
         load_recipe(bad)
+    bad.write_text("epochs = 10\n[data]\nrandom_erasing = 1.5\n")
+    with pytest.raises(RecipeError, match="random_erasing is a probability"):
+        load_recipe(bad)
     bad.write_text("epochs = 10\niterations = 10\n")
     with pytest.raises(RecipeError, match="exactly one"):
         load_recipe(bad)

@@ -87,7 +87,10 @@ def loader_for(source: ImageSource, config: DataConfig, *, train: bool, indices:
             if len(images) == 0:
                 raise UsageError(f"{source.name}: no usable images to measure mean/std on")
             mean, std = measure_mean_std(images)
-        loader = DeviceLoader(images, labels, mean=mean, std=std, augment=train and config.augment, **batching)
+        augment = train and config.augment
+        loader = DeviceLoader(images, labels, mean=mean, std=std, augment=augment,
+                              trivial_augment=augment and config.trivial_augment,
+                              random_erasing=config.random_erasing if augment else 0.0, **batching)
         return loader, served
     indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     transform = large_transform(config)

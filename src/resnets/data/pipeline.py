@@ -52,8 +52,8 @@ class DataConfig:
     drop_last: bool = True  # training batches only; evaluation keeps every image
     channels_last: bool = False
     dtype: torch.dtype = torch.float32
-    trivial_augment: bool = False  # large pipeline
-    random_erasing: float = 0.0  # large pipeline, probability
+    trivial_augment: bool = False  # TrivialAugmentWide after crop and flip (training only)
+    random_erasing: float = 0.0  # probability of erasing a random box after normalisation (training only)
     num_workers: Optional[int] = None  # large pipeline; default default_num_workers()
     rank: int = 0
     world_size: int = 1

@@ -104,6 +104,9 @@ class Recipe:
                 raise RecipeError(f"recipe {self.name!r}: {key} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.momentum < 1 or not 0 <= self.label_smoothing < 1:
             raise RecipeError(f"recipe {self.name!r}: ema_decay, momentum and label_smoothing must lie in [0, 1)")
+        if not 0 <= self.random_erasing <= 1:
+            raise RecipeError(f"recipe {self.name!r}: random_erasing is a probability in [0, 1], "
+                              f"got {self.random_erasing}")
 
     @property
     def length(self) -> float:

@@ -7,8 +7,10 @@ Prints, all measured in this one run:
    transforms in a DataLoader with workers, in two variants: images already decoded in memory
    (as torchvision.datasets.CIFAR10 holds them) and JPEG decoding per sample from the zip
    (as ImageFolder does);
-2. the share of a resnet20 training step (batch 128, CPU, eager, SGD) that data loading takes;
-3. images/s of the large-image pipeline (ImageLoader, RandomResizedCrop 224 + flip) on the
+2. the same with the optional augmentations, random erasing (p 0.5) and TrivialAugmentWide,
+   against torchvision's RandomErasing / TrivialAugmentWide added to the in-memory baseline;
+3. the share of a resnet20 training step (batch 128, CPU, eager, SGD) that data loading takes;
+4. images/s of the large-image pipeline (ImageLoader, RandomResizedCrop 224 + flip) on the
    Imagenette zip, per worker.
 
     python benchmarks/data_throughput.py [--datasets ../shared/datasets] [--quick]
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 from resnets import create_model
-from resnets.data import ImageLoader, build_loaders, resolve_source
+from resnets.data import DeviceLoader, ImageLoader, build_loaders, resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +200,24 @@ def main() -> int:
           f"{per_jpeg:,.0f} | {per_jpeg / in_memory:.2f}x |")
     print(f"| resnets DeviceLoader (whole-batch, on device) | {ours:,.0f} | {ours / in_memory:.1f}x |")
 
-    # 2. share of a resnet20 step
+    # 2. the optional augmentations, ours against the same torchvision ops per sample (in memory)
+    print("\n## optional augmentations, same data and batch (median of the rounds)")
+    print("| augmentation | torchvision per sample, in memory | resnets DeviceLoader | ratio |\n| --- | --- | --- | --- |")
+    extra = {"random erasing p 0.5": (dict(random_erasing=0.5), [transforms.RandomErasing(p=0.5, value=0)], []),
+             "TrivialAugmentWide": (dict(trivial_augment=True), [], [transforms.TrivialAugmentWide()])}
+    for name, (options, after, before) in extra.items():
+        loader = DeviceLoader(train.images, train.labels, mean=info.mean, std=info.std, batch_size=128, seed=0,
+                              drop_last=True, **options)
+        theirs = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *before,
+                                     transforms.ToTensor(), transforms.Normalize(info.mean, info.std), *after])
+        rates_ours, rates_theirs = [], []
+        for round_ in range(rounds):
+            rates_ours.append(small_pipeline_rate(loader, epochs=1, first_epoch=round_))
+            rates_theirs.append(baseline_rate(InMemoryCifar(images, labels, theirs), 128, workers, limit))
+        a, b = statistics.median(rates_ours), statistics.median(rates_theirs)
+        print(f"| {name} | {b:,.0f} | {a:,.0f} | {a / b:.1f}x |")
+
+    # 3. share of a resnet20 step
     steps = 10 if args.quick else 30
     data_s, step_s = measured_training_share(train, steps)
     isolated = resnet20_step_seconds(steps)
@@ -209,7 +228,7 @@ def main() -> int:
     print(f"data per batch from throughput: {128 / ours * 1e3:.2f} ms -> "
           f"{100 * (128 / ours) / (128 / ours + isolated):.2f}% of a step")
 
-    # 3. large-image pipeline per worker
+    # 4. large-image pipeline per worker
     if imagenette.is_file():
         print("\n## large-image pipeline, Imagenette zip (224 px JPEG, RandomResizedCrop 224 + flip, batch 32)")
         print("| workers | images/s | images/s per worker |\n| --- | --- | --- |")

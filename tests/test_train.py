@@ -1,5 +1,6 @@
 """The training engine: recipes, exact resume, torchrun, real learning, bad input."""
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -53,6 +54,11 @@ def test_shipped_recipes_match_the_papers():
     assert modern.no_weight_decay_on_norm_and_bias and modern.warmup > 0
     imagenette = load_recipe("imagenette")
     assert imagenette.train_image_size < imagenette.image_size
+    # cifar-augment is cifar-cosine plus the two augmentations, nothing else
+    cosine, augment = load_recipe("cifar-cosine"), load_recipe("cifar-augment")
+    assert augment.trivial_augment and augment.random_erasing == 0.25 and not cosine.trivial_augment
+    assert dataclasses.replace(augment, name=cosine.name, description=cosine.description, trivial_augment=False,
+                               random_erasing=0.0) == cosine
 
 
 def test_paper_cifar_learning_rate():

@@ -23,6 +23,7 @@ from resnets.deploy import load_batch
 from resnets.errors import MissingDependencyError, MissingFileError
 from resnets.weights import CheckpointError
 from resnets.weights import hub as hub_module
+from resnets.weights.classes import class_names
 
 from cli_helpers import cli_env, run_cli
 from model_helpers import randomise_bn
@@ -261,6 +262,21 @@ def test_timm_repository_loads_and_matches_torchvision(loopback_hub, offline_cac
     with pytest.warns(resnets.WeightsAdaptedWarning):
         other = resnets.create_model("resnet18", weights="hf-hub:timm-like/resnet18.demo_in1k", num_classes=3)
     assert torch.equal(other.conv1.weight, reference.conv1.weight)
+
+
+def test_timm_in1k_config_without_label_names_gets_imagenet_classes(tmp_path):
+    """timm's configs often leave label_names out; an ImageNet-1k tag (..._in1k) with 1,000 classes says which."""
+    config = {"architecture": "resnet50", "num_classes": 1000,
+              "pretrained_cfg": {"tag": "a1_in1k", "input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406],
+                                 "std": [0.229, 0.224, 0.225], "interpolation": "bicubic", "crop_pct": 0.95}}
+    path = tmp_path / "config.json"
+    for tag, classes, expected in (("a1_in1k", 1000, class_names("imagenet1k")),
+                                   ("in21k_ft_in1k", 1000, class_names("imagenet1k")),
+                                   ("a1_in21k", 1000, None), ("a1_in1k", 10, None)):
+        path.write_text(json.dumps({**config, "num_classes": classes,
+                                    "pretrained_cfg": {**config["pretrained_cfg"], "tag": tag}}))
+        repository = hub_module._read_config("hf-hub:x/y", tmp_path, path, tmp_path / "model.safetensors")
+        assert repository.classes == expected, tag
 
 
 def test_older_timm_repository_with_pytorch_model_bin(tmp_path):

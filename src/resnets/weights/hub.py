@@ -38,6 +38,7 @@ from ..models import Preprocessing, ResNet, get_model_spec
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
 from .formats import (FORMAT_NAME, FORMAT_VERSION, REPOSITORY_PREFIXES, CheckpointError,
                       CheckpointInfo, detect_format, load_checkpoint, save_weights, strip_prefixes)
+from .classes import class_names
 from .named import Weights, get_weights, model_card
 
 HUB_PREFIX, LOCAL_PREFIX = REPOSITORY_PREFIXES
@@ -265,6 +266,9 @@ def _read_config(spec: str, directory: Path, config_path: Path, weights_file: Pa
         raise CheckpointError(f"{spec}: {CONFIG_FILE} model_args in_chans {in_chans} and pretrained_cfg input_size "
                               f"{list(preprocessing.input_size)} disagree")
     classes = _label_names(spec, config.get("label_names"), num_classes)
+    if classes is None and num_classes == 1000 and str(pretrained_cfg.get("tag", "")).endswith("in1k"):
+        # timm's configs name the dataset in the tag (a1_in1k, in21k_ft_in1k) but often leave label_names out
+        classes = class_names("imagenet1k")
     own = config.get("resnets")
     if own is not None and not (isinstance(own, dict) and own.get("format") == FORMAT_NAME):
         raise bad("resnets", f'an object with "format": "{FORMAT_NAME}"')

@@ -118,6 +118,11 @@ class DeviceLoader(EpochBatches):
         self._rows = torch.arange(height, device=self.device)
         self._cols = torch.arange(width, device=self.device)
         self._cols_flipped = self._cols.flip(0)
+        self._trivial = None
+        if cfg.trivial_augment:
+            from torchvision.transforms import v2
+
+            self._trivial = v2.TrivialAugmentWide()
 
     def _total_images(self) -> int:
         return len(self.images)
@@ -167,7 +172,7 @@ class DeviceLoader(EpochBatches):
                 images = self.images[plan.order]
             else:
                 images = self._crop_flip(self.images[plan.order], plan.offsets, plan.flips)
-                if cfg.trivial_augment:
+                if self._trivial is not None:
                     images = self._trivial_augment(images, seed)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -186,16 +191,12 @@ class DeviceLoader(EpochBatches):
         in_cols = (self._cols >= left[:, None]) & (self._cols < (left + box_w)[:, None])  # (B, W)
         return images.masked_fill_(in_rows[:, None, :, None] & in_cols[:, None, None, :], 0)
 
-    @staticmethod
-    def _trivial_augment(images: torch.Tensor, seed: int) -> torch.Tensor:
+    def _trivial_augment(self, images: torch.Tensor, seed: int) -> torch.Tensor:
         """torchvision's TrivialAugmentWide on each uint8 image, its draws seeded by ``seed`` (the global
         generator's state is put back afterwards)."""
-        from torchvision.transforms import v2
-
-        augment = v2.TrivialAugmentWide()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return torch.stack([augment(image) for image in images])
+            return torch.stack([self._trivial(image) for image in images])
 
     def _crop_flip(self, batch: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         pad = self.config.pad

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     model = create_model(model_name, weights=str(args.run_dir / "last.safetensors"))
     metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
                 if key in ("split", "seed", "step", "depth", "recipe", "distilled_from")}
+    distillation = named_teacher(config.get("distillation"))
+    if distillation:
+        metadata["distilled_from"] = distillation
     metadata["data"] = args.data_name
     if args.eval_size or args.crop_pct:
         from dataclasses import replace
@@ -130,8 +133,8 @@ def main(argv=None) -> int:
             "split": config["split"], "recipe_name": config.get("recipe_name"), "recipe": recipe,
             "command": args.command or (f"resnets train {model_name} --data {args.data_name} "
                                         f"--recipe {config.get('recipe_name')} --seed {config['seed']}"
-                                        + _teacher_flags(config.get("distillation"))),
-            "distilled_from": config.get("distillation"),
+                                        + _teacher_flags(distillation)),
+            "distilled_from": distillation,
             "iterations": last["step"], "epochs": last["epoch"],
             "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
             "wall_time_s": round(facts["train_seconds"]), "machine": machine(),
@@ -145,6 +148,26 @@ def main(argv=None) -> int:
     (cards / f"{stem}.md").write_text(markdown_card(card))
     print(json.dumps({"name": name, "sha256": card["sha256"], "val_top1": scores["top1"], "n": scores["n"]}))
     return 0
+
+
+def named_teacher(distillation):
+    """The run's distillation record, its teacher file named by the shipped weights that hold the same tensors
+    (a path on the training machine means nothing to a user; the name does). Unchanged where none match."""
+    from safetensors.torch import load_file
+
+    from resnets.weights.named import weights_for
+
+    path = Path(str((distillation or {}).get("weights") or "")).expanduser()
+    if not path.is_file():
+        return distillation
+    tensors = load_file(str(path))
+    for weights in weights_for(distillation["teacher"]):
+        if not weights.file:
+            continue
+        shipped = load_file(weights.location)
+        if shipped.keys() == tensors.keys() and all(torch.equal(shipped[k], tensors[k]) for k in tensors):
+            return {**distillation, "weights": weights.tag}
+    return distillation
 
 
 def _teacher_flags(distillation) -> str:
@@ -164,7 +187,8 @@ def _distilled_row(distillation: dict) -> str:
 def _sessions_row(sessions: list) -> str:
     """How the run was split over sessions (its sessions.jsonl), e.g. a resume that added --compile."""
     def one(session):
-        settings = [f"{session['threads']} threads", f"torch {session['torch']}"]
+        threads = session["threads"]
+        settings = [f"{threads} thread{'s' if threads != 1 else ''}", f"torch {session['torch']}"]
         if session.get("compile"):
             settings.insert(0, "compiled" + (f" ({session['compile_mode']})" if session.get("compile_mode") else ""))
         return f"from step {session['from_step']:,} on {session['started'][:10]} ({', '.join(settings)})"
@@ -174,7 +198,7 @@ def _sessions_row(sessions: list) -> str:
 def markdown_card(card: dict) -> str:
     training, val = card["training"], card["val"]
     hours = training["wall_time_s"] / 3600
-    pre = card["preprocessing"]
+    pre = json.loads(json.dumps(card["preprocessing"]))  # as the JSON card holds it (lists, not tuples)
     lines = [
         f"# {card['name']}", "",
         f"`resnets.create_model(\"{card['name'].partition('.')[0]}\", weights=\"{card['dataset']}\")`; "

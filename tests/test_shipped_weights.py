@@ -96,15 +96,33 @@ def test_card_accuracy_is_reproduced_on_the_real_validation_split(name, shared_d
     assert scores["top1"] == pytest.approx(card["val"]["top1"], abs=0.05)
 
 
-def _ship(*args: str) -> tuple[int, str]:
-    """scripts/ship_weights.py's main in this process: its exit code and what it wrote to stderr."""
+def _ship_script():
     spec = importlib.util.spec_from_file_location("ship_weights", ROOT / "scripts" / "ship_weights.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def _ship(*args: str) -> tuple[int, str]:
+    """scripts/ship_weights.py's main in this process: its exit code and what it wrote to stderr."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = script.main(list(args))
+        code = _ship_script().main(list(args))
     return code, err.getvalue()
+
+
+def test_ship_script_names_a_teacher_file_that_holds_shipped_weights(tmp_path):
+    """A distilled run records its teacher's file path on the training machine; the card names the shipped weights
+    with the same tensors instead (the file's own metadata may differ), and keeps any other path."""
+    named_teacher = _ship_script().named_teacher
+    copy, other = tmp_path / "copy.safetensors", tmp_path / "other.safetensors"
+    resnets.save_weights(resnets.create_model("resnet20", weights="cifar10"), copy, metadata={"note": "a copy"})
+    resnets.save_weights(resnets.create_model("resnet20", num_classes=10), other)
+    record = {"teacher": "resnet20", "alpha": 0.5, "temperature": 4.0}
+    assert named_teacher({**record, "weights": str(copy)}) == {**record, "weights": "cifar10"}
+    assert named_teacher({**record, "weights": str(other)}) == {**record, "weights": str(other)}
+    assert named_teacher({**record, "weights": "cifar10"}) == {**record, "weights": "cifar10"}
+    assert named_teacher(None) is None
 
 
 @pytest.mark.slow

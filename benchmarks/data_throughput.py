@@ -202,7 +202,8 @@ def main() -> int:
 
     # 2. the optional augmentations, ours against the same torchvision ops per sample (in memory)
     print("\n## optional augmentations, same data and batch (median of the rounds)")
-    print("| augmentation | torchvision per sample, in memory | resnets DeviceLoader | ratio |\n| --- | --- | --- | --- |")
+    print("| augmentation | torchvision per sample, in memory | resnets DeviceLoader | ratio |")
+    print("| --- | --- | --- | --- |")
     extra = {"random erasing p 0.5": (dict(random_erasing=0.5), [transforms.RandomErasing(p=0.5, value=0)], []),
              "TrivialAugmentWide": (dict(trivial_augment=True), [], [transforms.TrivialAugmentWide()])}
     for name, (options, after, before) in extra.items():

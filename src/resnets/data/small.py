@@ -70,8 +70,9 @@ def erase_boxes(count: int, height: int, width: int, probability: float,
     first = fits.int().argmax(1, keepdim=True)  # the first try that fits (0 where none does: masked below)
     box_h, box_w = box_h.gather(1, first)[:, 0], box_w.gather(1, first)[:, 0]
     corner = corner[torch.arange(count), first[:, 0]]
-    top = (corner[:, 0] * (height - box_h + 1)).long().clamp_(max=height - 1)
-    left = (corner[:, 1] * (width - box_w + 1)).long().clamp_(max=width - 1)
+    # corner < 1, so a box that fits lies inside the image; one that does not is dropped by ``keep``
+    top = (corner[:, 0] * (height - box_h + 1)).long()
+    left = (corner[:, 1] * (width - box_w + 1)).long()
     keep = applied & fits.any(1)
     return torch.stack([top, left, box_h * keep, box_w * keep], 1)
 

@@ -17,7 +17,7 @@ from resnets._io import sha256_file
 from resnets.data import resolve_source
 from resnets.deploy.evaluate import evaluate_checkpoint
 from resnets.weights.classes import class_names
-from resnets.weights.named import FILES_DIR, SHIPPED, model_card
+from resnets.weights.named import FILES_DIR, SHIPPED, model_card, weights_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # the data each shipped dataset tag was trained on, in ../shared/datasets
@@ -41,6 +41,18 @@ def test_file_matches_its_card_and_loads_by_name(name):
     for key in ("data", "split", "recipe", "command", "iterations", "epochs", "wall_time_s", "machine"):
         assert card["training"][key], f"{name}: the card's training.{key} is empty"
     assert card["val"]["n"] > 0 and 0 < card["val"]["top1"] <= 100
+
+
+def test_shipped_weights_take_no_default_from_published_ones():
+    # a ten-class Imagenette resnet18 must not become what pretrained=True gives a torchvision user
+    for weights in SHIPPED:
+        default = resnets.default_weights(weights.model)
+        published = [w for w in weights_for(weights.model) if w.url]
+        if published:
+            assert default.url and default.meta.dataset == "imagenet1k", (weights.name, default.name)
+        assert default.default, f"{weights.model}: its default is chosen by registration order ({default.name})"
+    assert resnets.get_weights("resnet18").name == "resnet18.tv_in1k"
+    assert len(resnets.default_weights("resnet18").classes) == 1000
 
 
 @needs_shipped

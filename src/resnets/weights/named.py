@@ -246,8 +246,12 @@ def _timm(name: str, sha256: str, top1: float, top5: float, params: int, gmacs: 
 
 
 TORCHVISION = (
-    _torchvision("resnet18", 1, "resnet18-f37072fd.pth", 69.758, 89.078, 11_689_512, 1.814, 44.661, _TV_RECIPE_V1),
-    _torchvision("resnet34", 1, "resnet34-b627a593.pth", 73.314, 91.420, 21_797_672, 3.664, 83.275, _TV_RECIPE_V1),
+    # torchvision's DEFAULT for resnet18/34 is V1 (no V2 exists); marked, so that our resnet18.imagenette,
+    # registered earlier, does not become the default by order
+    _torchvision("resnet18", 1, "resnet18-f37072fd.pth", 69.758, 89.078, 11_689_512, 1.814, 44.661, _TV_RECIPE_V1,
+                 default=True),
+    _torchvision("resnet34", 1, "resnet34-b627a593.pth", 73.314, 91.420, 21_797_672, 3.664, 83.275, _TV_RECIPE_V1,
+                 default=True),
     # the whole sha256 of resnet50-0676ba61.pth (102,530,333 bytes = 97.781 MiB), from a Git LFS pointer of it
     _torchvision("resnet50", 1, "resnet50-0676ba61.pth", 76.130, 92.862, 25_557_032, 4.089, 97.781, _TV_RECIPE_V1,
                  sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"),

@@ -438,6 +438,11 @@ def test_a_custom_recipe_keeps_its_iterations_without_data(tmp_path):
     # without --recipe, the paper's recipe shortened for the sample, as before
     record, _ = resolve_run(TrainOptions(model="resnet20", out=tmp_path / "run2"), 1, torch.device("cpu"))
     assert record["recipe"]["iterations"] == 200 and record["recipe"]["evaluations"] == 10
+    # naming the sample is the same run as leaving --data out (the paper recipe's 5,000-image hold-out
+    # would not fit its 2,000 images)
+    named, _ = resolve_run(TrainOptions(model="resnet20", out=tmp_path / "run3", data="sample:cifar10"), 1,
+                           torch.device("cpu"))
+    assert named == record
 
 
 @pytest.mark.slow

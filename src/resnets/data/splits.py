@@ -108,7 +108,7 @@ def make_split(targets: Sequence[int], *, val_size: Optional[int] = None, val_fr
             raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
         val_size = int(round(n * val_fraction))
     if not 0 <= val_size < n:
-        raise UsageError(f"val_size must be in [0, {n}) for {n} images, got {val_size}")
+        raise UsageError(f"val_size must be in [0, {n}) for {n} images, got {val_size}: pass a smaller --val-size")
     indices = np.arange(n, dtype=np.int64)
     if stratified and val_size > 0:
         classes = np.unique(targets)

@@ -67,7 +67,7 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
             raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}")
         return recorded, last_checkpoint(out)
 
-    if options.data is None:
+    if options.data in (None, DEFAULT_DATA):  # the sample, named or not, gets the sample's defaults
         if options.epochs is not None:
             options = dataclasses.replace(options, iterations=None)
         options = dataclasses.replace(options, **{k: v for k, v in SAMPLE_DEFAULTS.items()

@@ -530,3 +530,24 @@ def test_images_decode_the_same_without_torchvision_decoders(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "torchvision.io", None)
     for blob, expected in zip(blobs, with_torchvision):
         assert (decode_bytes(blob, "x") == expected).all()
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path):
+    from resnets.train import RunDirError, read_metrics
+    from resnets.train.checkpoint import append_metrics, truncate_metrics
+    for step in (10, 20, 30):
+        append_metrics(tmp_path, {"step": step, "val_top1": step / 100})
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "a") as f:  # the kill came in the middle of the line of step 40
+        f.write('{"step": 40, "val_to')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30]
+    truncate_metrics(tmp_path, 30)  # resuming from the checkpoint of step 30: the torn line must go
+    append_metrics(tmp_path, {"step": 40, "val_top1": 0.4})
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30, 40]
+    # a broken line anywhere but at a torn end is not a kill's doing: refused, naming the line
+    path.write_text('{"step": 10}\n{"step": 2\n{"step": 30}\n')
+    with pytest.raises(RunDirError, match="metrics.jsonl, line 2: not valid JSON"):
+        read_metrics(tmp_path)
+    path.write_text('{"step": 10}\n{"step": 2\n')  # the last line, but complete with its newline
+    with pytest.raises(RunDirError, match="line 2"):
+        read_metrics(tmp_path)

@@ -61,7 +61,7 @@ def append_session(run_dir: Path, session: dict) -> None:
 
 def read_sessions(run_dir: Path) -> list[dict]:
     """The starts and resumes of a run (empty for runs older than the log)."""
-    return _read_jsonl(Path(run_dir) / "sessions.jsonl")
+    return _read_jsonl(Path(run_dir) / "sessions.jsonl")[0]  # written atomically: never torn
 
 
 def _step_name(step: int, suffix: str) -> str:
@@ -179,22 +179,27 @@ def save_best(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: 
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return _read_jsonl(Path(run_dir) / "metrics.jsonl")
+    return _read_jsonl(Path(run_dir) / "metrics.jsonl")[0]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines file of the run directory (none if it does not exist); a line that is not
-    JSON is a RunDirError naming the file and line."""
+def _read_jsonl(path: Path) -> tuple[list[dict], bool]:
+    """The rows of a JSON-lines file of the run directory (none if it does not exist) and whether its last
+    line was torn: cut short without its newline by a kill during the append, and left out. Any other line
+    that is not JSON is a RunDirError naming the file and line."""
     if not path.exists():
-        return []
+        return [], False
+    text = path.read_text()
+    lines = text.splitlines()
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
+                if number == len(lines) and not text.endswith("\n"):
+                    return rows, True
                 raise RunDirError(f"{path}, line {number}: not valid JSON") from None
-    return rows
+    return rows, False
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
@@ -230,7 +235,7 @@ def clean_run_dir(run_dir: Path) -> list[Path]:
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop metric lines written after the checkpoint a run resumes from."""
-    rows = read_metrics(run_dir)
+    rows, torn = _read_jsonl(run_dir / "metrics.jsonl")
     kept = [r for r in rows if r.get("step", 0) <= step]
-    if len(kept) != len(rows):
+    if len(kept) != len(rows) or torn:  # a torn line is rewritten away, or the next append would join it
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))

@@ -147,3 +147,27 @@ def test_a_teacher_trained_with_another_split_of_the_same_data_is_warned_about(t
         logs[name] = options.log.getvalue()
     assert "another validation split" not in logs["same"]
     assert "another validation split (seed 7, 64 images)" in logs["other"]
+
+
+def test_a_teacher_with_the_classes_in_another_order_is_refused_and_other_names_are_warned_about(tmp_path):
+    data_classes = [f"class_{i}" for i in range(10)]  # what the synthetic source names its classes
+    teacher = randomise_bn(resnets.create_model("resnet20"))
+    reordered, renamed = tmp_path / "reordered.safetensors", tmp_path / "renamed.safetensors"
+    resnets.save_weights(teacher, reordered, classes=data_classes[::-1])
+    resnets.save_weights(teacher, renamed, classes=list("abcdefghij"))
+    result = run_main("train", "resnet20", "--data", SYNTHETIC, "--iterations", "2", "--batch-size", "32",
+                      "--val-size", "64", "--out", str(tmp_path / "run"), "--teacher", "resnet20",
+                      "--teacher-weights", str(reordered), "--no-progress")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "in another order (its class 0 is 'class_9', the data's 'class_0')" in result.stderr
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+    options = _options(tmp_path / "run-renamed", iterations=2, evaluations=1, teacher="resnet20",
+                       teacher_weights=str(renamed))
+    train(options)
+    assert "paired by index ('a'='class_0', 'b'='class_1', 'c'='class_2', ...)" in options.log.getvalue()
+    same = tmp_path / "same.safetensors"
+    resnets.save_weights(teacher, same, classes=data_classes)
+    options = _options(tmp_path / "run-same", iterations=2, evaluations=1, teacher="resnet20",
+                       teacher_weights=str(same))
+    train(options)
+    assert "class names" not in options.log.getvalue()

@@ -63,7 +63,7 @@ class Teacher:
 
 
 def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, channels: int,
-                 mean: Sequence[float], std: Sequence[float]) -> Teacher:
+                 mean: Sequence[float], std: Sequence[float], classes: Optional[Sequence[str]] = None) -> Teacher:
     """The teacher ``model_name`` with ``weights`` (named, a file, a URL or hf-hub:; default: the
     model's default named weights), checked against the data the student trains on."""
     from ..factory import create_model
@@ -79,10 +79,29 @@ def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, c
     if model.num_classes != num_classes:
         raise UsageError(f"the teacher {model_name} ({weights}) predicts {model.num_classes} classes, the data has "
                          f"{num_classes}; distil from a teacher trained on the same classes")
+    own = list(model.classes or [])
+    if classes is not None and own != list(classes) and sorted(own) == sorted(classes):
+        # the same names at other indices: every soft target would teach the wrong class
+        index = next(i for i, (a, b) in enumerate(zip(own, classes)) if a != b)
+        raise UsageError(f"the teacher {model_name} ({weights}) predicts the data's classes in another order "
+                         f"(its class {index} is {own[index]!r}, the data's {classes[index]!r}); distil from a "
+                         f"teacher whose outputs follow the data's class order")
     if model.preprocessing.input_size[0] != channels:
         raise UsageError(f"the teacher {model_name} ({weights}) takes {model.preprocessing.input_size[0]}-channel "
                          f"images, the data has {channels} channels")
     return Teacher(model, mean, std)
+
+
+def class_notice(teacher: Teacher, classes: Sequence[str]) -> Optional[str]:
+    """A warning when the teacher names its classes otherwise than the data (names spelt differently are
+    common: synsets against words); distillation pairs them by index. None where they agree or the teacher
+    names none."""
+    own = list(getattr(teacher.model, "classes", None) or [])
+    if not own or own == list(classes):
+        return None
+    pairs = ", ".join(f"{a!r}={b!r}" for a, b in list(zip(own, classes))[:3])
+    return (f"warning: the teacher's class names are not the data's; they are paired by index ({pairs}, ...): "
+            "check that they are the same classes")
 
 
 def split_notice(teacher: Teacher, split: Optional[dict]) -> Optional[str]:
@@ -100,4 +119,5 @@ def split_notice(teacher: Teacher, split: Optional[dict]) -> Optional[str]:
             "so validation accuracy can be optimistic: use the teacher's split (--seed) for honest numbers")
 
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "distillation_loss", "load_teacher", "split_notice"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "class_notice", "distillation_loss", "load_teacher",
+           "split_notice"]

@@ -42,7 +42,7 @@ from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
-from .distill import distillation_loss, load_teacher, split_notice
+from .distill import class_notice, distillation_loss, load_teacher, split_notice
 from .precision import autocast_context
 from .progress import Meter, Progress
 from .recipe import Recipe, learning_rate
@@ -162,7 +162,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     teacher = None
     if distillation is not None:
         teacher = load_teacher(distillation["teacher"], distillation["weights"], num_classes=info.num_classes,
-                               channels=info.channels, mean=info.mean, std=info.std).to(device, channels_last)
+                               channels=info.channels, mean=info.mean, std=info.std,
+                               classes=info.classes).to(device, channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, recipe, hook.lr_multipliers()), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -230,9 +231,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                       + (f", distilling from {distillation['teacher']} ({distillation['weights'] or 'default weights'}"
                          f", alpha {distillation['alpha']:g}, T {distillation['temperature']:g})" if teacher else "")
                       + (f", resuming at step {start_step}" if start_step else ""))
-        notice = split_notice(teacher, info.split) if teacher is not None else None
-        if notice:
-            progress.line(notice)
+        for notice in (split_notice(teacher, info.split), class_notice(teacher, info.classes)) if teacher is not None else ():
+            if notice:
+                progress.line(notice)
         if leftovers:
             progress.line(f"removed {len(leftovers)} leftover file(s) of an interrupted write: "
                           f"{', '.join(p.name for p in leftovers[:4])}{', ...' if len(leftovers) > 4 else ''}")

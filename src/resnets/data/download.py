@@ -25,6 +25,6 @@ def cifar_archive(name: str, cache_dir: Optional[Union[str, Path]] = None, downl
     if path.is_file():
         return path
     if not download:
-        raise MissingFileError(f"{name}: {path} not found; pass download=True (--download) to fetch {url}, "
-                               "or give the path of the archive")
+        raise MissingFileError(f"{name}: {path} not found; fetch {url} there (Python: resolve_source({name!r}, "
+                               "download=True)), or give the archive's path as the data source")
     return fetch(url, path, md5=md5)

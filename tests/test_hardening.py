@@ -378,11 +378,6 @@ def test_predict_takes_paths_pil_images_and_uint8_tensors(tmp_path):
         session.predict(paths, top_k=0)
 
 
-def test_predict_top_k_0_is_refused(tmp_path, capsys):
-    code, out, err = _cli(capsys, "predict", "resnet20", str(tmp_path), "--top-k", "0")
-    assert code == 2 and out == "" and "--top-k must be at least 1, got 0" in err and err.count("\n") == 1
-
-
 def test_warnings_on_the_command_line_are_one_line_each(tmp_path, capsys):
     module = tmp_path / "mine.py"
     module.write_text('import warnings\nwarnings.warn("this module is\\n  experimental", FutureWarning)\n')

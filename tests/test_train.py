@@ -81,7 +81,7 @@ def test_recipe_errors_name_the_key(tmp_path):
     with pytest.raises(RecipeError, match="unknown key 'optimizer.learning_rate'"):
         load_recipe(bad)
     bad.write_text('iterations = 10\nlr = "fast"\n')
-    with pytest.raises(RecipeError, match="'lr' must be float"):
+    with pytest.raises(RecipeError, match="'lr' must be a number"):
         load_recipe(bad)
     bad.write_text("epochs = 10\n[data]\ntrain_image_size = 100000\n")
     with pytest.raises(RecipeError, match="train_image_size must lie in"):
@@ -97,7 +97,7 @@ def test_recipe_errors_name_the_key(tmp_path):
     run_dir = tmp_path / "run"
     bad.write_text("iterations = 10\nbatch_size = 16.5\n")
     result = run_cli("train", "resnet20", "--data", SYNTHETIC, "--recipe", str(bad), "--out", str(run_dir))
-    assert result.returncode == 2 and "'batch_size' must be int" in result.stderr
+    assert result.returncode == 2 and "'batch_size' must be an integer" in result.stderr
     assert not run_dir.exists()
 
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from .errors import DiskFullError
+from .errors import DiskFullError, UsageError
 
 # below this many free bytes when a write fails, the failure is taken for a full disk (libraries such as
 # torch.save and safetensors report it in words of their own, without the errno)
@@ -101,6 +101,21 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_png_path(path: Union[str, os.PathLike], option: str) -> Path:
+    """Refuse, before any work, a figure path that is not a .png name or is a folder."""
+    path = Path(path)
+    if path.suffix.lower() != ".png" or path.is_dir():
+        raise UsageError(f"{option} {os.fspath(path)}: expected the name of a .png file to write")
+    return path
+
+
+def save_png(figure, path: Union[str, os.PathLike]) -> Path:
+    """Write a matplotlib figure as PNG atomically (a full disk leaves the previous file, or none)."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__, deploy, studies
 from ._device import resolve_device
+from ._io import disk_full_error, is_disk_full
 from .errors import ResnetsError, UsageError, missing_dependency
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
@@ -27,6 +29,31 @@ from .train.options import option_fields
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
+from .transfer.features import feature_paths
+
+def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
+    """An argparse ``type`` for a ``kind`` (int or float) number in [low, high] ((low, high] with
+    ``low_open``): a value outside is refused as argparse refuses a bad choice (usage, one error line, exit 2)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not (value > low if low_open else value >= low) or not value <= high:
+            bounds = f"{'more than' if low_open else 'at least'} {low:g}" + (
+                f" and at most {high:g}" if high != float("inf") else "")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = _number(int, 1)
+NON_NEGATIVE = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0, low_open=True)
+NON_NEGATIVE_FLOAT = _number(float, 0)
+IMAGE_SIDE = _number(int, 1, 16384)  # larger sides are typos: a 16k x 16k RGB batch of one is 3 GB of floats
 
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
                 "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
@@ -145,6 +172,8 @@ def options_from_args(cls: type, args: argparse.Namespace, **given: Any):
 
 
 def _run_dir(args: argparse.Namespace, kind: str = "") -> Path:
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR, the directory of the run to continue")
     return Path(args.out) if args.out else Path("runs") / f"{args.model}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -171,6 +200,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    feature_paths(args.out, inputs=(args.weights, args.data))  # before any work
+    if not args.weights and not is_repository(args.model):
+        print(f"using random weights: {args.model} is untrained (--weights to choose trained ones)", file=sys.stderr)
     features = compute_features(args.model, args.data, weights=args.weights, stage=args.stage,
                                 batch_size=args.batch_size, device=args.device, image_size=args.image_size,
                                 num_workers=args.num_workers)
@@ -253,13 +285,7 @@ def _session(args: argparse.Namespace, **kwargs):
     return session
 
 
-def _check_top_k(top_k: int) -> None:
-    if top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
-    _check_top_k(args.top_k)
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
@@ -286,9 +312,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
-    names = [p.stem for p in paths]
-    if len(set(names)) != len(names):  # same stem in two folders: keep the parent's name too
-        names = [f"{p.parent.name}_{p.stem}" for p in paths]
+    names = output_names(paths)
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     for start in range(0, len(paths), args.batch_size):
@@ -303,6 +327,22 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   f"with {f['fraction']:.0%} hidden")
     print(f"wrote {len(paths)} PNG + JSON pairs to {args.out}")
     return 0
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One distinct output name per image: its stem, with its folder's name where stems repeat, and its
+    extension (then a number) where that still repeats (a.jpg and a.png; the same name under two roots)."""
+    names = [p.stem for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{p.parent.name}_{p.stem}" for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{name}_{p.suffix.lstrip('.')}" for name, p in zip(names, paths)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -332,7 +372,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
-    _check_top_k(args.top_k)
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)
@@ -388,7 +427,7 @@ def add_precision_options(parser: argparse.ArgumentParser, session: bool = True)
                         help="images for int8 calibration and the auto accuracy check: a data source "
                              "(SOURCE[:SPLIT], e.g. photos.zip:train) or a folder")
     if session:
-        parser.add_argument("--calibration-count", type=int, default=CALIBRATION_IMAGES,
+        parser.add_argument("--calibration-count", type=POSITIVE, default=CALIBRATION_IMAGES,
                             help="calibration images sampled from DATA (the accuracy check's set)")
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the PyTorch backend (faster after a compilation of seconds to a "
@@ -411,10 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
     p.add_argument("model")
-    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's own)")
+    p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
     p.add_argument("--shortcut", choices=["A", "B", "C", "none"])
     p.add_argument("--variant", choices=["v1", "v1.5"])
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--num-classes", type=POSITIVE)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_info)
 
@@ -431,12 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help=WEIGHTS_HELP + " (default: random initialisation)")
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
-    p.add_argument("--stage", type=int, help="average-pooled output of stage K (0: stem) instead of the pooled "
-                                             "features the classifier sees")
-    p.add_argument("--image-size", type=int, help="input side (default: the weights' own preprocessing)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--stage", type=NON_NEGATIVE,
+                   help="average-pooled output of stage K (0: stem) instead of the pooled features the "
+                        "classifier sees")
+    p.add_argument("--image-size", type=IMAGE_SIDE, help="input side (default: the weights' own preprocessing)")
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--num-workers", type=int)
+    p.add_argument("--num-workers", type=NON_NEGATIVE)
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
@@ -449,9 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "all: every image; or the source's own split name such as test")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=POSITIVE, default=256)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--num-workers", type=int)
+    p.add_argument("--num-workers", type=NON_NEGATIVE)
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                    help="autocast precision (default auto: bf16 where the device computes it natively)")
     p.add_argument("--confusion", help="write the confusion matrix to this PNG")
@@ -474,8 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--top-k", type=POSITIVE, default=5)
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.add_argument("--backend", choices=backends, default="auto")
     add_precision_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -488,9 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++, scorecam, hirescam, xgradcam, "
                    "layercam, eigencam, eigengradcam, ablationcam")
-    p.add_argument("--target", type=int, help="explain this class index (default: each image's prediction)")
-    p.add_argument("--top-k", type=int, default=3, help="classes named in each figure's title")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--target", type=NON_NEGATIVE, help="explain this class index (default: each image's prediction)")
+    p.add_argument("--top-k", type=POSITIVE, default=3, help="classes named in each figure's title")
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX, torch.export (.pt2) or TorchScript, checked against PyTorch")
@@ -501,27 +541,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 (any format), int8 (onnx; needs --calibration) or bf16 (torch.export, torchscript)")
     p.add_argument("--calibration", metavar="DATA", help="images for int8 calibration: a data source "
                                                          "(SOURCE[:SPLIT]) or a folder")
-    p.add_argument("--calibration-count", type=int, default=QUANTIZATION_IMAGES,
+    p.add_argument("--calibration-count", type=POSITIVE, default=QUANTIZATION_IMAGES,
                    help="how many calibration images to sample")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
-    p.add_argument("--check-count", type=int, default=8, help="how many of the real images to use")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed max abs difference")
+    p.add_argument("--check-count", type=POSITIVE, default=8, help="how many of the real images to use")
+    p.add_argument("--tolerance", type=POSITIVE_FLOAT, default=1e-4, help="largest allowed max abs difference")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
     _add_weights_options(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--port", type=_number(int, 0, 65535), default=8000, help="TCP port (0: any free one)")
+    p.add_argument("--top-k", type=POSITIVE, default=5)
     p.add_argument("--backend", choices=backends, default="auto")
     add_precision_options(p)
-    p.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
-    p.add_argument("--max-batch-size", type=int, default=16)
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    p.add_argument("--read-timeout", type=float, default=30.0, help="seconds to receive a whole body (else 408)")
-    p.add_argument("--max-concurrent", type=int, default=64, help="predictions in progress at once (more get 503)")
+    p.add_argument("--max-body-bytes", type=POSITIVE, default=10 * 1024 * 1024)
+    p.add_argument("--max-batch-size", type=POSITIVE, default=16)
+    p.add_argument("--max-wait-ms", type=NON_NEGATIVE_FLOAT, default=5.0,
+                   help="how long a request waits for others to batch with")
+    p.add_argument("--read-timeout", type=POSITIVE_FLOAT, default=30.0,
+                   help="seconds to receive a whole body (else 408)")
+    p.add_argument("--max-concurrent", type=POSITIVE, default=64, help="predictions in progress at once (more get 503)")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
     studies = p.add_subparsers(dest="study", metavar="STUDY")
@@ -540,10 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(about 90 min there); paper: the full 64k-iteration schedule, for a GPU")
     q.add_argument("--recipe", help="default: paper-cifar-warmup for the quick and long budgets, paper-cifar for "
                                      "the paper budget")
-    q.add_argument("--iterations", type=int, help="override the budget's iterations")
-    q.add_argument("--evaluations", type=int, help="override the budget's evaluations")
-    q.add_argument("--val-size", type=int, help="override the budget's validation images")
-    q.add_argument("--batch-size", type=int, help="override the budget's batch size")
+    q.add_argument("--iterations", type=POSITIVE, help="override the budget's iterations")
+    q.add_argument("--evaluations", type=POSITIVE, help="override the budget's evaluations")
+    q.add_argument("--val-size", type=NON_NEGATIVE, help="override the budget's validation images")
+    q.add_argument("--batch-size", type=POSITIVE, help="override the budget's batch size")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu")
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
@@ -552,12 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="study directory (re-run the same command to resume)")
     q = studies.add_parser("gradients", parents=[imports],
                            help="per-layer gradient norms of plain vs residual nets (log scale)")
-    q.add_argument("--depths", nargs="+", type=int, default=[20, 56, 110],
+    q.add_argument("--depths", nargs="+", type=POSITIVE, default=[20, 56, 110],
                    help="CIFAR depths; plainD and resnetD each (default: 20 56 110)")
     q.add_argument("--models", nargs="+", help="any registered models instead of --depths")
     q.add_argument("--data", default="sample:cifar10", help="images to take the gradients on")
-    q.add_argument("--batch-size", type=int, default=128)
-    q.add_argument("--batches", type=int, default=2, help="batches to average over")
+    q.add_argument("--batch-size", type=POSITIVE, default=128)
+    q.add_argument("--batches", type=POSITIVE, default=2, help="batches to average over")
     q.add_argument("--trained-from", help="a degradation study directory: also measure its trained runs")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu")
@@ -566,14 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="std of each residual function's output, trained nets (Figure 7)")
     q.add_argument("--from", dest="runs_from", required=True, help="a degradation study directory")
     q.add_argument("--models", nargs="+", help="which of its runs (default: all)")
-    q.add_argument("--images", type=int, default=1000, help="validation images to measure on")
-    q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--images", type=POSITIVE, default=1000, help="validation images to measure on")
+    q.add_argument("--batch-size", type=POSITIVE, default=250)
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", required=True, help="study directory")
     q = studies.add_parser("table", parents=[imports],
                            help="Table 1 (stages, blocks, parameters, multiply-adds) as Markdown")
     q.add_argument("--models", nargs="+", default=["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
-    q.add_argument("--input-size", type=int, help="square input side (default: each model's own)")
+    q.add_argument("--input-size", type=IMAGE_SIDE, help="square input side (default: each model's own)")
     q.add_argument("--out", required=True, help="study directory")
     p.set_defaults(func=_cmd_study)
     return parser
@@ -603,6 +645,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)  # every command's --device, before any work
+        if getattr(args, "weights", None) == "":  # not "the default weights": an empty value is a mistake
+            raise UsageError("--weights is empty; give named weights (resnets list --weights), a checkpoint's path "
+                             "or URL, or hf-hub:ORG/NAME")
         return args.func(args)
     except ResnetsError as error:  # wrong input: one line; anything else is a bug and stays a traceback
         kind = "" if error.exit_code == 130 else "error: "
@@ -611,6 +656,21 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"resnets {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``resnets list | head``): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes
+        return 141  # 128 + SIGPIPE, what a shell reports for a command cut off by its pipe
+    except OSError as error:  # a path the system refuses (missing folder, permissions, a file where a folder
+        if error.filename is None:  # goes, a full disk): the user's to fix; an OSError with no path is a bug
+            raise
+        if is_disk_full(error):
+            print(f"resnets {args.command}: error: {disk_full_error(error.filename)}", file=sys.stderr)
+        elif error.errno in (errno.EEXIST, errno.ENOTDIR):
+            print(f"resnets {args.command}: error: {error.filename} is a file where a directory is needed; choose "
+                  f"another path", file=sys.stderr)
+        else:
+            print(f"resnets {args.command}: error: {error.filename}: {error.strerror or error}; check the path "
+                  f"and its permissions", file=sys.stderr)
+        return 2
     except Exception as error:  # an optional extra not installed: name it; anything else is a bug (traceback)
         missing = missing_dependency(error)
         if missing is None:

@@ -83,8 +83,8 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     if info.layout == "resnets":
         arch = info.metadata.get("arch")
         if arch and arch != name:
-            raise CheckpointError(f"{info.path} holds {arch} weights, not {name}; "
-                                  f"use create_model({arch!r}, weights=...)")
+            raise CheckpointError(f"{info.path} holds {arch} weights, not {name}; load them as {arch} "
+                                  f"(`resnets COMMAND {arch} --weights ...`, create_model({arch!r}, weights=...))")
         arch_kwargs = info.metadata.get("arch_kwargs") or {}
         if not isinstance(arch_kwargs, dict) or {"features_only", "out_indices"} & set(arch_kwargs):
             raise CheckpointError(f"{info.path}: metadata 'arch_kwargs' must be a JSON object of model options, "
@@ -92,7 +92,8 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         options.update(arch_kwargs)
     file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
     options["num_classes"] = file_classes
-    file_chans = int(state_dict["conv1.weight"].shape[1]) if "conv1.weight" in state_dict else 3
+    stem = state_dict.get("conv1.weight")
+    file_chans = int(stem.shape[1]) if stem is not None and stem.dim() == 4 else 3  # else the shape check names it
     if file_chans != 3:
         options["in_chans"] = file_chans
     if info.layout == "resnets":

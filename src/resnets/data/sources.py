@@ -365,7 +365,8 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
     skipped += [(path, reason) for path, reason in (unusable or {}).items() if path.startswith(prefix)]
     classes = sorted(by_class)
     if not classes:
-        raise UsageError(f"{name}: no class folders under {prefix or 'the root'!r} "
+        where = f"under {prefix!r}" if prefix else "at its top level"
+        raise UsageError(f"{name}: no class folders with images {where} "
                          "(expected root/<split>/<class>/<image> or root/<class>/<image>)")
     empty = [c for c in classes if not by_class[c]]
     if empty:
@@ -492,6 +493,10 @@ SYNTHETIC_SYNTAX = ("synthetic:[C x]HxW:CLASSES:SIZE[:SEED], e.g. synthetic:32x3
                     "synthetic:3x224x224:1000:512:7")
 
 
+# the largest synthetic image (64 megapixels, as the inference side's MAX_PIXELS): a typo'd size fails here
+MAX_IMAGE_PIXELS = 64_000_000
+
+
 class SyntheticSource(ImageSource):
     """Reproducible random images whose class sets a colour bias, so that a model can learn them."""
 
@@ -500,6 +505,10 @@ class SyntheticSource(ImageSource):
     def __init__(self, size: int, num_classes: int, image_size: tuple[int, int], channels: int = 3, seed: int = 0):
         if size < 1 or num_classes < 1 or min(image_size) < 1 or channels < 1:
             raise UsageError(f"synthetic data needs positive sizes; syntax: {SYNTHETIC_SYNTAX}")
+        # images are made one at a time, but one must fit: the same bound as a decoded image's
+        if image_size[0] * image_size[1] > MAX_IMAGE_PIXELS or channels > 4:
+            raise UsageError(f"synthetic images of {channels}x{image_size[0]}x{image_size[1]} are too large; at most "
+                             f"{MAX_IMAGE_PIXELS:,} pixels and 4 channels")
         self.name = f"synthetic:{channels}x{image_size[0]}x{image_size[1]}:{num_classes}:{size}:{seed}"
         self.seed = seed
         self.channels = channels

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
+from .._io import check_png_path, save_png
 from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
@@ -60,6 +61,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     ``cache_exports`` keeps its ONNX export for later calls (see ``export_cache``).
     """
     torch_device = resolve_device(device)  # before loading anything
+    if confusion_png is not None:
+        check_png_path(confusion_png, "--confusion")
     if precision is not None and backend is None:
         backend = "auto"
     precision = precision or "fp32"
@@ -69,8 +72,12 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     metadata = model.checkpoint_info.metadata
     mean = tuple(mean) if mean is not None else tuple(model.preprocessing.mean)
     std = tuple(std) if std is not None else tuple(model.preprocessing.std)
-    if len(mean) != len(std):
-        raise UsageError(f"--mean has {len(mean)} values but --std has {len(std)}")
+    channels = model.preprocessing.input_size[0]
+    if len(mean) != channels or len(std) != channels:
+        raise UsageError(f"--mean and --std need {channels} values each (one per input channel of "
+                         f"{model_name}), got {len(mean)} and {len(std)}")
+    if not all(0 < v < float("inf") for v in std):
+        raise UsageError(f"--std values must be positive, got {','.join(f'{v:g}' for v in std)}")
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
     source: Union[str, object] = data
     reason = "asked for"
@@ -166,5 +173,5 @@ def write_confusion_png(matrix: list, classes: Sequence[str], path: str, title: 
     axis.set_ylabel("true")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    save_png(figure, path)
     plt.close(figure)

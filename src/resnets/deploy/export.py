@@ -9,6 +9,7 @@ bf16 as torch.export or TorchScript (float32 in and out, bfloat16 inside).
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import tempfile
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import atomic_path
 from ..errors import UsageError
 from .classes import resolve_class_names
 from .fold import fold_batchnorm
@@ -140,7 +142,9 @@ def export_torchscript(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notices; it is still what users ask for
         scripted = torch.jit.freeze(torch.jit.trace(model.eval(), _sample_input(model, 2)))
-    scripted.save(str(path))
+    buffer = io.BytesIO()  # TorchScript's own file writer aborts the process on a full disk; Python's raises
+    torch.jit.save(scripted, buffer)
+    path.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -178,6 +182,8 @@ def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
     """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``)."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if Path(path).is_dir():
+        raise UsageError(f"--out {os.fspath(path)} is a directory; give the name of the {fmt} file to write")
     suffix = Path(path).suffix.lower()
     if suffix not in EXTENSIONS[fmt]:
         other = next((f for f, endings in EXTENSIONS.items() if suffix in endings), None)
@@ -219,18 +225,21 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
                          f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")
     check_export_path(path, fmt)
     model = model.eval()
-    if precision == "int8":
-        if calibration is None:
-            raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
-        path = quantize_onnx(fold_batchnorm(model), calibration, path)
-        write_onnx_metadata(path, model_metadata(model, precision))
-    elif precision == "bf16":
-        exported = BFloat16Model(fold_batchnorm(copy.deepcopy(model)))
-        path = export_program(exported, path) if fmt == "torch.export" else export_torchscript(exported, path)
-    elif fmt == "onnx":
-        path = export_onnx(model, path)
-    else:
-        path = export_program(model, path) if fmt == "torch.export" else export_torchscript(model, path)
+    if precision == "int8" and calibration is None:
+        raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
+    path = Path(path)
+    # written beside the target and renamed onto it when whole: a failure (a full disk) leaves no partial file
+    with atomic_path(path) as partial:
+        if precision == "int8":
+            quantize_onnx(fold_batchnorm(model), calibration, partial)
+            write_onnx_metadata(partial, model_metadata(model, precision))
+        elif precision == "bf16":
+            exported = BFloat16Model(fold_batchnorm(copy.deepcopy(model)))
+            export_program(exported, partial) if fmt == "torch.export" else export_torchscript(exported, partial)
+        elif fmt == "onnx":
+            export_onnx(model, partial)
+        else:
+            export_program(model, partial) if fmt == "torch.export" else export_torchscript(model, partial)
     inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
     if real_inputs is not None and len(real_inputs):
         inputs[f"real images ({len(real_inputs)})"] = real_inputs

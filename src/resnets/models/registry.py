@@ -107,7 +107,8 @@ def get_model_spec(name: str) -> ModelSpec:
         return _MODELS[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see resnets.list_models()"
+        hint = (f"; did you mean {', '.join(close)}?" if close
+                else "; see `resnets list` (resnets.list_models() in Python)")
         raise UsageError(f"unknown model {name!r}{hint}") from None
 
 
@@ -126,7 +127,14 @@ def build_model(name: str, *, features_only: bool = False, out_indices: Optional
     if features_only:
         kwargs["features_only"] = True
         kwargs["out_indices"] = out_indices
-    model = spec.builder(**kwargs)
+    try:
+        model = spec.builder(**kwargs)
+    except TypeError as error:  # a keyword the builder does not take: the caller's option, not a bug
+        wrong = re.search(r"(?:unexpected keyword argument|multiple values for keyword argument) '(\w+)'", str(error))
+        if wrong is None:
+            raise
+        raise UsageError(f"{name} takes no option {wrong.group(1)!r}; its options are the keyword arguments of "
+                         f"the ResNet class (num_classes, in_chans, shortcut, zero_init_residual, ...)") from None
     model.arch = name
     model.arch_kwargs = {k: v for k, v in kwargs.items() if k not in ("features_only", "out_indices")}
     model.preprocessing = spec.preprocessing.for_channels(kwargs.get("in_chans", 3))

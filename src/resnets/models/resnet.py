@@ -69,6 +69,11 @@ class ResNet(nn.Module):
             raise UsageError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same, non-zero length")
         if any(n < 1 for n in layers):
             raise UsageError(f"every stage needs at least one block, got layers={tuple(layers)}")
+        for key, value, kind in (("num_classes", num_classes, int), ("in_chans", in_chans, int),
+                                 ("zero_init_residual", zero_init_residual, bool), ("groups", groups, int),
+                                 ("width_per_group", width_per_group, int)):
+            if type(value) is not kind:  # bool is an int subclass: type(), not isinstance()
+                raise UsageError(f"{key} must be {'true or false' if kind is bool else 'an integer'}, got {value!r}")
         if num_classes < 0 or in_chans < 1:
             raise UsageError(f"num_classes must be >= 0 and in_chans >= 1, got {num_classes} and {in_chans}")
         if replace_stride_with_dilation is None:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, save_png
 from ..errors import MissingFileError, UsageError
 
 
@@ -86,8 +86,6 @@ def save_figure(figure, png: Union[str, Path]) -> dict[str, tuple[list[float], l
 
     figure.tight_layout()
     lines = line_data(figure)
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png)
+    save_png(figure, png)
     plt.close(figure)
     return lines

@@ -230,8 +230,10 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                       + (", channels-last" if channels_last else "")
                       + (f", distilling from {distillation['teacher']} ({distillation['weights'] or 'default weights'}"
                          f", alpha {distillation['alpha']:g}, T {distillation['temperature']:g})" if teacher else "")
-                      + (f", resuming at step {start_step}" if start_step else ""))
-        for notice in (split_notice(teacher, info.split), class_notice(teacher, info.classes)) if teacher is not None else ():
+                      + (f", already finished at step {start_step}: nothing left to train" if start_step >= total_steps
+                         else f", resuming at step {start_step}" if start_step else ""))
+        notices = (split_notice(teacher, info.split), class_notice(teacher, info.classes)) if teacher else ()
+        for notice in notices:
             if notice:
                 progress.line(notice)
         if leftovers:

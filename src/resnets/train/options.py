@@ -99,6 +99,12 @@ class TrainOptions:
             raise UsageError(f"--epochs must be positive, got {self.epochs}")
         if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
             raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
+        taken = sorted({"num_classes", "features_only", "out_indices"} & set(self.model_kwargs or {}))
+        if taken:
+            raise UsageError(f"--model-arg {taken[0]}: set by the training itself (num_classes from the data's "
+                             f"classes), not a model option here")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UsageError(f"--num-workers must not be negative, got {self.num_workers}")
         if self.val_size is not None and self.val_size < 0:
             raise UsageError(f"--val-size must not be negative, got {self.val_size}")
         for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .._io import check_png_path, save_png
 from .checkpoint import RunDirError, read_config, read_metrics
 
 
@@ -23,6 +24,7 @@ def run_labels(run_dirs: Sequence[Union[str, Path]]) -> list[str]:
 def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, title: Optional[str] = None,
               labels: Optional[Sequence[str]] = None) -> Path:
     """Draw one or more runs' ``metrics.jsonl`` into a PNG; returns its path."""
+    check_png_path(out, "--out")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,9 +35,12 @@ def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, ti
     labels = list(labels) if labels else run_labels(run_dirs)
     for index, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
+        if not (run_dir / "metrics.jsonl").is_file():
+            raise RunDirError(f"{run_dir}: no metrics.jsonl here; give the directory of a training run (--out of "
+                              f"resnets train)")
         rows = read_metrics(run_dir)
         if not rows:
-            raise RunDirError(f"{run_dir}: no metrics.jsonl lines to plot")
+            raise RunDirError(f"{run_dir}: no metrics.jsonl lines to plot (the run has not been evaluated yet)")
         label = labels[index]
         color = colors[index % len(colors)]
         steps = [r["step"] for r in rows]
@@ -50,8 +55,6 @@ def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, ti
     axis.legend(fontsize=8)
     axis.set_title(title or ", ".join(Path(r).name for r in run_dirs))
     figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
+    save_png(figure, out)
     plt.close(figure)
     return out

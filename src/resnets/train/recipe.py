@@ -9,6 +9,7 @@ key must be a field of :class:`Recipe`, with the field's type.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import sys
 from dataclasses import dataclass, field, fields
@@ -104,6 +105,15 @@ class Recipe:
                 raise RecipeError(f"recipe {self.name!r}: {key} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.momentum < 1 or not 0 <= self.label_smoothing < 1:
             raise RecipeError(f"recipe {self.name!r}: ema_decay, momentum and label_smoothing must lie in [0, 1)")
+        unfinite = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
+                    and not math.isfinite(getattr(self, f.name))]
+        if unfinite:
+            raise RecipeError(f"recipe {self.name!r}: {unfinite[0]} must be a finite number, got "
+                              f"{getattr(self, unfinite[0])}")
+        if self.val_size is not None and self.val_size < 0:
+            raise RecipeError(f"recipe {self.name!r}: val_size must not be negative, got {self.val_size}")
+        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
+            raise RecipeError(f"recipe {self.name!r}: val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 <= self.random_erasing <= 1:
             raise RecipeError(f"recipe {self.name!r}: random_erasing is a probability in [0, 1], "
                               f"got {self.random_erasing}")
@@ -130,6 +140,17 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_WORDS = {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number",
+          "list": "a list of numbers"}
+
+
+def _described(annotation: str) -> str:
+    """A field's annotation in words: 'Optional[int]' -> 'an integer (or left out)'."""
+    if annotation.startswith("Optional["):
+        return _WORDS[annotation[len("Optional["):-1]] + " (or left out)"
+    return _WORDS[annotation]
 
 
 def _type_ok(value: Any, annotation: str) -> bool:
@@ -161,11 +182,17 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
             flat[key] = (key, value)
     values = {}
     for key, (where, value) in flat.items():
+        if key in SECTIONS and key not in known:  # a section name given a value instead of a table of keys
+            raise RecipeError(f"{source}: {key!r} is a section, [{key}] followed by its keys, not a value "
+                              f"({value!r})")
         if key not in known:
-            raise RecipeError(f"{source}: unknown key {where!r}; known keys: {', '.join(sorted(known))}")
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise RecipeError(f"{source}: unknown key {where!r}; {hint}known keys: {', '.join(sorted(known))} "
+                              f"(top level or in the sections {', '.join(SECTIONS)})")
         annotation = str(known[key].type)
         if not _type_ok(value, annotation):
-            raise RecipeError(f"{source}: {where!r} must be {annotation}, got {value!r} ({type(value).__name__})")
+            raise RecipeError(f"{source}: {where!r} must be {_described(annotation)}, got {value!r}")
         values[key] = float(value) if annotation in ("float", "Optional[float]") and value is not None else value
     try:
         return Recipe(**values)
@@ -186,7 +213,8 @@ def load_recipe(name_or_path: Union[str, Path]) -> Recipe:
             raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())}, "
                               f"or give a path to a .toml file")
     if not path.is_file():
-        raise RecipeError(f"recipe file {path} not found")
+        raise RecipeError(f"recipe file {path} {'is a directory' if path.is_dir() else 'not found'}; give the "
+                          f"path of a .toml file or a shipped recipe's name")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

@@ -61,10 +61,12 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
         clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
                    if v is not None and recorded.get(k) != v]
         recipe = build_recipe(options, base=recorded["recipe"])
-        if recipe.to_dict() != recorded["recipe"]:
-            clashes.append("recipe options (iterations, epochs, batch size, lr, evaluations, val size)")
+        given_recipe = recipe.to_dict()
+        clashes += [f"{k} (recorded {recorded['recipe'].get(k)!r}, given {v!r})" for k, v in given_recipe.items()
+                    if recorded["recipe"].get(k) != v]
         if clashes:
-            raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}")
+            raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}; resume with "
+                              f"the run's own options (they are in its config.json) or start a new --out")
         return recorded, last_checkpoint(out)
 
     if options.data in (None, DEFAULT_DATA):  # the sample, named or not, gets the sample's defaults

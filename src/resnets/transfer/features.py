@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -157,6 +157,7 @@ class Features:
         """``.npy`` (features) + ``<path>.json`` (files, labels, classes), or one ``.safetensors``
         (features and labels as tensors, files and classes in its metadata). Returns the paths."""
         path = Path(path)
+        feature_paths(path)
         meta = dict(model=self.model, stage=self.stage, classes=self.classes, files=self.files)
         if path.suffix == ".npy":
             sidecar = path.with_suffix(".json")
@@ -171,6 +172,19 @@ class Features:
                           str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
             return [path]
         raise UsageError(f"--out {path}: expected a .npy or .safetensors file name")
+
+
+def feature_paths(path: Union[str, Path], *, inputs: Sequence[Optional[str]] = ()) -> list[Path]:
+    """The files :meth:`Features.save` writes for ``path``; refused, before any work, where the name is not
+    .npy or .safetensors or where one of them is an existing input file (the weights, the data)."""
+    path = Path(path)
+    if path.suffix not in (".npy", ".safetensors"):
+        raise UsageError(f"--out {path}: expected a .npy or .safetensors file name")
+    written = [path, path.with_suffix(".json")] if path.suffix == ".npy" else [path]
+    for given in inputs:
+        if given and Path(given).is_file() and any(p.exists() and p.samefile(given) for p in written):
+            raise UsageError(f"--out {path} would overwrite {given}, an input of this command; choose another name")
+    return written
 
 
 def load_features(path: Union[str, Path]) -> Features:

@@ -106,6 +106,9 @@ def detect_format(path: PathOrUrl) -> str:
         (header_len,) = struct.unpack("<Q", head[:8])
         if 2 <= header_len <= size - 8 and head[8:9] == b"{":
             return "safetensors"
+        if head[8:9] == b"{":  # a safetensors file whose header length points past its end
+            raise CheckpointError(f"{path}: a safetensors file whose header claims {header_len:,} bytes, but the "
+                                  f"file has {size:,}: truncated or damaged; fetch or copy it again")
     if head[:1] == b"\x80":
         raise CheckpointError(f"{path}: a plain pickle, not a torch.save or safetensors checkpoint; "
                               "refusing to unpickle it")
@@ -121,9 +124,13 @@ def _torch_load(path: Path, fmt: str) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's message goes on to suggest weights_only=False, which would run the file's code: name only
+        # what it refused
+        found = re.search(r"(?:WeightsUnpickler error: |\n)([^\n]*(?:GLOBAL|global)[^\n]*)", str(error))
+        why = found.group(1).strip().rstrip(".") if found else "an object outside tensors and plain data"
         raise UnsafeCheckpointError(
-            f"{path}: refused to load, it contains objects that only code execution could build "
-            f"(torch.load weights_only=True said: {str(error).splitlines()[0]})") from None
+            f"{path}: refused to load, it contains objects that only code execution could build ({why}); "
+            f"it is not loaded, and should not be unless you trust its source") from None
     except (RuntimeError, EOFError) as error:
         raise CheckpointError(f"{path}: cannot read this {fmt} checkpoint: {error}") from None
 
@@ -345,6 +352,13 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
         lines.append(f"  the file looks like: {describe_state_dict(state_dict)}")
         raise CheckpointError("\n".join(lines))
     loadable = {k: v for k, v in given.items() if k in target}
+    for key, value in loadable.items():
+        if target[key].is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{source}: {key} holds {value.dtype} values where a network keeps floating-point "
+                                  f"weights; this file does not hold trained weights")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: {key} holds NaN or infinite values (a diverged or damaged training); "
+                                  f"every output would be NaN, so the weights are refused")
     model.load_state_dict(loadable, strict=False)
     info.missing_keys, info.unexpected_keys, info.skipped_keys = missing, unexpected, skipped
     return info

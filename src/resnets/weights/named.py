@@ -196,7 +196,8 @@ def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
     if found is not None:
         if found.model != model:
             raise UsageError(f"{found.name} are weights of {found.model}, not {model}; "
-                             f"use create_model({found.model!r}, weights={found.name!r})")
+                             f"load them as {found.model} (`resnets COMMAND {found.model} --weights {found.tag}`, "
+                             f"create_model({found.model!r}, weights={found.name!r}))")
         return found
     if re.match(r"^https?://", weights) or Path(weights).expanduser().exists():
         return None

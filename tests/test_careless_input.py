@@ -1,0 +1,209 @@
+"""What a careless or hostile command line gets: one line and exit code 2 before any work, and no
+file of the user's overwritten or left half-written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+import resnets
+from resnets.cli import main, output_names
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exit:  # argparse refuses a value itself (usage line, then one error line)
+        code = exit.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
+    model = resnets.create_model("resnet20")
+    path = tmp_path / name
+    resnets.save_weights(model, path)
+    if tensors:
+        from safetensors.torch import load_file, save_file
+        state = {**load_file(str(path)), **tensors}
+        save_file(state, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("command, says", [
+    (["predict", "resnet20", "--random-weights", "--batch-size", "-1", "x.jpg"], "--batch-size: must be at least 1"),
+    (["predict", "resnet20", "--random-weights", "--batch-size", "0", "x.jpg"], "--batch-size: must be at least 1"),
+    (["predict", "resnet20", "--top-k", "0", "x.jpg"], "--top-k: must be at least 1, got 0"),
+    (["explain", "resnet20", "--random-weights", "--top-k", "0", "--out", "o", "x.jpg"], "--top-k: must be at least 1"),
+    (["predict", "resnet20", "--random-weights", "--calibration-count", "0", "x.jpg"], "--calibration-count"),
+    (["serve", "resnet20", "--random-weights", "--port", "99999"], "--port: must be at least 0 and at most 65535"),
+    (["serve", "resnet20", "--random-weights", "--max-concurrent", "0"], "--max-concurrent"),
+    (["serve", "resnet20", "--random-weights", "--read-timeout", "0"], "--read-timeout: must be more than 0"),
+    (["export", "resnet20", "--random-weights", "--format", "onnx", "--out", "m.onnx", "--tolerance", "-1"],
+     "--tolerance: must be more than 0"),
+    (["info", "resnet20", "--input-size", "-5"], "--input-size: must be at least 1"),
+    (["info", "resnet50", "--input-size", "99999999999999999999"], "at most 16384"),
+    (["eval", "resnet20", "--weights", "w", "--data", "d", "--num-workers", "-1"], "--num-workers"),
+    (["features", "resnet20", "--data", "d", "--out", "f.npy", "--batch-size", "x"], "expected an integer, got 'x'"),
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(tmp_path, capsys, monkeypatch, command, says):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(capsys, *command)
+    assert code == 2 and out == "" and says in err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_options_the_model_does_not_take_are_one_line(tmp_path, capsys):
+    with pytest.raises(resnets.ResnetsError, match="resnet20 takes no option 'foo'"):
+        resnets.create_model("resnet20", foo=1)
+    with pytest.raises(resnets.ResnetsError, match="zero_init_residual must be true or false, got 'maybe'"):
+        resnets.create_model("resnet20", zero_init_residual="maybe")
+    for arg, says in (("num_classes=3", "set by the training itself"), ("foo=1", "takes no option 'foo'")):
+        code, _, err = _cli(capsys, "train", "resnet20", "--data", "synthetic:32x32:4:64", "--val-size", "16",
+                            "--batch-size", "16", "--iterations", "1", "--model-arg", arg,
+                            "--out", str(tmp_path / "run"))
+        assert code == 2 and err.count("\n") == 1 and says in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_paths_the_system_refuses_are_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    # a file where the run directory goes; a folder under a file
+    code, _, err = _cli(capsys, "train", "resnet20", "--data", "synthetic:32x32:4:64", "--iterations", "1",
+                        "--val-size", "16", "--batch-size", "16", "--out", str(afile))
+    assert code == 2 and err.count("\n") == 1 and str(afile) in err
+    code, _, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", "torchscript",
+                        "--out", str(afile / "m.pt"))
+    assert code == 2 and err.splitlines()[-1].endswith(f"{afile} is a file where a directory is needed; choose "
+                                                        f"another path")
+    assert afile.read_text() == "mine"
+    # figures: a name that is not .png, or a folder, is refused before the work
+    code, _, err = _cli(capsys, "eval", "resnet20", "--weights", _weights(tmp_path), "--data",
+                        "synthetic:32x32:10:8", "--confusion", str(tmp_path))
+    assert code == 2 and "--confusion" in err and "expected the name of a .png file" in err
+    code, _, err = _cli(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "p.txt"))
+    assert code == 2 and "expected the name of a .png file" in err
+    code, _, err = _cli(capsys, "train", "resnet20", "--resume")
+    assert code == 2 and "--resume needs --out" in err
+
+
+def test_features_never_overwrite_the_weights_they_read(tmp_path, capsys):
+    weights = _weights(tmp_path)
+    before = open(weights, "rb").read()
+    code, _, err = _cli(capsys, "features", "resnet20", "--weights", weights, "--data", "synthetic:32x32:4:8",
+                        "--out", weights)
+    assert code == 2 and "would overwrite" in err and open(weights, "rb").read() == before
+    sidecar_clash = tmp_path / "w.json"
+    sidecar_clash.write_text("{}")
+    code, _, err = _cli(capsys, "features", "resnet20", "--weights", weights, "--data", str(sidecar_clash),
+                        "--out", str(tmp_path / "w.npy"))
+    assert code == 2 and "would overwrite" in err and sidecar_clash.read_text() == "{}"
+
+
+def test_explanations_of_images_with_one_name_do_not_overwrite_each_other(tmp_path):
+    paths = [tmp_path / "good.jpg", tmp_path / "good.png", tmp_path / "a" / "good.jpg", tmp_path / "b" / "x.jpg"]
+    names = output_names(paths)
+    assert len(set(names)) == len(paths)
+    assert names[:2] == [f"{tmp_path.name}_good_jpg", f"{tmp_path.name}_good_png"]
+    assert output_names([tmp_path / "x.jpg", tmp_path / "y.jpg"]) == ["x", "y"]  # plain stems where they differ
+    roots = [tmp_path / "r1" / "c" / "a.jpg", tmp_path / "r2" / "c" / "a.jpg"]
+    assert output_names(roots) == ["c_a_jpg", "c_a_jpg_2"]
+
+
+@pytest.mark.parametrize("tensor, says", [
+    ({"conv1.weight": torch.full((16, 3, 3, 3), float("nan"))}, "conv1.weight holds NaN or infinite values"),
+    ({"bn1.bias": torch.zeros(16, dtype=torch.int64)}, "bn1.bias holds torch.int64 values"),
+    ({"conv1.weight": torch.zeros(7, 7)}, "conv1.weight: file (7, 7) vs model (16, 3, 3, 3)"),
+])
+def test_weights_no_network_could_use_are_refused(tmp_path, capsys, tensor, says):
+    code, out, err = _cli(capsys, "eval", "resnet20", "--weights", _weights(tmp_path, **tensor),
+                          "--data", "synthetic:32x32:10:8")
+    assert code == 2 and out == "" and says in err
+
+
+def test_a_safetensors_header_longer_than_its_file_is_named(tmp_path):
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes((1000).to_bytes(8, "little") + b"{}")
+    with pytest.raises(resnets.ResnetsError, match="header claims 1,000 bytes, but the file has 10"):
+        resnets.create_model("resnet20", weights=str(path))
+
+
+def test_a_hostile_pickle_is_refused_without_advice_to_run_it(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": Payload()}, path)
+    with pytest.raises(resnets.ResnetsError) as error:
+        resnets.create_model("resnet20", weights=str(path))
+    message = str(error.value)
+    assert "refused to load" in message and "system" in message and "weights_only" not in message
+
+
+def test_eval_normalisation_must_fit_the_channels_and_divide(tmp_path, capsys):
+    weights = _weights(tmp_path)
+    for mean, std, says in (("0,0,0,0", "1,1,1,1", "need 3 values each"), ("0,0,0", "0,0,0", "must be positive")):
+        code, _, err = _cli(capsys, "eval", "resnet20", "--weights", weights, "--data", "synthetic:32x32:10:8",
+                            "--mean", mean, "--std", std)
+        assert code == 2 and says in err
+
+
+def test_recipes_name_what_is_wrong_in_words(tmp_path, capsys):
+    from resnets.train.recipe import RecipeError, load_recipe
+    cases = [("optimizer = 5\n", "'optimizer' is a section"),
+             ("iterations = 5\nmomentun = 0.9\n", "did you mean 'momentum'?"),
+             ("iterations = 5\n[optimizer]\nlr = nan\n", "lr must be a finite number"),
+             ("iterations = 5\nmilestones = [-1, \"a\"]\n", "must be a list of numbers"),
+             ("iterations = 5\nval_size = -3\n", "val_size must not be negative"),
+             ("iterations = 5\nval_size = 1.5\n", "must be an integer (or left out)")]
+    for text, says in cases:
+        path = tmp_path / "r.toml"
+        path.write_text(text)
+        with pytest.raises(RecipeError, match=says.replace("?", r"\?").replace("(", r"\(").replace(")", r"\)")):
+            load_recipe(path)
+    with pytest.raises(RecipeError, match="is a directory"):
+        load_recipe(tmp_path)
+
+
+def test_an_export_cut_short_by_a_full_disk_leaves_the_previous_file(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the previous export")
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.jit, "save", full)
+    code, _, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", "torchscript", "--out", str(out))
+    assert code == 2 and err.count("\n") == 2 and "the disk is full" in err.splitlines()[-1]  # after the notice
+    assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+    # the reader is gone before the command writes (`resnets list | head -1` on a long list)
+    run = subprocess.run(f"{sys.executable} -m resnets list | true; echo ${{PIPESTATUS[0]}}", shell=True,
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, executable="/bin/bash")
+    assert run.stdout.strip() == "141" and run.stderr == ""
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "resnet20", "--data", "synthetic:32x32:4:64", "--val-size", "16", "--batch-size", "16",
+            "--iterations", "2", "--evaluations", "1", "--amp", "off", "--no-progress", "--out", str(run)]
+    assert _cli(capsys, *args)[0] == 0
+    metrics = (run / "metrics.jsonl").read_text()
+    code, _, err = _cli(capsys, *args, "--resume")
+    assert code == 0 and "already finished at step 2: nothing left to train" in err
+    assert (run / "metrics.jsonl").read_text() == metrics
+    code, _, err = _cli(capsys, *[a if a != "2" else "4" for a in args], "--resume")
+    assert code == 2 and "iterations (recorded 2, given 4)" in err and json.loads(metrics.splitlines()[0])

@@ -88,6 +88,14 @@ def test_paths_the_system_refuses_are_one_line(tmp_path, capsys):
     assert code == 2 and "--confusion" in err and "expected the name of a .png file" in err
     code, _, err = _cli(capsys, "plot", str(tmp_path), "--out", str(tmp_path / "p.txt"))
     assert code == 2 and "expected the name of a .png file" in err
+    # a place it cannot be written, found before the evaluation whose result it would lose
+    code, out, err = _cli(capsys, "eval", "resnet20", "--weights", _weights(tmp_path), "--data",
+                          "synthetic:32x32:10:8", "--confusion", str(afile / "sub" / "c.png"))
+    assert code == 2 and out == "" and f"cannot write under {afile} (not a directory)" in err
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    code, _, err = _cli(capsys, "predict", "resnet20", "--random-weights", str(fifo))
+    assert code == 2 and "is not a regular file or a directory" in err
     code, _, err = _cli(capsys, "train", "resnet20", "--resume")
     assert code == 2 and "--resume needs --out" in err
 

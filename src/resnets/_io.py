@@ -108,6 +108,12 @@ def check_png_path(path: Union[str, os.PathLike], option: str) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png" or path.is_dir():
         raise UsageError(f"{option} {os.fspath(path)}: expected the name of a .png file to write")
+    existing = path.absolute().parent
+    while not existing.exists():  # the folders still to be made go under the nearest existing one
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {os.fspath(path)}: cannot write under {existing} "
+                         f"({'not a directory' if not existing.is_dir() else 'no permission'})")
     return path
 
 

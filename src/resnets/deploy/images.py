@@ -104,6 +104,8 @@ def find_images(paths: Iterable[Union[str, os.PathLike]]) -> list[Path]:
             found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # a pipe, a device: reading it could block or never end
+            raise UsageError(f"{path} is not a regular file or a directory; give image files or folders")
         else:
             raise MissingFileError(f"no such image or directory: {path}")
     return found

@@ -31,6 +31,7 @@ from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
+
 def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
     """An argparse ``type`` for a ``kind`` (int or float) number in [low, high] ((low, high] with
     ``low_open``): a value outside is refused as argparse refuses a bad choice (usage, one error line, exit 2)."""
@@ -453,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
     p.add_argument("--shortcut", choices=["A", "B", "C", "none"])
     p.add_argument("--variant", choices=["v1", "v1.5"])
-    p.add_argument("--num-classes", type=POSITIVE)
+    p.add_argument("--num-classes", type=NON_NEGATIVE)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_info)
 

@@ -246,8 +246,10 @@ def test_cli_study_commands_and_bad_arguments(tmp_path: Path, degradation_dir: P
     assert "--depths" in capsys.readouterr().err
     assert main(["study", "responses", "--from", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "--from" in capsys.readouterr().err
-    assert main(["study", "degradation", "--iterations", "0", "--data", DATA, "--out", str(tmp_path / "d")]) == 2
-    assert "--iterations" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the parser's own refusal: usage and one error line
+        main(["study", "degradation", "--iterations", "0", "--data", DATA, "--out", str(tmp_path / "d")])
+    assert refused.value.code == 2 and "--iterations: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
     # the CLI over a finished study reads it back without training
     copy = tmp_path / "copy"
     shutil.copytree(degradation_dir, copy)

@@ -229,17 +229,15 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
         raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
     path = Path(path)
     # written beside the target and renamed onto it when whole: a failure (a full disk) leaves no partial file
+    write = {"onnx": export_onnx, "torch.export": export_program, "torchscript": export_torchscript}[fmt]
     with atomic_path(path) as partial:
         if precision == "int8":
             quantize_onnx(fold_batchnorm(model), calibration, partial)
             write_onnx_metadata(partial, model_metadata(model, precision))
         elif precision == "bf16":
-            exported = BFloat16Model(fold_batchnorm(copy.deepcopy(model)))
-            export_program(exported, partial) if fmt == "torch.export" else export_torchscript(exported, partial)
-        elif fmt == "onnx":
-            export_onnx(model, partial)
+            write(BFloat16Model(fold_batchnorm(copy.deepcopy(model))), partial)
         else:
-            export_program(model, partial) if fmt == "torch.export" else export_torchscript(model, partial)
+            write(model, partial)
     inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
     if real_inputs is not None and len(real_inputs):
         inputs[f"real images ({len(real_inputs)})"] = real_inputs

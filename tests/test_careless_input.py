@@ -215,3 +215,13 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
     assert (run / "metrics.jsonl").read_text() == metrics
     code, _, err = _cli(capsys, *[a if a != "2" else "4" for a in args], "--resume")
     assert code == 2 and "iterations (recorded 2, given 4)" in err and json.loads(metrics.splitlines()[0])
+
+
+def test_an_int8_export_leaves_only_its_file(tmp_path, capsys):
+    out = tmp_path / "exports" / "m.onnx"
+    code, stdout, _ = _cli(capsys, "export", "resnet20", "--weights", "cifar10", "--format", "onnx", "--precision",
+                           "int8", "--calibration", "sample:cifar10", "--calibration-count", "32", "--out", str(out))
+    assert code == 0 and "int8" in stdout
+    assert [p.name for p in out.parent.iterdir()] == ["m.onnx"]  # no temporary or intermediate file beside it
+    from resnets.deploy.export import read_onnx_metadata
+    assert read_onnx_metadata(out)["precision"] == "int8"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_write_text, save_png
 from .errors import UsageError, require
 
 # method name -> the class of pytorch_grad_cam that computes it
@@ -259,8 +259,7 @@ def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], 
         draw_overlay(axis, unnormalize(batch[i], preprocessing.mean, preprocessing.std), heatmaps[i],
                      f"{title}\n{method} for {_class_name(model, check.targets[i])}")
         figure.tight_layout()
-        with atomic_path(out / f"{name}.png") as tmp:
-            figure.savefig(tmp, format="png")
+        save_png(figure, out / f"{name}.png")
         plt.close(figure)
         record = {"image": name, "method": method, "target": {"index": check.targets[i],
                                                                "name": _class_name(model, check.targets[i])},

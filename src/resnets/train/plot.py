@@ -24,7 +24,7 @@ def run_labels(run_dirs: Sequence[Union[str, Path]]) -> list[str]:
 def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, title: Optional[str] = None,
               labels: Optional[Sequence[str]] = None) -> Path:
     """Draw one or more runs' ``metrics.jsonl`` into a PNG; returns its path."""
-    check_png_path(out, "--out")
+    out = check_png_path(out, "--out")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -156,22 +156,19 @@ class Features:
     def save(self, path: Union[str, Path]) -> list[Path]:
         """``.npy`` (features) + ``<path>.json`` (files, labels, classes), or one ``.safetensors``
         (features and labels as tensors, files and classes in its metadata). Returns the paths."""
-        path = Path(path)
-        feature_paths(path)
+        written = feature_paths(path)  # refuses any other name
+        path = written[0]
         meta = dict(model=self.model, stage=self.stage, classes=self.classes, files=self.files)
         if path.suffix == ".npy":
-            sidecar = path.with_suffix(".json")
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, self.features.numpy())
-            atomic_write_text(sidecar, json.dumps({**meta, "labels": self.labels.tolist()}) + "\n")
-            return [path, sidecar]
-        if path.suffix == ".safetensors":
+            atomic_write_text(written[1], json.dumps({**meta, "labels": self.labels.tolist()}) + "\n")
+        else:
             with atomic_path(path) as tmp:
                 save_file({"features": self.features.contiguous(), "labels": self.labels},
                           str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-            return [path]
-        raise UsageError(f"--out {path}: expected a .npy or .safetensors file name")
+        return written
 
 
 def feature_paths(path: Union[str, Path], *, inputs: Sequence[Optional[str]] = ()) -> list[Path]:

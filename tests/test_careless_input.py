@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import resnets
+from resnets.errors import UsageError
 from resnets.cli import main, output_names
 
 
@@ -46,7 +47,7 @@ def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
     (["export", "resnet20", "--random-weights", "--format", "onnx", "--out", "m.onnx", "--tolerance", "-1"],
      "--tolerance: must be more than 0"),
     (["info", "resnet20", "--input-size", "-5"], "--input-size: must be at least 1"),
-    (["info", "resnet50", "--input-size", "99999999999999999999"], "at most 16384"),
+    (["info", "resnet50", "--input-size", "99999999999999999999"], "at most 4096"),
     (["eval", "resnet20", "--weights", "w", "--data", "d", "--num-workers", "-1"], "--num-workers"),
     (["features", "resnet20", "--data", "d", "--out", "f.npy", "--batch-size", "x"], "expected an integer, got 'x'"),
 ])
@@ -54,6 +55,49 @@ def test_numbers_out_of_range_are_refused_by_the_parser(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     code, out, err = _cli(capsys, *command)
     assert code == 2 and out == "" and says in err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _api_calls():
+    from resnets.data import DataConfig, build_loaders
+    from resnets.deploy import SessionConfig, export_model, load_images
+    from resnets.interpret import explain_images
+    model = resnets.create_model("resnet20")
+    pre = model.preprocessing
+    yield "ServerConfig(max_concurrent=0)", "max_concurrent must be at least 1, got 0", \
+        lambda: _server_config(max_concurrent=0)
+    yield "ServerConfig(port=99999)", "port must be at least 0 and at most 65535", lambda: _server_config(port=99999)
+    yield "ServerConfig(read_timeout=nan)", "read_timeout must be more than 0, got nan", \
+        lambda: _server_config(read_timeout=float("nan"))
+    yield "ServerConfig(top_k=2.5)", "top_k must be an integer, got 2.5", lambda: _server_config(top_k=2.5)
+    yield "SessionConfig(calibration_images=0)", "calibration_images must be at least 1", \
+        lambda: SessionConfig(calibration_images=0)
+    yield "SessionConfig(num_threads=True)", "num_threads must be an integer, got True", \
+        lambda: SessionConfig(num_threads=True)
+    yield "load_images(count=0)", "count must be at least 1, got 0", lambda: load_images("sample:cifar10", pre, count=0)
+    yield "export_model(tolerance=-1)", "tolerance must be more than 0", \
+        lambda: export_model(model, "never.onnx", "onnx", tolerance=-1)
+    yield "explain_images(top_k=0)", "top_k must be at least 1, got 0", \
+        lambda: explain_images(model, torch.zeros(1, 3, 32, 32), ["a"], "never", top_k=0)
+    yield "build_loaders(image_size=-5)", "image_size must be at least 1 and at most 4096, got -5", \
+        lambda: build_loaders("sample:cifar10", image_size=-5)
+    yield "build_loaders(config=DataConfig(num_workers=-1))", "num_workers must be at least 0", \
+        lambda: build_loaders("sample:cifar10", DataConfig(num_workers=-1))
+
+
+def _server_config(**options):
+    pytest.importorskip("fastapi")
+    from resnets.deploy.server import ServerConfig
+    return ServerConfig(**options)
+
+
+def test_numbers_out_of_range_are_refused_by_the_python_api_too(tmp_path, monkeypatch):
+    # the command line's argparse types refuse these first; a Python caller meets the same bounds
+    monkeypatch.chdir(tmp_path)
+    for call, says, run in _api_calls():
+        with pytest.raises(UsageError) as caught:
+            run()
+        assert says in str(caught.value), call
     assert list(tmp_path.iterdir()) == []
 
 

@@ -374,7 +374,7 @@ def test_predict_takes_paths_pil_images_and_uint8_tensors(tmp_path):
     assert [p.probability for p in alone[0]] == pytest.approx([p.probability for p in expected[1]], abs=1e-5)
     with pytest.raises(UsageError, match="no such image file: nope.jpg"):
         session.predict(["nope.jpg"])
-    with pytest.raises(UsageError, match="top_k must be a positive integer"):
+    with pytest.raises(UsageError, match="top_k must be at least 1"):
         session.predict(paths, top_k=0)
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -18,7 +22,7 @@ import torch
 
 import resnets
 from resnets.deploy import InferenceSession, load_batch
-from resnets.deploy.server import ServerConfig, create_app
+from resnets.deploy.server import ServerConfig, create_app, listen
 
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -66,9 +70,7 @@ def _run_server(config: ServerConfig):
     model.classes = CLASSES
     session = InferenceSession(model, backend="torch")
     app = create_app(session, config)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]
     instance = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -247,3 +249,43 @@ def test_requests_over_max_concurrent_get_503_at_once(strict_server):
         for holder in holders:
             holder.close()
     assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
+
+
+def test_the_serve_command_listens_answers_and_stops_on_ctrl_c(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    resnets.save_weights(resnets.create_model("resnet20"), weights)
+    command = [sys.executable, "-m", "resnets", "serve", "resnet20", "--weights", str(weights), "--port", "0",
+               "--backend", "torch"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        log = []
+        for line in process.stderr:  # the log names the port the system chose
+            log.append(line)
+            found = re.search(r"serving resnet20 on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                break
+        assert found, "".join(log)
+        url = f"http://127.0.0.1:{found.group(1)}"
+        assert _request(f"{url}/health")[0] == 200
+        status, result = _request(f"{url}/predict", _jpeg(), "image/jpeg")
+        assert status == 200 and len(result["predictions"]) == 5
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130  # interrupted, as every command says it
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_an_address_that_cannot_be_listened_on_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import resnets.cli
+
+    monkeypatch.setattr(resnets.cli, "_session", lambda *a, **k: pytest.fail("the model was loaded first"))
+    busy = listen("127.0.0.1", 0)
+    busy.listen()
+    with busy:
+        port = str(busy.getsockname()[1])
+        for host, port, says in (("127.0.0.1", port, f"cannot listen on 127.0.0.1:{port}"),
+                                 ("999.1.1.1", "8000", "--host 999.1.1.1: not an address to listen on")):
+            code = resnets.cli.main(["serve", "resnet20", "--random-weights", "--host", host, "--port", port])
+            err = capsys.readouterr().err
+            assert code == 2 and err.count("\n") == 1 and says in err

@@ -17,10 +17,11 @@ from typing import Any, Optional, Sequence
 from . import __version__, deploy, studies
 from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
-from .errors import ResnetsError, UsageError, missing_dependency
+from .errors import ResnetsError, UsageError, missing_dependency, range_text
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
+from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
 from .weights.named import default_weights, get_weights, list_weights
@@ -42,9 +43,7 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
         if not (value > low if low_open else value >= low) or not value <= high:
-            bounds = f"{'more than' if low_open else 'at least'} {low:g}" + (
-                f" and at most {high:g}" if high != float("inf") else "")
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {range_text(low, high, low_open=low_open)}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
@@ -54,7 +53,7 @@ POSITIVE = _number(int, 1)
 NON_NEGATIVE = _number(int, 0)
 POSITIVE_FLOAT = _number(float, 0, low_open=True)
 NON_NEGATIVE_FLOAT = _number(float, 0)
-IMAGE_SIDE = _number(int, 1, 16384)  # larger sides are typos: a 16k x 16k RGB batch of one is 3 GB of floats
+IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's preprocessing takes
 
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
                 "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
@@ -370,13 +369,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .deploy.server import (  # deferred: fastapi and uvicorn are the optional 'serve' extra
         ServerConfig,
+        listen,
         serve,
     )
 
     config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
                           max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)
-    serve(_session(args), config)
+    sock = listen(config.host, config.port)  # an address that cannot be used is said before the model loads
+    serve(_session(args), config, sock)
     return 0
 
 

@@ -8,6 +8,7 @@ a diverged training). Anything else that escapes is a bug and stays a traceback.
 from __future__ import annotations
 
 import importlib
+import math
 from types import ModuleType
 
 
@@ -77,5 +78,26 @@ class DiskFullError(ResnetsError, OSError):
     replaced is left as it was."""
 
 
+def range_text(low: float, high: float = math.inf, *, low_open: bool = False) -> str:
+    """How a bound is said in messages: "at least 1", "more than 0 and at most 65535"."""
+    text = f"{'more than' if low_open else 'at least'} {low:g}"
+    return text + (f" and at most {high:g}" if high != math.inf else "")
+
+
+def check_number(name: str, value, low: float, high: float = math.inf, *, low_open: bool = False,
+                 integer: bool = True, optional: bool = False):
+    """``value`` when it is a number (an int with ``integer``) in [low, high] ((low, high] with
+    ``low_open``), or None with ``optional``; else the UsageError naming ``name``, the bound and the value.
+    The Python API's check of what the command line's argparse types refuse before it."""
+    if value is None and optional:
+        return value
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not (value > low if low_open else value >= low) or not value <= high:
+        raise UsageError(f"{name} must be {range_text(low, high, low_open=low_open)}, got {value!r}")
+    return value
+
+
 __all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
-           "UsageError", "available", "missing_dependency", "require"]
+           "UsageError", "available", "check_number", "missing_dependency", "range_text", "require"]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_text, save_png
-from .errors import UsageError, require
+from .errors import UsageError, check_number, require
 
 # method name -> the class of pytorch_grad_cam that computes it
 METHODS = {
@@ -239,6 +239,7 @@ def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], 
     numbers at input resolution). Returns the JSON records."""
     if len(names) != len(batch):
         raise UsageError(f"explain_images: {len(names)} names for {len(batch)} images")
+    check_number("top_k", top_k, 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heatmaps = explain(model, batch, targets, method)

@@ -103,6 +103,7 @@ def build_loaders(source: Union[str, Path, ImageSource], config: Optional[DataCo
         if key not in names:
             raise TypeError(f"build_loaders got an unknown option {key!r}; options: {sorted(names)}")
         setattr(cfg, key, value)
+    cfg.check()
     check_policy(cfg.bad_input)
     train_source = resolve_source(source, "train", bad_input=cfg.bad_input, cache_dir=cfg.cache_dir,
                                   download=cfg.download)

@@ -68,6 +68,7 @@ def loader_for(source: ImageSource, config: DataConfig, *, train: bool, indices:
     measured on these images (small) or ImageNet's (large). The large pipeline's indices still
     include files that fail to decode; its loader drops them as it meets them.
     """
+    config.check()
     batch_size = config.batch_size if train else config.eval_batch_size or config.batch_size
     batching = dict(batch_size=batch_size, shuffle=train, drop_last=config.drop_last if train else False,
                     seed=config.seed, device=config.device, channels_last=config.channels_last, dtype=config.dtype,

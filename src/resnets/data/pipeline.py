@@ -13,9 +13,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, check_number
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
-from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD
+from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE
 from .cache import probe_size
 from .sources import ImageSource
 
@@ -63,6 +63,20 @@ class DataConfig:
     download: bool = False  # fetch cifar10 / cifar100 when missing from the cache
     small_max_side: int = SMALL_IMAGE_MAX_SIDE
     small_max_bytes: int = SMALL_IMAGE_MAX_BYTES
+
+    def check(self) -> "DataConfig":
+        """Refuse a number that cannot be used (UsageError naming the field), before any image is read.
+        Called by :func:`build_loaders` and :func:`loader_for`, after keyword options are applied."""
+        check_number("batch_size", self.batch_size, 1)
+        check_number("eval_batch_size", self.eval_batch_size, 1, optional=True)
+        for name in ("image_size", "train_image_size"):
+            check_number(name, getattr(self, name), 1, MAX_INPUT_SIDE, optional=True)
+        check_number("val_size", self.val_size, 0, optional=True)
+        check_number("random_erasing", self.random_erasing, 0, 1, integer=False)
+        check_number("num_workers", self.num_workers, 0, optional=True)
+        check_number("world_size", self.world_size, 1)
+        check_number("rank", self.rank, 0, self.world_size - 1)
+        return self
 
 
 def preprocessing_field(preprocessing: Any, key: str) -> Any:

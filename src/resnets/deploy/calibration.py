@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..data.sources import resolve_source
-from ..errors import MissingFileError, UsageError
+from ..errors import MissingFileError, UsageError, check_number
 from ..models import Preprocessing
 from .images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
 from .runtimes import CALIBRATION_IMAGES, MAX_ACCURACY_LOSS
@@ -57,7 +57,9 @@ def _split_spec(text: str) -> tuple[str, Optional[str]]:
 
 def load_images(data: Data, preprocessing: Preprocessing, *, count: int = CALIBRATION_IMAGES,
                 seed: int = 0) -> LabelledImages:
-    """Preprocessed images (and labels where known) from a batch, a source string or a folder."""
+    """Preprocessed images (and labels where known) from a batch, a source string or a folder
+    (at most ``count`` of the latter two, a seeded sample)."""
+    check_number("count", count, 1)
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(data)
     if isinstance(data, torch.Tensor):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from ..errors import UsageError
+from ..errors import UsageError, check_number
 from .classes import resolve_class_names
 from .fold import fold_batchnorm
 from .optional import require
@@ -220,6 +220,7 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
     ``calibration``, a preprocessed batch of real images."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_number("tolerance", tolerance, 0, low_open=True, integer=False)
     if precision not in EXPORT_PRECISIONS[fmt]:
         raise UsageError(f"format {fmt!r} is written in precision {' or '.join(EXPORT_PRECISIONS[fmt])}, not "
                          f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -24,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import UsageError, check_number
 from .images import ImageDecodeError, decode_image, preprocess
 from .session import InferenceSession
 
@@ -45,6 +48,16 @@ class ServerConfig:
     # /predict requests in progress at once (reading, decoding or waiting for a batch); a few batches'
     # worth, so a burst is batched while a flood is told to come back instead of queueing without end
     max_concurrent: int = 64
+
+    def __post_init__(self) -> None:
+        # refused here, not when the first request or the listening socket would meet them
+        check_number("port", self.port, 0, 65535)
+        for name in ("top_k", "max_body_bytes", "max_batch_size", "max_concurrent"):
+            check_number(name, getattr(self, name), 1)
+        check_number("max_wait_ms", self.max_wait_ms, 0, integer=False)
+        check_number("read_timeout", self.read_timeout, 0, low_open=True, integer=False)
+        if not isinstance(self.host, str) or not self.host:
+            raise UsageError(f"host must be an address such as 127.0.0.1 or 0.0.0.0, got {self.host!r}")
 
 
 class DynamicBatcher:
@@ -232,9 +245,41 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
     return app
 
 
-def serve(session: InferenceSession, config: Optional[ServerConfig] = None) -> None:
-    """Run the service with uvicorn until interrupted."""
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: any free port), or the UsageError naming the address
+    and why it cannot be used (not an address of this machine, in use, a privileged port): checked
+    before a model is loaded, and said in one line rather than in the server's log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise UsageError(f"--host {host}: not an address to listen on ({getattr(error, 'strerror', error)}); "
+                         f"give an IP address of this machine such as 127.0.0.1, or 0.0.0.0 for all") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as uvicorn does: a restarted server may take the port back from connections closing
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's backlog: from here connections queue until the server takes them
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port "
+                         f"(0 for any free one) or --host") from None
+    return sock
+
+
+def serve(session: InferenceSession, config: Optional[ServerConfig] = None,
+          sock: Optional[socket.socket] = None) -> None:
+    """Run the service with uvicorn until interrupted, on ``sock`` (from :func:`listen`) or on a
+    socket bound to ``config.host``:``config.port``."""
     import uvicorn
 
     config = config or ServerConfig()
-    uvicorn.run(create_app(session, config), host=config.host, port=config.port, log_level="info")
+    sock = sock or listen(config.host, config.port)
+    server = uvicorn.Server(uvicorn.Config(create_app(session, config), log_level="info"))
+    host, port = sock.getsockname()[:2]
+    # uvicorn names the address only of sockets it binds itself; this one listens already
+    logging.getLogger("uvicorn.error").info("serving %s on http://%s:%d (Ctrl+C to stop)", session.arch,
+                                            f"[{host}]" if ":" in host else host, port)
+    with sock:
+        server.run(sockets=[sock])

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from ..errors import OPTIONAL_EXTRAS, UsageError
+from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
 from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load_images, top1_classes
@@ -56,6 +56,12 @@ class SessionConfig:
     quantization_images: int = QUANTIZATION_IMAGES
     # precision="auto" refuses a candidate losing more top-1 points than this on the calibration images
     max_accuracy_loss: float = MAX_ACCURACY_LOSS
+
+    def __post_init__(self) -> None:
+        check_number("num_threads", self.num_threads, 1, optional=True)
+        for name in ("selection_repeats", "calibration_images", "quantization_images"):
+            check_number(name, getattr(self, name), 1)
+        check_number("max_accuracy_loss", self.max_accuracy_loss, 0, 100, integer=False)
 
 
 @dataclass
@@ -321,8 +327,7 @@ class InferenceSession:
     def predict(self, images, top_k: int = 5) -> list[list[Prediction]]:
         """The ``top_k`` classes with softmax probabilities for each image: paths, encoded bytes, PIL images,
         uint8 (C, H, W) tensors (one or a list), or a preprocessed float (N, C, H, W) batch (see ``prepare``)."""
-        if not isinstance(top_k, int) or top_k < 1:
-            raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
+        check_number("top_k", top_k, 1)
         probabilities = torch.softmax(self.run(self.prepare(images)), dim=1)
         k = min(top_k, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)

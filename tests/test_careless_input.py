@@ -269,3 +269,19 @@ def test_an_int8_export_leaves_only_its_file(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["m.onnx"]  # no temporary or intermediate file beside it
     from resnets.deploy.export import read_onnx_metadata
     assert read_onnx_metadata(out)["precision"] == "int8"
+
+
+def test_features_without_weights_use_the_default_ones_or_refuse(tmp_path, capsys):
+    # as predict: embeddings of an untrained network mean nothing, so they are never given silently
+    data = "synthetic:32x32:4:8"
+    code, _, err = _cli(capsys, "features", "plain20", "--data", data, "--out", str(tmp_path / "p.npy"))
+    assert code == 2 and err.count("\n") == 1 and "plain20 has no named weights" in err
+    assert not (tmp_path / "p.npy").exists()
+    code, _, err = _cli(capsys, "features", "resnet20", "--data", data, "--out", str(tmp_path / "d.npy"))
+    assert code == 0 and "using resnet20.cifar10, the default weights" in err
+    code, _, err = _cli(capsys, "features", "resnet20", "--random-weights", "--data", data,
+                        "--out", str(tmp_path / "r.npy"))
+    assert code == 0 and "using random weights" in err
+    import numpy as np
+    trained, random = np.load(tmp_path / "d.npy"), np.load(tmp_path / "r.npy")
+    assert trained.shape == random.shape == (8, 64) and not np.allclose(trained, random)

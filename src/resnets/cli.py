@@ -201,9 +201,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     feature_paths(args.out, inputs=(args.weights, args.data))  # before any work
-    if not args.weights and not is_repository(args.model):
-        print(f"using random weights: {args.model} is untrained (--weights to choose trained ones)", file=sys.stderr)
-    features = compute_features(args.model, args.data, weights=args.weights, stage=args.stage,
+    features = compute_features(args.model, args.data, weights=_weights_to_use(args), stage=args.stage,
                                 batch_size=args.batch_size, device=args.device, image_size=args.image_size,
                                 num_workers=args.num_workers)
     written = features.save(args.out)
@@ -469,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")
     p.add_argument("model")
-    p.add_argument("--weights", help=WEIGHTS_HELP + " (default: random initialisation)")
+    _add_weights_options(p)
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
     p.add_argument("--stage", type=NON_NEGATIVE,

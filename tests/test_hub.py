@@ -333,6 +333,25 @@ def test_cli_missing_files_offline_is_one_line_exit_2(tmp_path):
     assert "local-dir:" in lines[0] and "Traceback" not in done.stderr
 
 
+def test_a_hub_whose_name_does_not_resolve_is_read_from_the_cache_at_once(loopback_hub, tmp_path):
+    """No network but HF_HUB_OFFLINE unset: the cache serves what it holds, and what it lacks is one line
+    naming the address, instead of half a minute of huggingface_hub's retries."""
+    cache = tmp_path / "hf-cache"
+    loopback_hub.repos["someone/resnet20-demo"] = resnets.save_pretrained(_our_model(), tmp_path / "repo")
+    _snapshot_download(loopback_hub, "someone/resnet20-demo", cache)
+    image = _image(tmp_path / "x.png")
+    env = {"HF_ENDPOINT": "http://hub.invalid", "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}  # .invalid never resolves (RFC 6761)
+    done = run_cli("predict", "resnet20", "--backend", "torch", "--weights", "hf-hub:someone/resnet20-demo",
+                   str(image), env=env)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("predict", "resnet20", "--weights", "hf-hub:someone/other", str(image), env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "the Hub's address hub.invalid does not resolve (no network?)" in lines[0]
+    assert "Retrying" not in done.stderr
+
+
 def test_missing_local_dir_and_bad_specs(tmp_path):
     with pytest.raises(MissingFileError, match="no such folder"):
         resnets.create_model(f"local-dir:{tmp_path / 'nowhere'}")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,12 +162,15 @@ def _download(spec: str, offline: Optional[bool]) -> tuple[Path, Path]:
     hub = _huggingface_hub()
     repo_id, revision = parse_hub_spec(spec)
     offline = hub_offline(offline)
+    # a Hub whose name does not resolve (no network) is read from the cache at once, not retried for half a minute
+    unresolved = None if offline else _unresolved_endpoint(hub.constants.ENDPOINT)
+    cache_only = offline or unresolved is not None
     errors = hub.errors
     revision_text = f" at revision {revision}" if revision else ""
 
     def fetch(filename: str) -> Path:
         try:
-            return Path(hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline,
+            return Path(hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=cache_only,
                                             library_name="resnets"))
         except errors.RepositoryNotFoundError:  # also a gated repository
             raise MissingFileError(f"{spec}: no repository {repo_id} on the Hugging Face Hub, or it is private or "
@@ -174,6 +179,7 @@ def _download(spec: str, offline: Optional[bool]) -> tuple[Path, Path]:
             raise MissingFileError(f"{spec}: the repository {repo_id} has no revision {revision!r}") from None
         except errors.LocalEntryNotFoundError:
             why = ("offline (HF_HUB_OFFLINE or RESNETS_OFFLINE is set)" if offline
+                   else f"the Hub's address {unresolved} does not resolve (no network?)" if unresolved
                    else "the Hub could not be reached")
             cache = hub.constants.HF_HUB_CACHE
             raise MissingFileError(
@@ -198,12 +204,24 @@ def _download(spec: str, offline: Optional[bool]) -> tuple[Path, Path]:
         except _NotInRepository:
             continue
         except MissingFileError as error:  # offline, this file is not cached: the next candidate may be
-            if not offline:
+            if not cache_only:
                 raise
             not_cached = not_cached or error
     if not_cached is not None:
         raise not_cached
     raise CheckpointError(f"{spec}: the repository has no weights file ({' or '.join(WEIGHTS_FILES)})")
+
+
+def _unresolved_endpoint(endpoint: str) -> Optional[str]:
+    """The host of the Hub's ``endpoint`` URL when its name does not resolve, else None."""
+    host = urllib.parse.urlparse(endpoint).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return host
+    return None
 
 
 class _NotInRepository(Exception):

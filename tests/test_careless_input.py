@@ -12,7 +12,8 @@ import torch
 
 import resnets
 from resnets.errors import UsageError
-from resnets.cli import main, output_names
+from resnets.cli import main
+from resnets.interpret import output_names
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -165,6 +166,10 @@ def test_explanations_of_images_with_one_name_do_not_overwrite_each_other(tmp_pa
     assert output_names([tmp_path / "x.jpg", tmp_path / "y.jpg"]) == ["x", "y"]  # plain stems where they differ
     roots = [tmp_path / "r1" / "c" / "a.jpg", tmp_path / "r2" / "c" / "a.jpg"]
     assert output_names(roots) == ["c_a_jpg", "c_a_jpg_2"]
+    from resnets.interpret import explain_images
+    with pytest.raises(UsageError, match="the name 'a' is given to more than one image"):
+        explain_images(resnets.create_model("resnet20"), torch.zeros(2, 3, 32, 32), ["a", "a"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("tensor, says", [

@@ -310,7 +310,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
-    names = output_names(paths)
+    names = interpret.output_names(paths)
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     for start in range(0, len(paths), args.batch_size):
@@ -325,22 +325,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   f"with {f['fraction']:.0%} hidden")
     print(f"wrote {len(paths)} PNG + JSON pairs to {args.out}")
     return 0
-
-
-def output_names(paths: Sequence[Path]) -> list[str]:
-    """One distinct output name per image: its stem, with its folder's name where stems repeat, and its
-    extension (then a number) where that still repeats (a.jpg and a.png; the same name under two roots)."""
-    names = [p.stem for p in paths]
-    if len(set(names)) != len(names):
-        names = [f"{p.parent.name}_{p.stem}" for p in paths]
-    if len(set(names)) != len(names):
-        names = [f"{name}_{p.suffix.lstrip('.')}" for name, p in zip(names, paths)]
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return unique
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -231,6 +231,22 @@ def _class_name(model: nn.Module, index: int) -> str:
     return classes[index] if classes and index < len(classes) else str(index)
 
 
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One distinct output name per image: its stem, with its folder's name where stems repeat, and its
+    extension (then a number) where that still repeats (a.jpg and a.png; the same name under two roots)."""
+    names = [p.stem for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{p.parent.name}_{p.stem}" for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{name}_{p.suffix.lstrip('.')}" for name, p in zip(names, paths)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
 def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], out: Union[str, Path], *,
                    method: str = "gradcam", top_k: int = 3, targets=None,
                    fraction: float = DEFAULT_FRACTION) -> list[dict]:
@@ -239,6 +255,10 @@ def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], 
     numbers at input resolution). Returns the JSON records."""
     if len(names) != len(batch):
         raise UsageError(f"explain_images: {len(names)} names for {len(batch)} images")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:  # one image's figure would replace another's
+        raise UsageError(f"explain_images: the name {repeated[0]!r} is given to more than one image; "
+                         f"output_names(paths) gives distinct ones")
     check_number("top_k", top_k, 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 from . import __version__, deploy, studies
 from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
+from ._options import bounds, option_fields
+from .deploy.server_config import ServerConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_text
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
@@ -26,7 +28,6 @@ from .models.summary import format_table, summarize
 from .weights.hub import is_repository
 from .weights.named import default_weights, get_weights, list_weights
 from .train import TrainOptions, train
-from .train.options import option_fields
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
@@ -52,7 +53,6 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
 POSITIVE = _number(int, 1)
 NON_NEGATIVE = _number(int, 0)
 POSITIVE_FLOAT = _number(float, 0, low_open=True)
-NON_NEGATIVE_FLOAT = _number(float, 0)
 IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's preprocessing takes
 
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
@@ -130,7 +130,8 @@ def _parse_model_args(pairs: Sequence[str]) -> dict:
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag (or positional argument) per field of an options dataclass, from its type,
-    default and metadata (``help``, ``choices``, ``flag``, ``positional``, ``group``)."""
+    default and metadata (``help``, ``choices``, ``flag``, ``positional``, ``group``, bounds: ``low``,
+    ``high``, ``low_open``, refused as argparse refuses a bad choice)."""
     hints = typing.get_type_hints(cls)
     groups: dict[str, Any] = {}
     for f in option_fields(cls):
@@ -154,7 +155,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         elif kind is dict:  # KEY=VALUE pairs, repeatable
             spec.update(action="append", default=[], metavar="KEY=VALUE")
         else:
-            spec.update(type=kind if kind in (int, float) else str, default=default, choices=meta.get("choices"))
+            declared = bounds(f)
+            parse = _number(kind, declared[0], declared[1], low_open=declared[2]) if declared else \
+                kind if kind in (int, float) else str
+            spec.update(type=parse, default=default, choices=meta.get("choices"))
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if (required and "cli_default" not in meta) or meta.get("cli_required"):
                 spec["required"] = True
@@ -349,15 +353,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .deploy.server import (  # deferred: fastapi and uvicorn are the optional 'serve' extra
-        ServerConfig,
-        listen,
-        serve,
-    )
+    from .deploy.server import listen, serve  # deferred: fastapi and uvicorn are the optional 'serve' extra
 
-    config = ServerConfig(host=args.host, port=args.port, top_k=args.top_k, max_body_bytes=args.max_body_bytes,
-                          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                          read_timeout=args.read_timeout, max_concurrent=args.max_concurrent)
+    config = options_from_args(ServerConfig, args)
     sock = listen(config.host, config.port)  # an address that cannot be used is said before the model loads
     serve(_session(args), config, sock)
     return 0
@@ -536,18 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
     _add_weights_options(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_number(int, 0, 65535), default=8000, help="TCP port (0: any free one)")
-    p.add_argument("--top-k", type=POSITIVE, default=5)
     p.add_argument("--backend", choices=backends, default="auto")
     add_precision_options(p)
-    p.add_argument("--max-body-bytes", type=POSITIVE, default=10 * 1024 * 1024)
-    p.add_argument("--max-batch-size", type=POSITIVE, default=16)
-    p.add_argument("--max-wait-ms", type=NON_NEGATIVE_FLOAT, default=5.0,
-                   help="how long a request waits for others to batch with")
-    p.add_argument("--read-timeout", type=POSITIVE_FLOAT, default=30.0,
-                   help="seconds to receive a whole body (else 408)")
-    p.add_argument("--max-concurrent", type=POSITIVE, default=64, help="predictions in progress at once (more get 503)")
+    add_options(p, ServerConfig)
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
     studies = p.add_subparsers(dest="study", metavar="STUDY")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
     "preprocess": "images",
     "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
+    "ServerConfig": "server_config",
     "MissingExtraError": "optional",
 }
 __all__ = sorted(_EXPORTS)
@@ -36,4 +37,5 @@ if TYPE_CHECKING:
     from .fold import fold_batchnorm, fuse_conv_bn
     from .optional import MissingExtraError
     from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
+    from .server_config import ServerConfig
     from .session import InferenceSession, Prediction, SessionConfig

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Optional
 
 import torch
@@ -26,38 +26,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import UsageError, check_number
+from ..errors import UsageError
 from .images import ImageDecodeError, decode_image, preprocess
+from .server_config import ServerConfig
 from .session import InferenceSession
 
 RAW_CONTENT_TYPES = ("application/octet-stream",)
-
-
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    top_k: int = 5
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_batch_size: int = 16
-    max_wait_ms: float = 5.0
-    # run one batch of max_batch_size at start-up, so the backend choice is not paid by a client
-    warm_up: bool = True
-    # seconds for the whole request body: a per-read timeout would let a client drip one byte at a time
-    read_timeout: float = 30.0
-    # /predict requests in progress at once (reading, decoding or waiting for a batch); a few batches'
-    # worth, so a burst is batched while a flood is told to come back instead of queueing without end
-    max_concurrent: int = 64
-
-    def __post_init__(self) -> None:
-        # refused here, not when the first request or the listening socket would meet them
-        check_number("port", self.port, 0, 65535)
-        for name in ("top_k", "max_body_bytes", "max_batch_size", "max_concurrent"):
-            check_number(name, getattr(self, name), 1)
-        check_number("max_wait_ms", self.max_wait_ms, 0, integer=False)
-        check_number("read_timeout", self.read_timeout, 0, low_open=True, integer=False)
-        if not isinstance(self.host, str) or not self.host:
-            raise UsageError(f"host must be an address such as 127.0.0.1 or 0.0.0.0, got {self.host!r}")
 
 
 class DynamicBatcher:

@@ -1,17 +1,15 @@
-"""What a training run takes, said once: the ``resnets train`` flags are built from these fields.
-
-Field metadata: ``help`` (the flag's help text), ``choices``, ``flag`` (another flag name),
-``cli=False`` for fields the command line does not take (set by code: hooks, callbacks).
-"""
+"""What a training run takes, said once: the ``resnets train`` flags are built from these fields
+(their metadata: ``resnets._options``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from torch import nn
 
+from .._options import option, option_fields, required
 from ..errors import UsageError
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
@@ -19,18 +17,6 @@ from .recipe import list_recipes
 
 PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-
-
-def option(default: Any = None, help: str = "", **meta: Any) -> Any:
-    """A dataclass field with a default and its command-line help (and other CLI metadata)."""
-    if default in (dict, list):  # a fresh, empty one for each instance
-        return field(default_factory=default, metadata=dict(help=help, **meta))
-    return field(default=default, metadata=dict(help=help, **meta))
-
-
-def required(help: str = "", **meta: Any) -> Any:
-    """A dataclass field without a default (a positional argument or a required flag on the command line)."""
-    return field(metadata=dict(help=help, **meta))
 
 
 @dataclass
@@ -119,11 +105,6 @@ class TrainOptions:
             raise UsageError(f"--distill-temperature must be a positive number, got {self.distill_temperature}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
-
-
-def option_fields(cls: type) -> list:
-    """The fields of an options dataclass that the command line takes."""
-    return [f for f in fields(cls) if f.metadata.get("cli", True)]
 
 
 __all__ = ["AMP_CHOICES", "COMPILE_MODES", "PIPELINES", "TrainOptions", "option", "option_fields", "required"]

@@ -1,0 +1,52 @@
+"""Options said once: a dataclass field carries its command-line help and bounds, so the parser
+(``resnets.cli.add_options``) and the dataclass's own check read the same declaration.
+
+Field metadata: ``help``; ``choices``; ``flag`` (another flag name); ``positional``;
+``cli=False`` for fields the command line does not take (set by code: hooks, callbacks);
+``low``/``high``/``low_open`` for a number's bounds, checked by :func:`check_bounds` and by the
+parser's type.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import field, fields
+from typing import Any
+
+from .errors import check_number
+
+
+def option(default: Any = None, help: str = "", **meta: Any) -> Any:
+    """A dataclass field with a default and its command-line help (and other CLI metadata)."""
+    if default in (dict, list):  # a fresh, empty one for each instance
+        return field(default_factory=default, metadata=dict(help=help, **meta))
+    return field(default=default, metadata=dict(help=help, **meta))
+
+
+def required(help: str = "", **meta: Any) -> Any:
+    """A dataclass field without a default (a positional argument or a required flag on the command line)."""
+    return field(metadata=dict(help=help, **meta))
+
+
+def option_fields(cls: type) -> list:
+    """The fields of an options dataclass that the command line takes."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def bounds(f) -> "tuple[float, float, bool] | None":
+    """(low, high, low_open) of a field declared with ``low``, else None."""
+    if "low" not in f.metadata:
+        return None
+    return f.metadata["low"], f.metadata.get("high", math.inf), f.metadata.get("low_open", False)
+
+
+def check_bounds(options: Any) -> None:
+    """Refuse (UsageError naming the field) a value outside the bounds its field declares; None passes."""
+    hints = typing.get_type_hints(type(options))
+    for f in fields(options):
+        declared = bounds(f)
+        if declared is not None:
+            low, high, low_open = declared
+            check_number(f.name, getattr(options, f.name), low, high, low_open=low_open,
+                         integer=int in (hints[f.name], *typing.get_args(hints[f.name])), optional=True)

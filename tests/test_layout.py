@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "resnets"
 
 # lower imports nothing higher; modules of one layer may import each other
 LAYERS = [
-    ["errors", "_io", "_lazy", "_device", "_options", "download", ""],  # "" is the package's own __init__ (lazy: imports nothing)
+    # "" is the package's own __init__ (lazy: imports nothing)
+    ["errors", "_io", "_lazy", "_device", "_options", "download", ""],
     ["models"],
     ["weights"],
     ["factory"],

@@ -12,6 +12,7 @@ import torch
 
 import resnets
 from resnets.errors import UsageError
+from resnets.train import TrainOptions
 from resnets.cli import main
 from resnets.interpret import output_names
 
@@ -51,6 +52,11 @@ def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
     (["info", "resnet50", "--input-size", "99999999999999999999"], "at most 4096"),
     (["eval", "resnet20", "--weights", "w", "--data", "d", "--num-workers", "-1"], "--num-workers"),
     (["features", "resnet20", "--data", "d", "--out", "f.npy", "--batch-size", "x"], "expected an integer, got 'x'"),
+    (["train", "resnet20", "--lr", "0"], "--lr: must be more than 0, got 0"),
+    (["train", "resnet20", "--epochs", "inf"], "--epochs: must be a finite number, got inf"),
+    (["train", "resnet20", "--distill-alpha", "1.5"], "--distill-alpha: must be more than 0 and at most 1"),
+    (["finetune", "resnet20", "--weights", "w", "--data", "d", "--head-lr-mult", "0"], "--head-lr-mult: must be more"),
+    (["finetune", "resnet20", "--weights", "w", "--data", "d", "--image-size", "4"], "--image-size: must be at least 8"),
 ])
 def test_numbers_out_of_range_are_refused_by_the_parser(tmp_path, capsys, monkeypatch, command, says):
     monkeypatch.chdir(tmp_path)
@@ -68,7 +74,7 @@ def _api_calls():
     yield "ServerConfig(max_concurrent=0)", "max_concurrent must be at least 1, got 0", \
         lambda: _server_config(max_concurrent=0)
     yield "ServerConfig(port=99999)", "port must be at least 0 and at most 65535", lambda: _server_config(port=99999)
-    yield "ServerConfig(read_timeout=nan)", "read_timeout must be more than 0, got nan", \
+    yield "ServerConfig(read_timeout=nan)", "read_timeout must be a finite number, got nan", \
         lambda: _server_config(read_timeout=float("nan"))
     yield "ServerConfig(top_k=2.5)", "top_k must be an integer, got 2.5", lambda: _server_config(top_k=2.5)
     yield "SessionConfig(calibration_images=0)", "calibration_images must be at least 1", \
@@ -80,6 +86,10 @@ def _api_calls():
         lambda: export_model(model, "never.onnx", "onnx", tolerance=-1)
     yield "explain_images(top_k=0)", "top_k must be at least 1, got 0", \
         lambda: explain_images(model, torch.zeros(1, 3, 32, 32), ["a"], "never", top_k=0)
+    yield "TrainOptions(lr=inf)", "lr must be a finite number, got inf", \
+        lambda: TrainOptions(model="resnet20", out="never", lr=float("inf"))
+    yield "TrainOptions(batch_size=0)", "batch_size must be at least 1, got 0", \
+        lambda: TrainOptions(model="resnet20", out="never", batch_size=0)
     yield "build_loaders(image_size=-5)", "image_size must be at least 1 and at most 4096, got -5", \
         lambda: build_loaders("sample:cifar10", image_size=-5)
     yield "build_loaders(config=DataConfig(num_workers=-1))", "num_workers must be at least 0", \

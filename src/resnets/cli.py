@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import sys
 import time
@@ -43,6 +44,8 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if not (value > low if low_open else value >= low) or not value <= high:
             raise argparse.ArgumentTypeError(f"must be {range_text(low, high, low_open=low_open)}, got {text}")
         return value

@@ -94,6 +94,8 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, low_op
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
     if not (value > low if low_open else value >= low) or not value <= high:
         raise UsageError(f"{name} must be {range_text(low, high, low_open=low_open)}, got {value!r}")
     return value

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from .._options import option, option_fields, required
+from .._options import check_bounds, option, option_fields, required
 from ..errors import UsageError
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
@@ -31,13 +31,15 @@ class TrainOptions:
                                         f"or a TOML file of your own")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     device: str = option("cpu", help="cpu or cuda")
-    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length")
-    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", group="length")
-    batch_size: Optional[int] = option(help="global batch size (split over processes)")
-    lr: Optional[float] = option(help="peak learning rate")
+    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length",
+                                       low=1)
+    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", group="length",
+                                     low=0, low_open=True)
+    batch_size: Optional[int] = option(help="global batch size (split over processes)", low=1)
+    lr: Optional[float] = option(help="peak learning rate", low=0, low_open=True)
     seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)")
-    evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run")
-    val_size: Optional[int] = option(help="images carved out of train for validation")
+    evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run", low=1)
+    val_size: Optional[int] = option(help="images carved out of train for validation", low=0)
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
                                    "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
     channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
@@ -48,19 +50,21 @@ class TrainOptions:
     pipeline: str = option("auto", help="data pipeline: on-device tensors (small images) or DataLoader workers "
                                         "(large)", choices=PIPELINES)
     deterministic: bool = option(False, help="deterministic algorithms (bitwise resume)")
-    micro_batches: Optional[int] = option(help="split each batch into N parts with averaged gradients")
+    micro_batches: Optional[int] = option(help="split each batch into N parts with averaged gradients", low=1)
     sync_bn: bool = option(False, help="SyncBatchNorm across processes")
     model_kwargs: dict = option(dict, help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)",
                                 flag="--model-arg")
-    num_workers: Optional[int] = option(help="data loader workers (large images)")
+    num_workers: Optional[int] = option(help="data loader workers (large images)", low=0)
     cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
     # knowledge distillation: a trained teacher's softened predictions as a second target
     teacher: Optional[str] = option(help="distil from this trained model (e.g. resnet56), its weights from "
                                          "--teacher-weights")
     teacher_weights: Optional[str] = option(help="the teacher's weights: named (cifar10), a file, a URL or hf-hub: "
                                                  "(default: its default named weights)")
-    distill_alpha: Optional[float] = option(help="weight of the teacher's soft target in the loss (default 0.5)")
-    distill_temperature: Optional[float] = option(help="softmax temperature of the soft targets (default 4)")
+    distill_alpha: Optional[float] = option(help="weight of the teacher's soft target in the loss (default 0.5)",
+                                            low=0, low_open=True, high=1)
+    distill_temperature: Optional[float] = option(help="softmax temperature of the soft targets (default 4)",
+                                                  low=0, low_open=True)
     tensorboard: bool = option(False, help="also write TensorBoard logs")
     # the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to the
     # checkpoint's weights, so no extra write), for studies of how a network changes as it trains
@@ -77,32 +81,17 @@ class TrainOptions:
         self.out = Path(self.out)
         if self.iterations is not None and self.epochs is not None:
             raise UsageError("give --iterations or --epochs, not both")
-        for name in ("iterations", "batch_size", "evaluations", "micro_batches"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.epochs is not None and not self.epochs > 0:
-            raise UsageError(f"--epochs must be positive, got {self.epochs}")
-        if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
-            raise UsageError(f"--lr must be a positive finite number, got {self.lr}")
+        check_bounds(self)
         taken = sorted({"num_classes", "features_only", "out_indices"} & set(self.model_kwargs or {}))
         if taken:
             raise UsageError(f"--model-arg {taken[0]}: set by the training itself (num_classes from the data's "
                              f"classes), not a model option here")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise UsageError(f"--num-workers must not be negative, got {self.num_workers}")
-        if self.val_size is not None and self.val_size < 0:
-            raise UsageError(f"--val-size must not be negative, got {self.val_size}")
         for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
                                                                  self.distill_temperature)):
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
-        if self.distill_alpha is not None and not 0 < self.distill_alpha <= 1:
-            raise UsageError(f"--distill-alpha must lie in (0, 1], got {self.distill_alpha}")
-        if self.distill_temperature is not None and not 0 < self.distill_temperature < float("inf"):
-            raise UsageError(f"--distill-temperature must be a positive number, got {self.distill_temperature}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..data import resolve_source
 from ..data.sources import BadImageError
 from ..errors import UsageError
+from ..models.preprocessing import MAX_INPUT_SIDE
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option, required
@@ -57,17 +58,15 @@ class FinetuneOptions(TrainOptions):
                                 "--lr; gradual: unfreeze stage by stage from the last (default: full)")
     freeze_bn: bool = option(False, help="keep the pretrained BatchNorm statistics and affine parameters "
                                          "(small batches)")
-    head_lr_mult: float = option(DEFAULT_HEAD_LR_MULT, help="classifier lr = lr x this (default 10)")
-    image_size: Optional[int] = option(help="input side (default: the weights' own preprocessing)")
+    head_lr_mult: float = option(DEFAULT_HEAD_LR_MULT, help="classifier lr = lr x this (default 10)", low=0,
+                                 low_open=True)
+    image_size: Optional[int] = option(help="input side (default: the weights' own preprocessing)", low=8,
+                                       high=MAX_INPUT_SIDE)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if not self.head_lr_mult > 0:
-            raise UsageError(f"--head-lr-mult must be positive, got {self.head_lr_mult}")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError(f"image size {self.image_size} is too small; expected at least 8 pixels")
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:

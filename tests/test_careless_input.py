@@ -56,7 +56,8 @@ def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
     (["train", "resnet20", "--epochs", "inf"], "--epochs: must be a finite number, got inf"),
     (["train", "resnet20", "--distill-alpha", "1.5"], "--distill-alpha: must be more than 0 and at most 1"),
     (["finetune", "resnet20", "--weights", "w", "--data", "d", "--head-lr-mult", "0"], "--head-lr-mult: must be more"),
-    (["finetune", "resnet20", "--weights", "w", "--data", "d", "--image-size", "4"], "--image-size: must be at least 8"),
+    (["finetune", "resnet20", "--weights", "w", "--data", "d", "--image-size", "4"],
+     "--image-size: must be at least 8"),
 ])
 def test_numbers_out_of_range_are_refused_by_the_parser(tmp_path, capsys, monkeypatch, command, says):
     monkeypatch.chdir(tmp_path)

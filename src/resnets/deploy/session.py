@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
+from .._options import check_bounds, option
 from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
@@ -48,20 +49,17 @@ class SessionConfig:
     # keep the ONNX export (for ONNX Runtime, OpenVINO) in $RESNETS_CACHE/onnx, keyed by the model's
     # structure and weights, and reuse it in later sessions (the CLI turns this on)
     cache_exports: bool = False
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = option(None, low=1)
     # timed runs per candidate when choosing (after one warm-up run)
-    selection_repeats: int = 3
+    selection_repeats: int = option(3, low=1)
     # images a calibration source is sampled down to (the guard's set), and how many the quantiser sees
-    calibration_images: int = CALIBRATION_IMAGES
-    quantization_images: int = QUANTIZATION_IMAGES
+    calibration_images: int = option(CALIBRATION_IMAGES, low=1)
+    quantization_images: int = option(QUANTIZATION_IMAGES, low=1)
     # precision="auto" refuses a candidate losing more top-1 points than this on the calibration images
-    max_accuracy_loss: float = MAX_ACCURACY_LOSS
+    max_accuracy_loss: float = option(MAX_ACCURACY_LOSS, low=0, high=100)
 
     def __post_init__(self) -> None:
-        check_number("num_threads", self.num_threads, 1, optional=True)
-        for name in ("selection_repeats", "calibration_images", "quantization_images"):
-            check_number(name, getattr(self, name), 1)
-        check_number("max_accuracy_loss", self.max_accuracy_loss, 0, 100, integer=False)
+        check_bounds(self)
 
 
 @dataclass

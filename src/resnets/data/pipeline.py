@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .._options import check_bounds, option
 from ..errors import UsageError, check_number
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE
@@ -34,17 +35,19 @@ def default_num_workers() -> int:
 class DataConfig:
     """Options of :func:`build_loaders` and :func:`loader_for` (every field is also a keyword argument)."""
 
-    batch_size: int = 128
-    eval_batch_size: Optional[int] = None  # default: batch_size
+    batch_size: int = option(128, low=1)
+    eval_batch_size: Optional[int] = option(None, low=1)  # default: batch_size
     seed: int = 0
-    val_size: Optional[int] = None  # images carved out of train for validation; 0: none
+    val_size: Optional[int] = option(None, low=0)  # images carved out of train for validation; 0: none
     val_fraction: float = 0.1  # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
     split: Optional[dict] = None  # a recorded Split.to_dict(): re-create it exactly
     val_source: Optional[Union[str, ImageSource]] = None  # a separate validation set instead of a carved split
     device: Union[str, torch.device] = "cpu"
     pipeline: str = "auto"  # "auto", "small" or "large"
-    image_size: Optional[int] = None  # default: the model's preprocessing, else the data's own (small) / 224
-    train_image_size: Optional[int] = None  # large pipeline's training crops; default image_size
+    # default: the model's preprocessing, else the data's own (small) / 224
+    image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
+    # the large pipeline's training crops; default image_size
+    train_image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
     preprocessing: Any = None  # a model's ``preprocessing`` (Preprocessing or dict): input size, mean/std, crop
     mean: Optional[Sequence[float]] = None  # default: preprocessing, else measured on train (small) / ImageNet
     std: Optional[Sequence[float]] = None
@@ -53,10 +56,11 @@ class DataConfig:
     channels_last: bool = False
     dtype: torch.dtype = torch.float32
     trivial_augment: bool = False  # TrivialAugmentWide after crop and flip (training only)
-    random_erasing: float = 0.0  # probability of erasing a random box after normalisation (training only)
-    num_workers: Optional[int] = None  # large pipeline; default default_num_workers()
+    # probability of erasing a random box after normalisation (training only)
+    random_erasing: float = option(0.0, low=0, high=1)
+    num_workers: Optional[int] = option(None, low=0)  # large pipeline; default default_num_workers()
     rank: int = 0
-    world_size: int = 1
+    world_size: int = option(1, low=1)
     bad_input: str = "skip"  # "skip": skip, count and warn naming the file; "error": refuse
     cache_dir: Optional[Union[str, Path]] = None  # default $RESNETS_CACHE or ~/.cache/resnets
     use_cache: bool = True
@@ -67,14 +71,7 @@ class DataConfig:
     def check(self) -> "DataConfig":
         """Refuse a number that cannot be used (UsageError naming the field), before any image is read.
         Called by :func:`build_loaders` and :func:`loader_for`, after keyword options are applied."""
-        check_number("batch_size", self.batch_size, 1)
-        check_number("eval_batch_size", self.eval_batch_size, 1, optional=True)
-        for name in ("image_size", "train_image_size"):
-            check_number(name, getattr(self, name), 1, MAX_INPUT_SIDE, optional=True)
-        check_number("val_size", self.val_size, 0, optional=True)
-        check_number("random_erasing", self.random_erasing, 0, 1, integer=False)
-        check_number("num_workers", self.num_workers, 0, optional=True)
-        check_number("world_size", self.world_size, 1)
+        check_bounds(self)
         check_number("rank", self.rank, 0, self.world_size - 1)
         return self
 

@@ -271,8 +271,12 @@ def test_budgets_and_overrides(tmp_path: Path):
     assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
     with pytest.raises(ValueError, match="--budget"):
         DegradationConfig(out=tmp_path, data=DATA, budget="slow").resolved_budget()
-    with pytest.raises(ValueError, match="--batch-size"):
-        DegradationConfig(out=tmp_path, data=DATA, batch_size=0).resolved_budget()
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        DegradationConfig(out=tmp_path, data=DATA, batch_size=0)
+    with pytest.raises(ValueError, match="images must be at least 2, got 1"):
+        ResponseConfig(out=tmp_path, runs_from=tmp_path, images=1)
+    with pytest.raises(ValueError, match="batches must be at least 1, got 0"):
+        GradientConfig(out=tmp_path, batches=0)
 
 
 def test_warmup_recipe_ramps_every_depth_alike():

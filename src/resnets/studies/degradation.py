@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from .._options import check_bounds, option
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import ResNet, get_model_spec, list_models
@@ -71,10 +72,10 @@ class DegradationConfig:
     # None: the budget's (paper-cifar-warmup for quick and long: at lr 0.1 from the first step
     # ResNet-56 can diverge and never recover in a short run; paper-cifar for the paper budget)
     recipe: Optional[str] = None
-    iterations: Optional[int] = None
-    evaluations: Optional[int] = None
-    val_size: Optional[int] = None
-    batch_size: Optional[int] = None
+    iterations: Optional[int] = option(None, low=1)
+    evaluations: Optional[int] = option(None, low=1)
+    val_size: Optional[int] = option(None, low=0)
+    batch_size: Optional[int] = option(None, low=1)
     seed: int = 0
     device: str = "cpu"
     progress: Optional[bool] = False
@@ -82,15 +83,15 @@ class DegradationConfig:
     # False: train nothing, draw the runs as they are on disk (a study still running elsewhere)
     train: bool = True
 
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
     def resolved_budget(self) -> Budget:
         if self.budget not in BUDGETS:
             raise UsageError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         base = BUDGETS[self.budget]
         changes = {k: getattr(self, k) for k in ("iterations", "evaluations", "val_size", "batch_size")
                    if getattr(self, k) is not None}
-        for key, value in changes.items():
-            if value < (0 if key == "val_size" else 1):
-                raise UsageError(f"--{key.replace('_', '-')} must be positive, got {value}")
         return dataclasses.replace(base, **changes) if changes else base
 
 

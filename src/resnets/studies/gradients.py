@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .._options import check_bounds, option
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec, list_models
@@ -43,11 +44,14 @@ class GradientConfig:
     depths: Sequence[int] = DEFAULT_DEPTHS
     models: Optional[Sequence[str]] = None
     data: str = "sample:cifar10"
-    batch_size: int = 128
-    batches: int = 2
+    batch_size: int = option(128, low=1)
+    batches: int = option(2, low=1)
     seed: int = 0
     device: str = "cpu"
     trained_from: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def models_for_depths(depths: Sequence[int]) -> list[str]:
@@ -125,9 +129,6 @@ def run_gradients(config: GradientConfig) -> dict:
     ``gradients.json``, ``gradients.csv``, ``gradients-init.png`` (and
     ``gradients-trained.png``) and ``README.md`` into ``config.out``."""
     models = check_models(config.models) if config.models else models_for_depths(config.depths)
-    for key in ("batch_size", "batches"):
-        if getattr(config, key) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     batches, num_classes = image_batches(config.data, config.batch_size, config.batches, config.seed,

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..data import build_loaders
+from .._options import check_bounds, option
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec
@@ -35,9 +36,12 @@ class ResponseConfig:
     out: Path
     runs_from: Path
     models: Optional[Sequence[str]] = None
-    images: int = 1000
-    batch_size: int = 250
+    images: int = option(1000, low=2)
+    batch_size: int = option(250, low=1)
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @torch.no_grad()
@@ -101,9 +105,6 @@ def run_responses(config: ResponseConfig) -> dict:
     missing = [m for m in models if m not in available]
     if missing:
         raise UsageError(f"--models: no trained run of {', '.join(missing)} in {runs} (found: {', '.join(available)})")
-    if config.images < 2 or config.batch_size < 1:
-        raise UsageError(f"--images must be at least 2 and --batch-size at least 1, got {config.images}, "
-                         f"{config.batch_size}")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []

@@ -81,7 +81,7 @@ def test_export_round_trip(tmp_path, name, size, fmt):
 def test_export_fails_beyond_tolerance(tmp_path):
     model = _calibrated(resnets.create_model("resnet20"), 32)
     with pytest.raises(ValueError, match="differs from PyTorch"):
-        export_model(model, tmp_path / "r20.onnx", "onnx", tolerance=0.0 - 1.0)
+        export_model(model, tmp_path / "r20.onnx", "onnx", tolerance=1e-12)  # ONNX Runtime differs by ~1e-6
 
 
 def test_class_names_ship_with_the_package():

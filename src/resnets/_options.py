@@ -42,11 +42,13 @@ def bounds(f) -> "tuple[float, float, bool] | None":
 
 
 def check_bounds(options: Any) -> None:
-    """Refuse (UsageError naming the field) a value outside the bounds its field declares; None passes."""
+    """Refuse (UsageError naming the field) a value outside the bounds its field declares (None only
+    where the field is Optional)."""
     hints = typing.get_type_hints(type(options))
     for f in fields(options):
         declared = bounds(f)
         if declared is not None:
             low, high, low_open = declared
-            check_number(f.name, getattr(options, f.name), low, high, low_open=low_open,
-                         integer=int in (hints[f.name], *typing.get_args(hints[f.name])), optional=True)
+            kinds = (hints[f.name], *typing.get_args(hints[f.name]))  # int, or Optional[int]'s (int, NoneType)
+            check_number(f.name, getattr(options, f.name), low, high, low_open=low_open, integer=int in kinds,
+                         optional=type(None) in kinds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 from types import ModuleType
 
 
@@ -91,7 +92,7 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, low_op
     The Python API's check of what the command line's argparse types refuse before it."""
     if value is None and optional:
         return value
-    kinds = (int,) if integer else (int, float)
+    kinds = numbers.Integral if integer else numbers.Real  # numpy's numbers too
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
     if not math.isfinite(value):

@@ -304,3 +304,21 @@ def test_resume_with_other_options_is_refused(tmp_path):
     train(TrainOptions(**common, iterations=2, evaluations=1))
     with pytest.raises(RunDirError, match="seed"):
         train(TrainOptions(**common, iterations=2, evaluations=1, resume=True, seed=5))
+
+
+def test_progress_lines_say_how_long_is_left(tmp_path, monkeypatch):
+    from resnets.train import progress
+
+    # a clock that advances 1 s at each reading: the pace of a window is known whatever the machine
+    clock = iter(range(10**6))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
+    log = io.StringIO()
+    train(TrainOptions(model="resnet20", out=tmp_path / "run", data=SYNTHETIC, batch_size=32, val_size=64,
+                       iterations=6, evaluations=3, progress=False, log=log))
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("step ")]
+    assert len(lines) == 3
+    left = [int(line.rsplit("| ", 1)[1].removesuffix("s left")) for line in lines[:2]]
+    # each window is 2 steps; 4 and then 2 steps remain: the second estimate is half the first
+    assert left[0] > 0 and left[1] * 2 == pytest.approx(left[0], abs=2)
+    assert lines[2].endswith("images/s")  # finished: nothing left to estimate
+    assert [progress.format_duration(s) for s in (12, 270, 7500)] == ["12s", "4m30s", "2h05m"]

@@ -44,7 +44,7 @@ from .hooks import TrainHook
 from .options import TrainOptions
 from .distill import class_notice, distillation_loss, load_teacher, split_notice
 from .precision import autocast_context
-from .progress import Meter, Progress
+from .progress import Meter, Progress, format_duration
 from .recipe import Recipe, learning_rate
 from .rundir import resolve_run, run_lock
 
@@ -290,7 +290,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                         row, best_top1 = _evaluate_and_save(
                             out, row, model, ema, trained, val_loader, info, options, amp, best_top1, metadata,
                             state=_training_state(optimizer, scaler, ema))
-                        progress.line(_format_row(row, total_steps))
+                        progress.line(_format_row(row, total_steps, meter.seconds_left(total_steps - step)))
                         if writer is not None:
                             for key, value in row.items():
                                 if isinstance(value, (int, float)) and key != "step":
@@ -374,12 +374,14 @@ def _mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: R
     return images, targets * lam + targets[perm] * (1 - lam)
 
 
-def _format_row(row: dict, total_steps: int) -> str:
+def _format_row(row: dict, total_steps: int, seconds_left: float) -> str:
     text = (f"step {row['step']}/{total_steps} lr {row['lr']:.4g} train loss {row['train_loss']:.4f} "
             f"error {row['train_error']:.2f}%")
     if "val_top1" in row:
         text += f" | val loss {row['val_loss']:.4f} error {row['val_error']:.2f}% top-1 {row['val_top1']:.2f}%"
-    return text + f" | {row['images_per_sec']:.0f} images/s"
+    text += f" | {row['images_per_sec']:.0f} images/s"
+    # at the pace of the last window, its evaluation included (the first one also pays for compilation)
+    return text + (f" | {format_duration(seconds_left)} left" if row["step"] < total_steps else "")
 
 
 def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.Module], trained: nn.Module,

@@ -55,9 +55,10 @@ class Meter:
 
     def start_window(self) -> None:
         self.loss = self.correct = 0.0
-        self.seen = self.images = 0
+        self.seen = self.images = self.steps = 0
         self.time = 0.0
         self.tick = time.perf_counter()  # step times include fetching the batch: images/s is end to end
+        self.window_start = self.tick  # wall time of the window, evaluation and checkpoint included
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.pending_loss += loss.detach().double() * len(labels)
@@ -70,6 +71,7 @@ class Meter:
         self.pending_steps += 1
         self.pending_seen += images
         self.images += images
+        self.steps += 1
 
     def flush(self, reduce) -> tuple[float, float, int, int]:
         """Read (and, with ``reduce``, sum over processes) the pending sums into the window;
@@ -87,6 +89,20 @@ class Meter:
     @property
     def images_per_sec(self) -> float:
         return self.images / max(self.time, 1e-9)
+
+    def seconds_left(self, steps_left: int) -> float:
+        """The time ``steps_left`` more steps take at this window's pace, its evaluation included."""
+        return steps_left * (time.perf_counter() - self.window_start) / max(self.steps, 1)
+
+
+def format_duration(seconds: float) -> str:
+    """``2h05m``, ``4m30s``, ``12s``."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 __all__ = ["Meter", "Progress"]

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import errno
 import json
-import math
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
 from .deploy.server_config import ServerConfig
-from .errors import ResnetsError, UsageError, missing_dependency, range_text
+from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
@@ -44,10 +43,9 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if not (value > low if low_open else value >= low) or not value <= high:
-            raise argparse.ArgumentTypeError(f"must be {range_text(low, high, low_open=low_open)}, got {text}")
+        problem = range_problem(value, low, high, low_open=low_open)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse

@@ -95,12 +95,22 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, low_op
     kinds = numbers.Integral if integer else numbers.Real  # numpy's numbers too
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise UsageError(f"{name} must be a finite number, got {value!r}")
-    if not (value > low if low_open else value >= low) or not value <= high:
-        raise UsageError(f"{name} must be {range_text(low, high, low_open=low_open)}, got {value!r}")
+    problem = range_problem(value, low, high, low_open=low_open)
+    if problem:
+        raise UsageError(f"{name} {problem}, got {value!r}")
     return value
 
 
+def range_problem(value: float, low: float, high: float = math.inf, *, low_open: bool = False) -> "str | None":
+    """What is wrong with a number against [low, high] ((low, high] with ``low_open``), e.g. "must be at
+    least 1", or None when nothing is: the one test behind check_number and the command line's types."""
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if not (value > low if low_open else value >= low) or not value <= high:
+        return f"must be {range_text(low, high, low_open=low_open)}"
+    return None
+
+
 __all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
-           "UsageError", "available", "check_number", "missing_dependency", "range_text", "require"]
+           "UsageError", "available", "check_number", "missing_dependency", "range_problem", "range_text",
+           "require"]

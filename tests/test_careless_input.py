@@ -301,3 +301,37 @@ def test_features_without_weights_use_the_default_ones_or_refuse(tmp_path, capsy
     import numpy as np
     trained, random = np.load(tmp_path / "d.npy"), np.load(tmp_path / "r.npy")
     assert trained.shape == random.shape == (8, 64) and not np.allclose(trained, random)
+
+
+def test_every_bounded_option_is_refused_by_its_flag_as_by_its_dataclass(capsys):
+    # one declaration, two doors: the flag built from a field refuses a number just outside the field's
+    # bounds with the same words as the dataclass's own check
+    from resnets import studies
+    from resnets._options import bounds, option_fields
+    from resnets.deploy.server_config import ServerConfig
+    from resnets.errors import range_problem
+    from resnets.transfer import FinetuneOptions
+    commands = {("train",): (TrainOptions, dict(model="resnet20", out="o")),
+                ("finetune",): (FinetuneOptions, dict(model="resnet20", data="d", out="o", weights="w")),
+                ("serve",): (ServerConfig, {}),
+                ("study", "degradation"): (studies.DegradationConfig, dict(out="o", data="d")),
+                ("study", "gradients"): (studies.GradientConfig, dict(out="o")),
+                ("study", "responses"): (studies.ResponseConfig, dict(out="o", runs_from="r"))}
+    checked = 0
+    for command, (cls, needed) in commands.items():
+        for f in option_fields(cls):
+            declared = bounds(f)
+            if declared is None:
+                continue
+            low, high, low_open = declared
+            outside = low if low_open else low - 1
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            code, _, err = _cli(capsys, *command, flag, str(outside))
+            assert code == 2, (command, flag)
+            problem = range_problem(outside, low, high, low_open=low_open)
+            assert err.splitlines()[-1].endswith(f"argument {flag}: {problem}, got {outside}"), (command, flag, err)
+            with pytest.raises(UsageError) as caught:
+                cls(**needed, **{f.name: outside})
+            assert str(caught.value).startswith(f"{f.name} {problem}")
+            checked += 1
+    assert checked >= 20

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from data_helpers import write_tree
-from resnets.data import (DeviceLoader, ImageLoader, SplitMismatchError, build_loaders, decode_to_tensor,
-                          resolve_source)
+from resnets.data import (DeviceLoader, DeviceLoaderConfig, ImageLoader, SplitMismatchError, build_loaders,
+                          decode_to_tensor, resolve_source)
 from resnets.errors import UsageError
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -115,6 +115,16 @@ def test_sharding_drop_last_channels_last_dtype():
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(TypeError, match="unknown DeviceLoader option"):
         DeviceLoader(images, ids, mean=MEAN, std=STD, batchsize=8)
+    for options, says in ((dict(batch_size=0), "batch_size must be at least 1, got 0"),
+                          (dict(random_erasing=1.5), "random_erasing must be at least 0 and at most 1, got 1.5"),
+                          (dict(pad=-1), "pad must be at least 0"), (dict(batch_size=2.5), "must be an integer"),
+                          (dict(rank=3, world_size=3), "rank 3 out of range for world_size 3")):
+        with pytest.raises(UsageError, match=says):
+            DeviceLoader(images, ids, mean=MEAN, std=STD, **options)
+    # keyword options apply to a copy: a config shared by two loaders is not changed by either
+    shared = DeviceLoaderConfig(batch_size=10)
+    DeviceLoader(images, ids, mean=MEAN, std=STD, config=shared, shuffle=False, batch_size=25)
+    assert shared.shuffle and shared.batch_size == 10
 
 
 def test_random_erasing_erases_one_box_of_a_crop_and_keeps_the_rest():

@@ -1,14 +1,16 @@
 """Options said once: a dataclass field carries its command-line help and bounds, so the parser
 (``resnets.cli.add_options``) and the dataclass's own check read the same declaration.
 
-Field metadata: ``help``; ``choices``; ``flag`` (another flag name); ``positional``;
+Field metadata: ``help``; ``choices``; ``flag`` (another flag name); ``metavar``; ``positional``;
 ``cli=False`` for fields the command line does not take (set by code: hooks, callbacks);
-``low``/``high``/``low_open`` for a number's bounds, checked by :func:`check_bounds` and by the
-parser's type.
+``low``/``high``/``low_open`` for a number's bounds (each number's, for a ``Sequence[int]``), checked
+by :func:`check_bounds` and by the parser's type. A ``Sequence`` field takes one or more values; a
+``bool`` field that defaults to True is the flag ``--no-NAME``.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import math
 import typing
 from dataclasses import field, fields
@@ -50,5 +52,11 @@ def check_bounds(options: Any) -> None:
         if declared is not None:
             low, high, low_open = declared
             kinds = (hints[f.name], *typing.get_args(hints[f.name]))  # int, or Optional[int]'s (int, NoneType)
-            check_number(f.name, getattr(options, f.name), low, high, low_open=low_open, integer=int in kinds,
-                         optional=type(None) in kinds)
+            value = getattr(options, f.name)
+            if typing.get_origin(hints[f.name]) is collections.abc.Sequence:  # Sequence[int]: each of them
+                values = list(value) if isinstance(value, (list, tuple)) else [value]
+            else:
+                values = [value]
+            for v in values:
+                check_number(f.name, v, low, high, low_open=low_open, integer=int in kinds,
+                             optional=type(None) in kinds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import errno
 import json
@@ -131,7 +132,7 @@ def _parse_model_args(pairs: Sequence[str]) -> dict:
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag (or positional argument) per field of an options dataclass, from its type,
-    default and metadata (``help``, ``choices``, ``flag``, ``positional``, ``group``, bounds: ``low``,
+    default and metadata (``help``, ``choices``, ``flag``, ``metavar``, ``positional``, ``group``, bounds: ``low``,
     ``high``, ``low_open``, refused as argparse refuses a bad choice)."""
     hints = typing.get_type_hints(cls)
     groups: dict[str, Any] = {}
@@ -151,19 +152,28 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                 groups[meta["group"]] = parser.add_mutually_exclusive_group()
             target = groups[meta["group"]]
         spec: dict[str, Any] = dict(dest=f.name, help=meta.get("help"))
-        if kind is bool:
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if kind is bool and default is True and not optional:  # on unless asked: --no-NAME
+            spec.update(action="store_false", default=True)
+            flag = meta.get("flag") or "--no-" + f.name.replace("_", "-")
+        elif kind is bool:
             spec.update(action=argparse.BooleanOptionalAction if optional else "store_true", default=default)
         elif kind is dict:  # KEY=VALUE pairs, repeatable
             spec.update(action="append", default=[], metavar="KEY=VALUE")
         else:
+            if typing.get_origin(kind) is collections.abc.Sequence:  # one or more values
+                kind = typing.get_args(kind)[0]
+                spec["nargs"] = "+"
             declared = bounds(f)
             parse = _number(kind, declared[0], declared[1], low_open=declared[2]) if declared else \
-                kind if kind in (int, float) else str
+                kind if kind in (int, float, Path) else str
             spec.update(type=parse, default=default, choices=meta.get("choices"))
+            if meta.get("metavar"):
+                spec["metavar"] = meta["metavar"]
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if (required and "cli_default" not in meta) or meta.get("cli_required"):
                 spec["required"] = True
-        target.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), **spec)
+        target.add_argument(flag, **spec)
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **given: Any):
@@ -367,26 +377,17 @@ def _cmd_study(args: argparse.Namespace) -> int:
         import_models(source)
     out = Path(args.out)
     if args.study == "degradation":
-        result = studies.run_degradation(studies.DegradationConfig(
-            out=out, models=args.models or studies.degradation.DEFAULT_MODELS, data=args.data, budget=args.budget,
-            recipe=args.recipe, iterations=args.iterations, evaluations=args.evaluations, val_size=args.val_size,
-            batch_size=args.batch_size, seed=args.seed, device=args.device, progress=args.progress,
-            train=not args.no_train))
+        result = studies.run_degradation(options_from_args(studies.DegradationConfig, args))
         for f in result["findings"]:
             print(f"{f['kind']}: {f['deep']} train error {f['deep_train_error']:.2f}% vs {f['shallow']} "
                   f"{f['shallow_train_error']:.2f}%")
     elif args.study == "gradients":
-        result = studies.run_gradients(studies.GradientConfig(
-            out=out, depths=args.depths, models=args.models, data=args.data, batch_size=args.batch_size,
-            batches=args.batches, seed=args.seed, device=args.device,
-            trained_from=Path(args.trained_from) if args.trained_from else None))
+        result = studies.run_gradients(options_from_args(studies.GradientConfig, args))
         for e in result["models"]:
             when = studies.gradients.when_label(e)
             print(f"{e['model']:<12} {when:<10} input / last-block gradient norm {e['input_over_last_block']:.3g}")
     elif args.study == "responses":
-        result = studies.run_responses(studies.ResponseConfig(
-            out=out, runs_from=Path(args.runs_from), models=args.models, images=args.images,
-            batch_size=args.batch_size, device=args.device))
+        result = studies.run_responses(options_from_args(studies.ResponseConfig, args))
         for e in result["models"]:
             print(f"{e['model']:<12} mean response std {sum(e['std']) / len(e['std']):.3f}")
     else:
@@ -540,53 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, ServerConfig)
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")
-    studies = p.add_subparsers(dest="study", metavar="STUDY")
-    studies.required = True
+    kinds = p.add_subparsers(dest="study", metavar="STUDY")
+    kinds.required = True
     # your own architectures: a module whose builders are registered with @resnets.register_model
     imports = argparse.ArgumentParser(add_help=False)
     imports.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                          help="a module name or .py file registering models of your own (repeatable)")
-    q = studies.add_parser("degradation", parents=[imports],
+    q = kinds.add_parser("degradation", parents=[imports],
                            help="plain vs residual nets trained alike (paper Figure 6)")
-    q.add_argument("--models", nargs="+", help="models to train (default: plain20 plain56 resnet20 resnet56)")
-    q.add_argument("--data", required=True,
-                   help="data source, e.g. ../shared/datasets/cifar10-jpeg-train.zip or cifar10")
-    q.add_argument("--budget", choices=["quick", "long", "paper"], default="quick",
-                   help="quick: 500 iterations (25 min measured on a 2-core CPU); long: 2,000 iterations "
-                        "(about 90 min there); paper: the full 64k-iteration schedule, for a GPU")
-    q.add_argument("--recipe", help="default: paper-cifar-warmup for the quick and long budgets, paper-cifar for "
-                                     "the paper budget")
-    q.add_argument("--iterations", type=POSITIVE, help="override the budget's iterations")
-    q.add_argument("--evaluations", type=POSITIVE, help="override the budget's evaluations")
-    q.add_argument("--val-size", type=NON_NEGATIVE, help="override the budget's validation images")
-    q.add_argument("--batch-size", type=POSITIVE, help="override the budget's batch size")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
-    q.add_argument("--no-train", action="store_true",
-                   help="train nothing: draw the runs in --out as they are (e.g. while the study runs elsewhere)")
-    q.add_argument("--out", required=True, help="study directory (re-run the same command to resume)")
-    q = studies.add_parser("gradients", parents=[imports],
+    add_options(q, studies.DegradationConfig)
+    q = kinds.add_parser("gradients", parents=[imports],
                            help="per-layer gradient norms of plain vs residual nets (log scale)")
-    q.add_argument("--depths", nargs="+", type=POSITIVE, default=[20, 56, 110],
-                   help="CIFAR depths; plainD and resnetD each (default: 20 56 110)")
-    q.add_argument("--models", nargs="+", help="any registered models instead of --depths")
-    q.add_argument("--data", default="sample:cifar10", help="images to take the gradients on")
-    q.add_argument("--batch-size", type=POSITIVE, default=128)
-    q.add_argument("--batches", type=POSITIVE, default=2, help="batches to average over")
-    q.add_argument("--trained-from", help="a degradation study directory: also measure its trained runs")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--out", required=True, help="study directory")
-    q = studies.add_parser("responses", parents=[imports],
+    add_options(q, studies.GradientConfig)
+    q = kinds.add_parser("responses", parents=[imports],
                            help="std of each residual function's output, trained nets (Figure 7)")
-    q.add_argument("--from", dest="runs_from", required=True, help="a degradation study directory")
-    q.add_argument("--models", nargs="+", help="which of its runs (default: all)")
-    q.add_argument("--images", type=POSITIVE, default=1000, help="validation images to measure on")
-    q.add_argument("--batch-size", type=POSITIVE, default=250)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--out", required=True, help="study directory")
-    q = studies.add_parser("table", parents=[imports],
+    add_options(q, studies.ResponseConfig)
+    q = kinds.add_parser("table", parents=[imports],
                            help="Table 1 (stages, blocks, parameters, multiply-adds) as Markdown")
     q.add_argument("--models", nargs="+", default=["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
     q.add_argument("--input-size", type=IMAGE_SIDE, help="square input side (default: each model's own)")

@@ -12,6 +12,7 @@ rank, batch index), so it keeps that contract too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Optional, Sequence, Union
@@ -19,6 +20,7 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .._options import check_bounds, option
 from ..errors import UsageError
 from .batching import EpochBatches
 from .sources import mix_seed
@@ -26,18 +28,24 @@ from .sources import mix_seed
 
 @dataclass
 class DeviceLoaderConfig:
-    batch_size: int = 128
+    batch_size: int = option(128, low=1)
     shuffle: bool = True
     augment: bool = True  # pad + random crop + flip (paper §4.2); off for evaluation
     drop_last: bool = False
-    pad: int = 4
+    pad: int = option(4, low=0)
     flip: bool = True
     trivial_augment: bool = False  # TrivialAugmentWide on each image after crop and flip (Müller & Hutter, 2021)
-    random_erasing: float = 0.0  # probability of erasing one box of each image after normalisation (Zhong et al.)
+    # probability of erasing one box of each image after normalisation (Zhong et al.)
+    random_erasing: float = option(0.0, low=0, high=1)
     channels_last: bool = False
     dtype: torch.dtype = torch.float32
-    rank: int = 0
-    world_size: int = 1
+    rank: int = option(0, low=0)
+    world_size: int = option(1, low=1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if self.rank >= self.world_size:
+            raise UsageError(f"rank {self.rank} out of range for world_size {self.world_size}")
 
 
 # RandomErasing's defaults in torchvision: the box covers 2-33 % of the image, aspect ratio 0.3-3.3,
@@ -88,22 +96,15 @@ class DeviceLoader(EpochBatches):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
                  seed: int = 0, device: Union[str, torch.device] = "cpu",
                  config: Optional[DeviceLoaderConfig] = None, **options):
-        self.config = config or DeviceLoaderConfig()
-        for key, value in options.items():
-            if not hasattr(self.config, key):
+        for key in options:
+            if key not in {f.name for f in dataclasses.fields(DeviceLoaderConfig)}:
                 raise TypeError(f"unknown DeviceLoader option {key!r}")
-            setattr(self.config, key, value)
-        cfg = self.config
+        # a copy with the options (checked as it is made): the caller's config is left as it was
+        self.config = cfg = dataclasses.replace(config or DeviceLoaderConfig(), **options)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise UsageError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise UsageError(f"{len(images)} images but {len(labels)} labels")
-        if cfg.batch_size < 1:
-            raise UsageError(f"batch_size must be positive, got {cfg.batch_size}")
-        if not 0 <= cfg.random_erasing <= 1:
-            raise UsageError(f"random_erasing is a probability in [0, 1], got {cfg.random_erasing}")
-        if not 0 <= cfg.rank < cfg.world_size:
-            raise UsageError(f"rank {cfg.rank} out of range for world_size {cfg.world_size}")
         if len(mean) != images.shape[1] or len(std) != images.shape[1]:
             raise UsageError(f"mean/std need {images.shape[1]} values, got {len(mean)}/{len(std)}")
         self.device = torch.device(device)

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .._options import check_bounds, option
+from .._options import check_bounds, option, required
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec, list_models
@@ -40,15 +40,17 @@ class GradientConfig:
     plain/residual pairs built from ``depths``; ``trained_from`` names a degradation study
     directory whose trained runs are measured too."""
 
-    out: Path
-    depths: Sequence[int] = DEFAULT_DEPTHS
-    models: Optional[Sequence[str]] = None
-    data: str = "sample:cifar10"
+    out: Path = required("study directory", metavar="DIR")
+    depths: Sequence[int] = option(DEFAULT_DEPTHS, low=1, help="CIFAR depths; plainD and resnetD each (default: "
+                                                                f"{' '.join(map(str, DEFAULT_DEPTHS))})")
+    models: Optional[Sequence[str]] = option(help="any registered models instead of --depths")
+    data: str = option("sample:cifar10", help="images to take the gradients on")
     batch_size: int = option(128, low=1)
-    batches: int = option(2, low=1)
-    seed: int = 0
-    device: str = "cpu"
-    trained_from: Optional[Path] = None
+    batches: int = option(2, low=1, help="batches to average over")
+    seed: int = option(0)
+    device: str = option("cpu", help="cpu or cuda")
+    trained_from: Optional[Path] = option(help="a degradation study directory: also measure its trained runs",
+                                          metavar="DIR")
 
     def __post_init__(self) -> None:
         check_bounds(self)

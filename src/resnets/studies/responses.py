@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..data import build_loaders
-from .._options import check_bounds, option
+from .._options import check_bounds, option, required
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec
@@ -33,12 +33,12 @@ class ResponseConfig:
     """Responses of the trained runs of the degradation study in ``runs_from``
     (all of them, or ``models``), on up to ``images`` validation images."""
 
-    out: Path
-    runs_from: Path
-    models: Optional[Sequence[str]] = None
-    images: int = option(1000, low=2)
+    out: Path = required("study directory", metavar="DIR")
+    runs_from: Path = required("a degradation study directory", flag="--from", metavar="DIR")
+    models: Optional[Sequence[str]] = option(help="which of its runs (default: all)")
+    images: int = option(1000, low=2, help="validation images to measure on")
     batch_size: int = option(250, low=1)
-    device: str = "cpu"
+    device: str = option("cpu", help="cpu or cuda")
 
     def __post_init__(self) -> None:
         check_bounds(self)

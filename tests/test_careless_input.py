@@ -156,6 +156,28 @@ def test_paths_the_system_refuses_are_one_line(tmp_path, capsys):
     assert code == 2 and "--resume needs --out" in err
 
 
+def test_an_unknown_model_is_named_before_its_weights(capsys):
+    for command in (["predict", "resnet21", "x.jpg"], ["predict", "resnet21", "--random-weights", "x.jpg"],
+                    ["export", "resnet21", "--format", "onnx", "--out", "m.onnx"]):
+        code, out, err = _cli(capsys, *command)
+        assert code == 2 and out == "" and err.startswith(f"resnets {command[0]}: error: unknown model 'resnet21'"), err
+
+
+def test_features_never_overwrite_named_weights(tmp_path, capsys, monkeypatch):
+    # the shipped file of named weights is an input too (a copy stands in for the package's own here)
+    from resnets.weights import named
+    shipped = tmp_path / "files"
+    shipped.mkdir()
+    file = named.get_weights("resnet20.cifar10").file
+    (shipped / file).write_bytes((named.FILES_DIR / file).read_bytes())
+    monkeypatch.setattr(named, "FILES_DIR", shipped)
+    before = (shipped / file).read_bytes()
+    for weights in (["--weights", "cifar10"], []):  # named, and the default named weights
+        code, _, err = _cli(capsys, "features", "resnet20", *weights, "--data", "synthetic:32x32:4:8",
+                            "--out", str(shipped / file))
+        assert code == 2 and "would overwrite" in err and (shipped / file).read_bytes() == before
+
+
 def test_features_never_overwrite_the_weights_they_read(tmp_path, capsys):
     weights = _weights(tmp_path)
     before = open(weights, "rb").read()
@@ -212,6 +234,27 @@ def test_a_hostile_pickle_is_refused_without_advice_to_run_it(tmp_path):
         resnets.create_model("resnet20", weights=str(path))
     message = str(error.value)
     assert "refused to load" in message and "system" in message and "weights_only" not in message
+
+
+def test_checkpoints_cut_short_are_named_as_truncated(tmp_path):
+    model = resnets.create_model("resnet20")
+    whole = tmp_path / "whole.pth"
+    torch.save(model.state_dict(), whole)
+    resnets.save_weights(model, tmp_path / "whole.safetensors")
+    data = whole.read_bytes()
+    for cut in (100, 10_000, 60_000, len(data) - 100):  # torch.load raised OSError on some of these cuts
+        (tmp_path / "cut.pth").write_bytes(data[:cut])
+        with pytest.raises(UsageError, match="truncated or damaged; fetch or copy it again"):
+            resnets.create_model("resnet20", weights=str(tmp_path / "cut.pth"))
+    data = (tmp_path / "whole.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-1000])  # header intact, tensors cut
+    with pytest.raises(UsageError, match=rf"describes {len(data):,} bytes, the file holds {len(data) - 1000:,}: "
+                                         "truncated"):
+        resnets.create_model("resnet20", weights=str(tmp_path / "cut.safetensors"))
+    # a whole model pickled by torch.save(model) is refused with the way out
+    torch.save(model, tmp_path / "model.pth")
+    with pytest.raises(UsageError, match=r"a pickled resnets\.models.*save model\.state_dict\(\) instead"):
+        resnets.create_model("resnet20", weights=str(tmp_path / "model.pth"))
 
 
 def test_eval_normalisation_must_fit_the_channels_and_divide(tmp_path, capsys):

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -123,6 +124,19 @@ def test_decode_and_preprocess():
         decode_image(_jpeg()[:200], source="upload.jpg")
     with pytest.raises(ImageDecodeError, match="not a recognised image"):
         decode_image(b"hello world", source="x")
+
+
+def test_a_16_bit_image_is_read_as_the_training_data_reads_it():
+    # Pillow's convert("RGB") clips 16-bit values to white: 30,000 (about 117 of 255) must not become 255
+    from PIL import Image
+
+    from resnets.data import decode_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 30_000, dtype=np.uint16)).save(buffer, format="PNG")
+    image = decode_image(buffer.getvalue())
+    assert image.shape == (3, 8, 8) and image.unique().tolist() == [30_000 >> 8]
+    assert torch.equal(image, decode_bytes(buffer.getvalue(), "g16.png"))
 
 
 def _png(size) -> bytes:

@@ -27,7 +27,7 @@ from .models import get_model_spec, import_models, list_models
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
-from .weights.named import default_weights, get_weights, list_weights
+from .weights.named import default_weights, find_weights, get_weights, list_weights
 from .train import TrainOptions, train
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
@@ -215,8 +215,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    feature_paths(args.out, inputs=(args.weights, args.data))  # before any work
-    features = compute_features(args.model, args.data, weights=_weights_to_use(args), stage=args.stage,
+    weights = _weights_to_use(args)
+    feature_paths(args.out, inputs=(_weights_file(args.model, weights), args.data))  # before any work
+    features = compute_features(args.model, args.data, weights=weights, stage=args.stage,
                                 batch_size=args.batch_size, device=args.device, image_size=args.image_size,
                                 num_workers=args.num_workers)
     written = features.save(args.out)
@@ -285,6 +286,18 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
                          f"hf-hub:ORG/NAME (or --random-weights for an untrained network, whose outputs mean nothing)")
     print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
     return named.name
+
+
+def _weights_file(model: str, weights: Optional[str]) -> Optional[str]:
+    """The file on this machine that ``weights`` reads, where there is one already: the path given, a shipped
+    file, or the cached download of named weights (so that no output overwrites it)."""
+    named = find_weights(model, weights) if weights and not is_repository(model) else None
+    if named is None:
+        return weights
+    try:
+        return str(named.get_path(offline=True, progress=False))
+    except ResnetsError:  # not downloaded yet: nothing to overwrite
+        return None
 
 
 def _session(args: argparse.Namespace, **kwargs):
@@ -587,6 +600,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        model = getattr(args, "model", None)
+        if isinstance(model, str) and not is_repository(model):
+            get_model_spec(model)  # an unknown model is named as such, before its weights, images or data
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)  # every command's --device, before any work
         if getattr(args, "weights", None) == "":  # not "the default weights": an empty value is a mistake

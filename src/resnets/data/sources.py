@@ -90,6 +90,16 @@ def _to_uint8(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
+def pil_to_8bit(pil, mode: str = "RGB"):
+    """A Pillow image in ``mode`` ("RGB" or "L"), 16-bit grayscale scaled to 8 bits (its top byte) first:
+    Pillow's own ``convert`` clips every value above 255 to white."""
+    from PIL import Image
+
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pil = Image.fromarray((np.asarray(pil, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    return pil.convert(mode)
+
+
 def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
     """Decode image bytes to a uint8 (channels, H, W) tensor.
 
@@ -121,11 +131,7 @@ def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
 
         with Image.open(io.BytesIO(data)) as pil:
             pil.load()
-            if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = (np.asarray(pil, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-                pil = Image.fromarray(array)
-            pil = pil.convert("RGB" if channels == 3 else "L")
-            array = np.asarray(pil, dtype=np.uint8)
+            array = np.asarray(pil_to_8bit(pil, "RGB" if channels == 3 else "L"), dtype=np.uint8)
     except Exception as pil_error:  # Pillow raises many types for bad files; all mean "not decodable"
         reason = "not an image file" if "cannot identify" in str(pil_error) else f"cannot decode ({pil_error})"
         if "Unsupported image format" in first or "cannot identify" in str(pil_error):

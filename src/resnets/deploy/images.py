@@ -19,6 +19,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from ..data.sources import pil_to_8bit
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 
@@ -63,7 +64,7 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
             with Image.open(io.BytesIO(data)) as image:
                 check_image_size(image.width, image.height, source)  # from the header, before decoding
                 image.load()  # decodes fully: a truncated file fails here, not later
-                rgb = image.convert("RGB")
+                rgb = pil_to_8bit(image)  # 16-bit grayscale as the training data's reader sees it
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{source}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar, Union
@@ -88,6 +89,9 @@ class CheckpointInfo:
 # -- format detection and raw reading --------------------------------------------------------
 
 
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the largest header safetensors itself reads
+
+
 def detect_format(path: PathOrUrl) -> str:
     """The checkpoint format of ``path`` from its content: "safetensors", "torch_zip" or
     "torch_legacy". Raises CheckpointError for anything else (including plain pickles,
@@ -126,13 +130,37 @@ def _torch_load(path: Path, fmt: str) -> Any:
     except pickle.UnpicklingError as error:
         # torch's message goes on to suggest weights_only=False, which would run the file's code: name only
         # what it refused
-        found = re.search(r"(?:WeightsUnpickler error: |\n)([^\n]*(?:GLOBAL|global)[^\n]*)", str(error))
-        why = found.group(1).strip().rstrip(".") if found else "an object outside tensors and plain data"
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        why = f"a pickled {found.group(1)}" if found else "an object outside tensors and plain data"
+        hint = ("; if it is a whole model saved with torch.save(model), save model.state_dict() instead"
+                if found and "." in found.group(1) and found.group(1).split(".")[0] in ("torch", "torchvision",
+                                                                                         "timm", "resnets") else "")
         raise UnsafeCheckpointError(
             f"{path}: refused to load, it contains objects that only code execution could build ({why}); "
-            f"it is not loaded, and should not be unless you trust its source") from None
-    except (RuntimeError, EOFError) as error:
-        raise CheckpointError(f"{path}: cannot read this {fmt} checkpoint: {error}") from None
+            f"it is not loaded, and should not be unless you trust its source{hint}") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        if fmt == "torch_zip" and not zipfile.is_zipfile(path):  # a zip cut short has no central directory
+            raise CheckpointError(f"{path}: a torch.save archive without its end (no zip central directory): "
+                                  f"truncated or damaged; fetch or copy it again") from None
+        why = str(error).split(". This is an internal")[0]  # torch's own advice on corruption follows
+        raise CheckpointError(f"{path}: cannot read this {fmt} checkpoint ({why}); it may be truncated or "
+                              f"damaged: fetch or copy it again") from None
+
+
+def _safetensors_shortfall(path: Path) -> Optional[str]:
+    """"its tensors need N bytes, the file holds M" when a safetensors file is shorter than its (readable)
+    header says, else None. Only called once safetensors has refused the file."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        if header_len > SAFETENSORS_MAX_HEADER:
+            return None
+        try:
+            header = json.loads(f.read(header_len))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return None
+    need, size = 8 + header_len + end, path.stat().st_size
+    return f"its header describes {need:,} bytes, the file holds {size:,}" if size < need else None
 
 
 def _decode_metadata(raw: Optional[Mapping[str, str]]) -> dict:
@@ -241,6 +269,9 @@ def load_checkpoint(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cac
         try:
             state_dict = load_file(str(path), device="cpu")
         except SafetensorError as error:
+            short = _safetensors_shortfall(path)
+            if short:
+                raise CheckpointError(f"{path}: {short}: truncated or damaged; fetch or copy it again") from None
             raise CheckpointError(f"{path}: cannot read this safetensors file: {error}") from None
         metadata = read_metadata(path)
     else:
@@ -310,7 +341,9 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
         if match:
             stages.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
     conv1 = state_dict.get("conv1.weight")
-    stem = "unknown stem" if conv1 is None else f"{tuple(conv1.shape)[-1]}x{tuple(conv1.shape)[-1]} stem"
+    if conv1 is None and not stages:
+        return f"not a ResNet (no conv1.weight and no layerN.M blocks; {len(state_dict)} tensor(s))"
+    stem = "no conv1" if conv1 is None else f"{tuple(conv1.shape)[-1]}x{tuple(conv1.shape)[-1]} stem"
     block = "bottleneck" if any(".conv3." in k for k in state_dict) else "basic"
     layers = tuple(len(stages[i]) for i in sorted(stages))
     return f"no registered model; a {stem}, {block} blocks {layers}, {head}"

@@ -48,7 +48,7 @@ def test_eval_scores_the_recorded_split_only_on_the_training_data(tmp_path, caps
     # other data (a test folder): every image, not a random tenth, and not "the data changed"
     code, out, err = _cli(capsys, *base, "--data", str(test_folder))
     assert code == 0, err
-    assert "every image" in err and "7 images" in err and "(all, 7 images)" in out
+    assert "every image" in err and "7 images" in err and "(all, 7 images, fp32)" in out
     # forced either way
     code, out, err = _cli(capsys, *base, "--data", str(train_folder), "--split", "all", "--json")
     assert code == 0 and json.loads(out)["n"] == 24
@@ -68,7 +68,13 @@ def test_eval_of_foreign_weights_scores_every_image(tmp_path, capsys):
     write_tree(tmp_path / "split" / "train", {f"c{i}": 2 for i in range(10)}, size=(16, 16))
     write_tree(tmp_path / "split" / "test", {f"c{i}": 1 for i in range(10)}, size=(16, 16), seed=5)
     code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(tmp_path / "split"))
-    assert code == 0 and "its 'test' split" in err and "(test, 10 images)" in out
+    assert code == 0 and "its 'test' split" in err and "(test, 10 images, " in out
+    precision = "bf16 autocast" if resnets.train.precision.native_bf16(torch.device("cpu")) else "fp32"
+    assert f"images, {precision}): top-1" in out  # the precision that the default --amp auto chose, said
+    # a folder without split folders has no test split: the way to score it is named
+    code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(folder),
+                          "--split", "test")
+    assert code == 2 and "has no 'test' split" in err and "--split all" in err
 
 
 # -- predict / export / serve never answer with an untrained network silently ----------------------

@@ -237,12 +237,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        which = {"val": "the validation split recorded in the weights", "all": "every image"}.get(
+        which = {"val": "the validation split recorded in the weights", "all": "every image (of its train part)"}.get(
             result["split"], f"its {result['split']!r} split")
         print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",
               file=sys.stderr)
-        print(f"{args.model} on {args.data} ({result['split']}, {result['n']} images): top-1 {result['top1']:.2f}%, "
-              f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+        # autocast's precision moves the last digit: say it (--amp off gives the fp32 figures of the model cards)
+        computed = "fp32" if result["amp"] == "off" else f"{result['amp']} autocast"
+        if "precision" in result:
+            computed = f"{result['precision']} on {result['backend']}"
+        print(f"{args.model} on {args.data} ({result['split']}, {result['n']} images, {computed}): "
+              f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
         if "precision_check" in result:
             check = result["precision_check"]
             print(f"  {check['precision']} on {check['backend']}: top-1 {check['top1']:.2f}% against fp32's "
@@ -482,15 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--split", default="auto",
                    help="auto (default): the validation split recorded in the weights when --data is the data they "
-                        "were trained on, else every image; val: the recorded (or a seeded 10%%) validation split; "
-                        "all: every image; or the source's own split name such as test")
+                        "were trained on, else the source's own test split where it has one, else every image; val: "
+                        "the recorded (or a seeded 10%%) validation split; all: every image of the source's train "
+                        "part (a folder without train/ and test/ folders is all train); or the source's own split "
+                        "name such as test")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
     p.add_argument("--batch-size", type=POSITIVE, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-workers", type=NON_NEGATIVE)
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                   help="autocast precision (default auto: bf16 where the device computes it natively)")
+                   help="autocast precision (default auto: bf16 where the device computes it natively; off: fp32, "
+                        "as the model cards' figures)")
     p.add_argument("--confusion", help="write the confusion matrix to this PNG")
     p.add_argument("--per-class", action="store_true", help="per-class accuracy")
     p.add_argument("--backend", choices=BACKENDS,

@@ -343,8 +343,9 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
             raise UsageError(f"{name}: no {split!r} folder; found the splits {present}")
         prefix += split + "/"
     elif split != "train":
-        raise UsageError(f"{name}: has no split folders (train/val/test), so it has no {split!r} split; "
-                         "use it as train data and carve a validation split from it")
+        raise UsageError(f"{name}: has no split folders (train/val/test), so it has no {split!r} split: all its "
+                         "images are its train part (to score them: resnets eval --split all, or --split val for a "
+                         "seeded validation part; to train: it is split for you)")
     skipped: list[tuple[str, str]] = []
     by_class: dict[str, list[str]] = {}
     for path in paths:

@@ -292,6 +292,11 @@ def test_features_only_out_indices_prune_later_stages():
     assert not hasattr(f, "layer3") and not hasattr(f, "fc")
     maps = f(torch.randn(1, 3, 64, 64))
     assert [m.shape[1] for m in maps] == [256, 512]
+    # timm's accessors, which necks and detection heads call
+    info = f.feature_info
+    assert info.channels() == [256, 512] and info.reduction() == [4, 8] and info.module_name(1) == "layer2"
+    assert info.channels([1, 0]) == [512, 256] and info.get_dicts()[0] == info[0]
+    assert resnets.create_model("resnet20").feature_info.channels() == [16, 16, 32, 64]
     with pytest.raises(ValueError, match="out_indices"):
         resnets.create_model("resnet20", features_only=True, out_indices=(4,))
     with pytest.raises(RuntimeError, match="no head"):

@@ -367,8 +367,13 @@ def test_cli_lists_the_named_weights(capsys):
     first = records[0]
     assert first["top1"] == 80.858 and first["n"] == 50_000 and first["default"] is True
     assert first["preprocessing"]["crop_pct"] == pytest.approx(224 / 232)
-    code, out, _ = _cli(capsys, "list", "--weights", "--family", "cifar")
-    assert code == 0 and out == ""
+    code, out, err = _cli(capsys, "list", "--weights", "--family", "cifar")
+    assert code == 0 and out == "" and err.startswith("no named weights match")  # said, off the listing
+    # a tag alone, as --weights takes it
+    code, out, _ = _cli(capsys, "list", "--weights", "tv2_in1k", "--json")
+    assert [r["name"] for r in json.loads(out)] == [n for n in TORCHVISION_NAMES if ".tv2_" in n]
+    code, out, err = _cli(capsys, "list", "resnet5")
+    assert code == 0 and out == "" and err == "no models match resnet5 (resnets list shows them all)\n"
 
 
 def test_cli_info_shows_the_weights_of_a_model(capsys):

@@ -65,6 +65,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.weights:
         return _list_weights(args)
     names = list_models(args.filter or None, family=args.family)
+    if not names:  # said on stderr: the listing itself stays empty for scripts
+        family = f" in family {args.family}" if args.family else ""
+        print(f"no models match {' '.join(args.filter) or 'the filter'}{family} (resnets list shows them all)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([dict(name=n, family=get_model_spec(n).family, kind=get_model_spec(n).kind) for n in names]))
         return 0
@@ -77,6 +81,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _list_weights(args: argparse.Namespace) -> int:
     entries = [get_weights(n) for n in list_weights(args.filter or None)
                if not args.family or get_model_spec(n.partition(".")[0]).family == args.family]
+    if not entries:
+        print(f"no named weights match {' '.join(args.filter) or 'the filter'} (resnets list --weights shows them "
+              f"all)", file=sys.stderr)
     if args.json:
         print(json.dumps([_weights_record(w) for w in entries]))
         return 0

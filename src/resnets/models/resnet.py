@@ -29,6 +29,31 @@ VARIANTS = ("v1", "v1.5")
 GLOBAL_POOLS = ("avg", "max", "")
 
 
+class FeatureInfo(list):
+    """The feature maps a network gives, one dict each (``num_chs``, ``reduction``, ``module``), with
+    timm's accessors: ``channels()``, ``reduction()`` and ``module_name()`` give the list, or one
+    entry's value for an index (or a list of them for a list of indices)."""
+
+    def _get(self, key: str, idx: Union[int, Sequence[int], None] = None):
+        if idx is None:
+            return [info[key] for info in self]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def channels(self, idx: Union[int, Sequence[int], None] = None):
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: Union[int, Sequence[int], None] = None):
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: Union[int, Sequence[int], None] = None):
+        return self._get("module", idx)
+
+    def get_dicts(self) -> list[dict]:
+        return [dict(info) for info in self]
+
+
 class ResNet(nn.Module):
     """A residual (or, with ``shortcut="none"``, plain) network.
 
@@ -117,8 +142,8 @@ class ResNet(nn.Module):
         if stem == "imagenet":
             reduction = 2
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.feature_info = [dict(num_chs=self.in_channels, reduction=reduction,
-                                  module="relu" if stem_norm else "conv1")]
+        self.feature_info = FeatureInfo([dict(num_chs=self.in_channels, reduction=reduction,
+                                              module="relu" if stem_norm else "conv1")])
         if stem == "imagenet":
             reduction *= 2
 
@@ -268,7 +293,7 @@ class ResNetFeatures(ResNet):
         else:
             self.preact_final = self.preact
         del self.avgpool, self.fc
-        self.feature_info = [self.feature_info[i] for i in self.out_indices]
+        self.feature_info = FeatureInfo(self.feature_info[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []

@@ -142,11 +142,12 @@ def register_weights(weights: Weights) -> Weights:
 
 def list_weights(filter: Union[str, Sequence[str], None] = None) -> list[str]:
     """Registered ``MODEL.TAG`` names, models in natural order, each model's default first.
-    ``filter``: glob pattern(s) matched against the name or the model (``"resnet50*"``, ``"*.tv2_in1k"``)."""
+    ``filter``: glob pattern(s) matched against the name, the model or the tag (``"resnet50*"``,
+    ``"*.tv2_in1k"``, ``"cifar10"``: the tag as ``--weights`` takes it)."""
     patterns = [filter] if isinstance(filter, str) else list(filter or [])
     names = [n for n in _WEIGHTS
-             if not patterns or any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(n.partition(".")[0], p)
-                                    for p in patterns)]
+             if not patterns or any(fnmatch.fnmatchcase(part, p) for p in patterns
+                                    for part in (n, *n.split(".", 1)))]
     models = sorted({n.partition(".")[0] for n in names}, key=_natural_key)
     ordered = []
     for model in models:

@@ -197,6 +197,8 @@ def test_hostile_metadata_is_one_line_naming_the_field(tmp_path, field, value, n
     ["features", "resnet20", "--data", "sample:cifar10", "--out", "f.npy"],
     ["study", "gradients", "--depths", "20", "--out", "study"],
     ["train", "resnet20", "--data", "sample:cifar10", "--iterations", "1", "--out", "run"],
+    ["predict", "resnet20", "--random-weights", "x.jpg"],
+    ["serve", "resnet20", "--random-weights", "--port", "0"],
 ])
 def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, monkeypatch, command, device, says):
     import torch

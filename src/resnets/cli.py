@@ -314,7 +314,7 @@ def _weights_file(model: str, weights: Optional[str]) -> Optional[str]:
 def _session(args: argparse.Namespace, **kwargs):
     config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
                                   calibration_images=args.calibration_count, compile=args.compile,
-                                  cache_exports=True)
+                                  device=str(resolve_device(args.device)), cache_exports=True)
     session = deploy.InferenceSession(args.model, weights=_weights_to_use(args), calibration=args.calibration,
                                       config=config, **kwargs)
     for reason in session.refused.values():
@@ -440,6 +440,9 @@ def add_precision_options(parser: argparse.ArgumentParser, session: bool = True)
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the PyTorch backend (faster after a compilation of seconds to a "
                                  "minute at start)")
+        parser.add_argument("--device", default="cpu",
+                            help="cpu (default) or cuda[:N]: the PyTorch backend on a GPU (fp32 or bf16); ONNX "
+                                 "Runtime and OpenVINO run on the CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:

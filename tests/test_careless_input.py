@@ -255,6 +255,10 @@ def test_checkpoints_cut_short_are_named_as_truncated(tmp_path):
     torch.save(model, tmp_path / "model.pth")
     with pytest.raises(UsageError, match=r"a pickled resnets\.models.*save model\.state_dict\(\) instead"):
         resnets.create_model("resnet20", weights=str(tmp_path / "model.pth"))
+    # an exported model given as weights
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")
+    with pytest.raises(UsageError, match="an ONNX model, not a checkpoint of weights"):
+        resnets.create_model("resnet20", weights=str(tmp_path / "m.onnx"))
 
 
 def test_eval_normalisation_must_fit_the_channels_and_divide(tmp_path, capsys):

@@ -188,7 +188,8 @@ def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
     if suffix not in EXTENSIONS[fmt]:
         other = next((f for f, endings in EXTENSIONS.items() if suffix in endings), None)
         hint = f" (the ending of {other} files)" if other else ""
-        raise UsageError(f"--out {os.fspath(path)}: a {fmt} file should end in {' or '.join(EXTENSIONS[fmt])}, "
+        article = "an" if fmt[0] in "aeiou" else "a"
+        raise UsageError(f"--out {os.fspath(path)}: {article} {fmt} file should end in {' or '.join(EXTENSIONS[fmt])}, "
                          f"not {suffix or 'nothing'!r}{hint}")
 def _load_exported(path: Union[str, os.PathLike], fmt: str):
     with warnings.catch_warnings():

@@ -116,6 +116,10 @@ def detect_format(path: PathOrUrl) -> str:
     if head[:1] == b"\x80":
         raise CheckpointError(f"{path}: a plain pickle, not a torch.save or safetensors checkpoint; "
                               "refusing to unpickle it")
+    if path.suffix.lower() in (".onnx", ".xml"):
+        kind = "an ONNX model" if path.suffix.lower() == ".onnx" else "an OpenVINO model"
+        raise CheckpointError(f"{path}: {kind}, not a checkpoint of weights; weights are read from safetensors or "
+                              "torch.save files (resnets export writes ONNX, it does not read it back)")
     raise CheckpointError(f"{path}: unknown checkpoint format (expected safetensors, or torch.save's zip or "
                           f"legacy layout; first bytes {head[:8]!r})")
 

@@ -382,3 +382,25 @@ def test_every_bounded_option_is_refused_by_its_flag_as_by_its_dataclass(capsys)
             assert str(caught.value).startswith(f"{f.name} {problem}")
             checked += 1
     assert checked >= 20
+
+
+def test_predict_skips_an_unreadable_file_found_in_a_folder_but_not_one_named(tmp_path, capsys):
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", "--backend", "torch", "--json",
+                          str(folder))
+    answer = json.loads(out)
+    assert code == 0 and [r["image"] for r in answer["results"]] == [str(folder / "good.png")]
+    assert [s["image"] for s in answer["skipped"]] == [str(folder / "broken.jpg")]
+    assert "warning: skipped" in err and "broken.jpg" in err
+    # named by the user: an answer for it or one line and exit 2
+    code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", str(folder / "good.png"),
+                          str(folder / "broken.jpg"))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1].endswith("broken.jpg: not a recognised image format")
+    (folder / "good.png").unlink()
+    code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", str(folder))
+    assert code == 2 and out == "" and "none of the 1 images found" in err

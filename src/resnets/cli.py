@@ -20,6 +20,7 @@ from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
 from .deploy.server_config import ServerConfig
+from .data.sources import BadInputWarning
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
@@ -323,18 +324,34 @@ def _session(args: argparse.Namespace, **kwargs):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
+    named = {Path(p) for p in args.images if not Path(p).is_dir()}
     session = _session(args)
-    results = []
+    results, skipped = [], []
     for start in range(0, len(paths), args.batch_size):
-        chunk = paths[start:start + args.batch_size]
-        for path, top in zip(chunk, session.predict(deploy.load_batch(chunk, session.preprocessing), top_k=args.top_k)):
-            results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
+        chunk, images = [], []
+        for path in paths[start:start + args.batch_size]:
+            try:
+                images.append(deploy.preprocess(deploy.decode_image(path), session.preprocessing, source=str(path)))
+                chunk.append(path)
+            except deploy.ImageDecodeError as error:
+                if path in named:  # a file asked for by name gets an answer or the run stops
+                    raise
+                # a file found in a folder: said and skipped, as eval and training skip them
+                warnings.warn(f"skipped {error}", BadInputWarning)
+                skipped.append({"image": str(path), "error": str(error)})
+        if images:
+            for path, top in zip(chunk, session.predict(torch.stack(images), top_k=args.top_k)):
+                results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
+    if not results:
+        raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
     if args.json:
         print(json.dumps({"arch": session.arch, "backend": session.backend, "precision": session.precision,
-                          "results": results}, indent=2))
+                          "results": results, "skipped": skipped}, indent=2))
         return 0
     for result in results:
         print(result["image"])

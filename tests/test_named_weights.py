@@ -384,6 +384,11 @@ def test_cli_info_shows_the_weights_of_a_model(capsys):
     assert record["params"] == 25_557_032 and [w["tag"] for w in record["weights"]][:2] == ["tv2_in1k", "tv_in1k"]
     code, out, _ = _cli(capsys, "info", "resnet56")
     assert code == 0 and "none registered" in out
+    # the registered weights are of the registered layout: another one is said, the same one is not
+    code, out, _ = _cli(capsys, "info", "resnet50", "--variant", "v1")
+    assert code == 0 and "named weights of resnet50 as registered, not of this layout (--variant v1):" in out
+    code, out, _ = _cli(capsys, "info", "resnet50", "--variant", "v1.5")
+    assert code == 0 and "not of this layout" not in out and "resnet50.tv2_in1k" in out
 
 
 def test_eval_scores_named_weights_whose_display_names_differ_from_the_folders(served):

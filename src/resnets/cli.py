@@ -117,7 +117,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({**summary, "weights": [_weights_record(w) for w in weights]}, indent=2))
         return 0
     print(format_table(summary))
-    print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
+    # the registered weights are of the model as registered: another layout computes another function
+    registered = summarize(args.model) if set(kwargs) - {"num_classes"} else summary
+    layout = " ".join(f"--{k} {summary[k]}" for k in ("shortcut", "variant") if summary.get(k) != registered.get(k))
+    print(f"\nnamed weights of {args.model} as registered, not of this layout ({layout}):" if weights and layout else
+          "\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
           "\nnamed weights: none registered (--weights takes a checkpoint's path or URL, or hf-hub:ORG/NAME)")
     for w in weights:
         print("  " + _weights_line(w, width=len(args.model) + 14))

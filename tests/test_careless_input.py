@@ -53,6 +53,8 @@ def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
     (["eval", "resnet20", "--weights", "w", "--data", "d", "--num-workers", "-1"], "--num-workers"),
     (["features", "resnet20", "--data", "d", "--out", "f.npy", "--batch-size", "x"], "expected an integer, got 'x'"),
     (["train", "resnet20", "--lr", "0"], "--lr: must be more than 0, got 0"),
+    (["train", "resnet20", "--seed", "-1"], "--seed: must be at least 0 and at most 9223372036854775807, got -1"),
+    (["study", "gradients", "--seed", "99999999999999999999999", "--out", "s"], "--seed: must be at least 0"),
     (["train", "resnet20", "--epochs", "inf"], "--epochs: must be a finite number, got inf"),
     (["train", "resnet20", "--distill-alpha", "1.5"], "--distill-alpha: must be more than 0 and at most 1"),
     (["finetune", "resnet20", "--weights", "w", "--data", "d", "--head-lr-mult", "0"], "--head-lr-mult: must be more"),
@@ -91,6 +93,8 @@ def _api_calls():
         lambda: TrainOptions(model="resnet20", out="never", lr=float("inf"))
     yield "TrainOptions(batch_size=0)", "batch_size must be at least 1, got 0", \
         lambda: TrainOptions(model="resnet20", out="never", batch_size=0)
+    yield "build_loaders(seed=-1)", "seed must be at least 0", lambda: build_loaders("sample:cifar10", seed=-1)
+    yield "TrainOptions(seed=-1)", "seed must be at least 0", lambda: TrainOptions(model="resnet20", out="o", seed=-1)
     yield "build_loaders(image_size=-5)", "image_size must be at least 1 and at most 4096, got -5", \
         lambda: build_loaders("sample:cifar10", image_size=-5)
     yield "build_loaders(config=DataConfig(num_workers=-1))", "num_workers must be at least 0", \

@@ -177,6 +177,19 @@ def test_unparsable_query_gets_the_usual_error_shape(server):
     assert _request(f"{url}/predict") == (405, {"error": "Method Not Allowed"})
 
 
+def test_a_default_top_k_above_the_classes_is_capped_as_predict_caps_it():
+    # a server started with --top-k 12 for a 10-class model answers with its 10 classes (it said 422 to every
+    # request); a request's own ?top_k=12 is still refused
+    running = _run_server(ServerConfig(top_k=12, warm_up=False))
+    url, _, _ = next(running)
+    try:
+        status, result = _request(f"{url}/predict", _jpeg(), "image/jpeg")
+        assert status == 200 and len(result["predictions"]) == 10
+        assert _request(f"{url}/predict?top_k=12", _jpeg(), "image/jpeg")[0] == 422
+    finally:
+        next(running, None)
+
+
 def test_concurrent_requests_are_batched(server):
     url, _, app = server
     images = [_jpeg((32, 32), (i * 20, 100, 200 - i * 20)) for i in range(8)]

@@ -18,6 +18,8 @@ from typing import Any
 
 from .errors import check_number
 
+MAX_SEED = 2**63 - 1  # seeds are mixed as unsigned 64-bit integers (and passed to torch as a C long)
+
 
 def option(default: Any = None, help: str = "", **meta: Any) -> Any:
     """A dataclass field with a default and its command-line help (and other CLI metadata)."""

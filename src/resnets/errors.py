@@ -81,8 +81,11 @@ class DiskFullError(ResnetsError, OSError):
 
 def range_text(low: float, high: float = math.inf, *, low_open: bool = False) -> str:
     """How a bound is said in messages: "at least 1", "more than 0 and at most 65535"."""
-    text = f"{'more than' if low_open else 'at least'} {low:g}"
-    return text + (f" and at most {high:g}" if high != math.inf else "")
+    def said(bound: float) -> str:  # integers whole (2**63 - 1, not 9.22337e+18)
+        return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+    text = f"{'more than' if low_open else 'at least'} {said(low)}"
+    return text + (f" and at most {said(high)}" if high != math.inf else "")
 
 
 def check_number(name: str, value, low: float, high: float = math.inf, *, low_open: bool = False,

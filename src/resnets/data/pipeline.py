@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .._options import check_bounds, option
+from .._options import MAX_SEED, check_bounds, option
 from ..errors import UsageError, check_number
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE
@@ -37,7 +37,7 @@ class DataConfig:
 
     batch_size: int = option(128, low=1)
     eval_batch_size: Optional[int] = option(None, low=1)  # default: batch_size
-    seed: int = 0
+    seed: int = option(0, low=0, high=MAX_SEED)
     val_size: Optional[int] = option(None, low=0)  # images carved out of train for validation; 0: none
     val_fraction: float = 0.1  # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
     split: Optional[dict] = None  # a recorded Split.to_dict(): re-create it exactly

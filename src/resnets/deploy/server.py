@@ -195,7 +195,9 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
             app.state.in_progress -= 1
 
     async def answer(request: Request, top_k: Optional[int]) -> dict:
-        k = config.top_k if top_k is None else top_k
+        # the configured default is capped at the model's classes, as predict caps it (top 5 of 3 classes: 3);
+        # a request's own ?top_k= beyond them is refused
+        k = min(config.top_k, session.num_classes) if top_k is None else top_k
         if not 1 <= k <= session.num_classes:
             raise HTTPException(422, f"top_k must be between 1 and {session.num_classes}, got {k}")
         data, source = await image_bytes(request)

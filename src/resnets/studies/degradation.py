@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .._options import check_bounds, option, required
+from .._options import MAX_SEED, check_bounds, option, required
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import ResNet, get_model_spec, list_models
@@ -79,7 +79,7 @@ class DegradationConfig:
     evaluations: Optional[int] = option(None, help="override the budget's evaluations", low=1)
     val_size: Optional[int] = option(None, help="override the budget's validation images", low=0)
     batch_size: Optional[int] = option(None, help="override the budget's batch size", low=1)
-    seed: int = option(0, help="seed of the initialisations, the split and the data order")
+    seed: int = option(0, help="seed of the initialisations, the split and the data order", low=0, high=MAX_SEED)
     device: str = option("cpu", help="cpu or cuda")
     progress: Optional[bool] = option(False, help="progress bars")
     log: object = option(cli=False)

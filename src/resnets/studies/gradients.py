@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .._options import check_bounds, option, required
+from .._options import MAX_SEED, check_bounds, option, required
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec, list_models
@@ -47,7 +47,7 @@ class GradientConfig:
     data: str = option("sample:cifar10", help="images to take the gradients on")
     batch_size: int = option(128, low=1)
     batches: int = option(2, low=1, help="batches to average over")
-    seed: int = option(0)
+    seed: int = option(0, low=0, high=MAX_SEED)
     device: str = option("cpu", help="cpu or cuda")
     trained_from: Optional[Path] = option(help="a degradation study directory: also measure its trained runs",
                                           metavar="DIR")

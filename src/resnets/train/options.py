@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from .._options import check_bounds, option, option_fields, required
+from .._options import MAX_SEED, check_bounds, option, option_fields, required
 from ..errors import UsageError
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
@@ -37,7 +37,8 @@ class TrainOptions:
                                      low=0, low_open=True)
     batch_size: Optional[int] = option(help="global batch size (split over processes)", low=1)
     lr: Optional[float] = option(help="peak learning rate", low=0, low_open=True)
-    seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)")
+    seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)",
+                                 low=0, high=MAX_SEED)
     evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run", low=1)
     val_size: Optional[int] = option(help="images carved out of train for validation", low=0)
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "

@@ -326,6 +326,8 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
     assert (run / "metrics.jsonl").read_text() == metrics
     code, _, err = _cli(capsys, *[a if a != "2" else "4" for a in args], "--resume")
     assert code == 2 and "iterations (recorded 2, given 4)" in err and json.loads(metrics.splitlines()[0])
+    code, _, err = _cli(capsys, *args, "--resume", "--recipe", "modern")  # was resumed with paper-cifar's values
+    assert code == 2 and "recipe_name (recorded 'paper-cifar', given 'modern')" in err
 
 
 def test_an_int8_export_leaves_only_its_file(tmp_path, capsys):

@@ -57,7 +57,9 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                  "amp": resolve_amp(options.amp, device) if options.amp != "auto" else None,
                  "channels_last": options.channels_last,
                  "transfer": options.hook.record() if options.hook is not None else None,
-                 "distillation": distillation_record(options)}
+                 "distillation": distillation_record(options),
+                 # another --recipe is another run (its values would otherwise be silently the recorded ones)
+                 "recipe_name": options.recipe}
         clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
                    if v is not None and recorded.get(k) != v]
         recipe = build_recipe(options, base=recorded["recipe"])

@@ -13,7 +13,7 @@ import resnets
 from cli_helpers import run_main
 from resnets.errors import UsageError
 from resnets.train import RunDirError, TrainOptions, train
-from resnets.train.distill import Teacher, distillation_loss
+from resnets.train.distill import Teacher, distillation_loss, load_teacher
 
 from model_helpers import randomise_bn
 
@@ -130,6 +130,9 @@ def test_teacher_errors_are_one_line(tmp_path):
                       "--teacher-weights", _teacher_file(tmp_path, num_classes=7), "--no-progress")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "predicts 7 classes, the data has 10" in result.stderr
+    # an unknown teacher is named as such (it was "has no named weights")
+    with pytest.raises(UsageError, match="unknown model 'nosuchnet'"):
+        load_teacher("nosuchnet", None, num_classes=10, channels=3, mean=(0, 0, 0), std=(1, 1, 1))
 
 
 def test_a_teacher_trained_with_another_split_of_the_same_data_is_warned_about(tmp_path):

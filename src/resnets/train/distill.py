@@ -69,6 +69,9 @@ def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, c
     from ..factory import create_model
     from ..weights.named import default_weights
 
+    from ..models import get_model_spec
+
+    get_model_spec(model_name)  # an unknown teacher is named as such, before anything about its weights
     if weights is None:
         named = default_weights(model_name)
         if named is None:

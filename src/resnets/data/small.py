@@ -96,8 +96,9 @@ class DeviceLoader(EpochBatches):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
                  seed: int = 0, device: Union[str, torch.device] = "cpu",
                  config: Optional[DeviceLoaderConfig] = None, **options):
+        known = {f.name for f in dataclasses.fields(DeviceLoaderConfig)}
         for key in options:
-            if key not in {f.name for f in dataclasses.fields(DeviceLoaderConfig)}:
+            if key not in known:
                 raise TypeError(f"unknown DeviceLoader option {key!r}")
         # a copy with the options (checked as it is made): the caller's config is left as it was
         self.config = cfg = dataclasses.replace(config or DeviceLoaderConfig(), **options)

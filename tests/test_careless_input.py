@@ -324,10 +324,32 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
     code, _, err = _cli(capsys, *args, "--resume")
     assert code == 0 and "already finished at step 2: nothing left to train" in err
     assert (run / "metrics.jsonl").read_text() == metrics
+    # the Python API gives the run's result, as when it ended, not an empty dict
+    from resnets.train import train
+    result = train(TrainOptions(model="resnet20", data="synthetic:32x32:4:64", val_size=16, batch_size=16,
+                                iterations=2, evaluations=1, amp="off", progress=False, out=str(run), resume=True))
+    assert result == json.loads(metrics.splitlines()[-1]) and result["step"] == 2 and "val_top1" in result
     code, _, err = _cli(capsys, *[a if a != "2" else "4" for a in args], "--resume")
     assert code == 2 and "iterations (recorded 2, given 4)" in err and json.loads(metrics.splitlines()[0])
     code, _, err = _cli(capsys, *args, "--resume", "--recipe", "modern")  # was resumed with paper-cifar's values
     assert code == 2 and "recipe_name (recorded 'paper-cifar', given 'modern')" in err
+    # the pipeline is part of the run: the other one reads the images in another order
+    assert json.loads((run / "config.json").read_text())["pipeline"] == "small"
+    code, _, err = _cli(capsys, *args, "--resume", "--pipeline", "large")
+    assert code == 2 and "pipeline (recorded 'small', given 'large')" in err
+    assert _cli(capsys, *args, "--resume", "--pipeline", "small")[0] == 0
+
+
+def test_a_network_for_other_channels_than_the_data_is_refused_before_anything_is_written(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(capsys, "train", "resnet20", "--model-arg", "in_chans=1", "--data", "synthetic:32x32:4:64",
+                        "--val-size", "16", "--batch-size", "16", "--iterations", "2", "--no-progress", "--out", str(run))
+    assert code == 2 and err.count("\n") == 1 and "takes 1-channel images" in err and "gives 3-channel" in err
+    assert not run.exists()  # was a RuntimeError from conv2d, after config.json and sessions.jsonl were written
+    code, _, err = _cli(capsys, "train", "resnet20", "--model-arg", "in_chans=1", "--data", "synthetic:1x32x32:4:64",
+                        "--val-size", "16", "--batch-size", "16", "--iterations", "2", "--evaluations", "1",
+                        "--amp", "off", "--no-progress", "--out", str(run))
+    assert code == 0, err
 
 
 def test_an_int8_export_leaves_only_its_file(tmp_path, capsys):

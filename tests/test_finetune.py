@@ -271,3 +271,20 @@ def test_distilling_a_linear_probe_is_refused_in_one_line(tmp_path, pretrained, 
     err = capsys.readouterr().err
     assert code == 2 and "distillation needs the images themselves" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything was computed or written
+
+
+def test_a_resumed_finetune_names_what_changed_and_takes_named_weights_in_either_form(tmp_path, capsys):
+    args = ["finetune", "resnet20", "--weights", "cifar10", "--data", SYNTHETIC, "--strategy", "linear-probe",
+            "--iterations", "2", "--evaluations", "1", "--batch-size", "32", "--val-size", "64", "--amp", "off",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["transfer"]["init_weights"] == "cifar10"
+    capsys.readouterr()
+    # the same weights by their full name are the same run (were refused as changed weights)
+    assert main([a if a != "cifar10" else "resnet20.cifar10" for a in args] + ["--resume"]) == 0
+    assert "nothing left to train" in capsys.readouterr().err
+    # another strategy: only the entries of the transfer that differ are named, not the whole record
+    assert main([a if a != "linear-probe" else "full" for a in args] + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "transfer.trainable (recorded ['fc'], given None)" in err and "init_weights" not in err, err
+    assert err.count("\n") == 1

@@ -36,8 +36,8 @@ from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
 from .checkpoint import (append_metrics, append_session, clean_run_dir, keep_snapshot, last_checkpoint,
-                         load_checkpoint_state, save_best, save_checkpoint, save_initial_snapshot, truncate_metrics,
-                         write_config)
+                         load_checkpoint_state, read_metrics, save_best, save_checkpoint, save_initial_snapshot,
+                         truncate_metrics, write_config)
 from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
@@ -83,6 +83,14 @@ def _session_record(options: TrainOptions, dist: Distributed, start_step: int) -
                 device=dist.device.type, torch=torch.__version__, resnets=__version__)
 
 
+def _check_input_channels(model: nn.Module, name: str, channels: int, data: str) -> None:
+    """Refuse, before anything is written, a network whose first convolution takes another number of
+    channels than the data's images have (``--model-arg in_chans=1`` on RGB images)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != channels:
+        raise UsageError(f"{name} takes {first.in_channels}-channel images (in_chans={first.in_channels}) but "
+                         f"{data} gives {channels}-channel images; use in_chans={channels} or other data")
+
 def _train(options: TrainOptions, dist: Distributed) -> dict:
     out = Path(options.out)
     device = dist.device
@@ -121,7 +129,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         augment=recipe.augment, drop_last=True, trivial_augment=recipe.trivial_augment,
         random_erasing=recipe.random_erasing, image_size=recipe.image_size,
         train_image_size=recipe.train_image_size, channels_last=channels_last, num_workers=options.num_workers,
-        cache_dir=options.cache_dir, pipeline=options.pipeline, split=record.get("split"),
+        cache_dir=options.cache_dir, pipeline=record.get("pipeline") or options.pipeline, split=record.get("split"),
         # CIFAR-family nets normalise with the training set's own statistics (the paper's mean subtraction);
         # pretrained weights with the statistics they were trained with
         preprocessing=preprocessing if spec.family == "imagenet" or initial is not None else None)
@@ -135,6 +143,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if info.num_classes < 2:
         raise UsageError(f"{record['data']}: found {info.num_classes} class; training needs at least two")
     record["split"] = info.split
+    record["pipeline"] = info.pipeline  # a resumed run reads its images as it did (the pipelines differ in order)
     record["classes"] = info.classes
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
@@ -148,6 +157,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     torch.manual_seed(seed)
     model = initial if initial is not None else create_model(options.model, num_classes=info.num_classes,
                                                              **record["model_kwargs"])
+    _check_input_channels(model, options.model, info.channels, record["data"])
     model = hook.setup(model, num_classes=info.num_classes, total_steps=total_steps, world_size=dist.world_size)
     model.preprocessing = dataclasses.replace(model.preprocessing, mean=tuple(info.mean), std=tuple(info.std),
                                               input_size=(info.channels, *info.image_size))
@@ -207,7 +217,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         save_initial_snapshot(out, model, classes=list(info.classes), metadata=metadata)
     progress = Progress(total_steps, start_step, options.progress, options.log, silent=not dist.is_main)
     step = start_step
-    last_eval: dict = {}
+    # a finished run, resumed, trains nothing: its result is its last evaluation, as when it ended
+    last_eval: dict = (read_metrics(out) or [{}])[-1] if start_step >= total_steps and dist.is_main else {}
     # on a GPU, reading the loss forces a sync: check it every few steps instead of every step
     check_every = 1 if device.type == "cpu" else 25
     meter = Meter(device)

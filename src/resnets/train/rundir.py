@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 
 import torch
 
+from ..errors import ResnetsError
 from .checkpoint import RunDirError, last_checkpoint, read_config
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .options import TrainOptions
@@ -59,13 +60,13 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                  "transfer": options.hook.record() if options.hook is not None else None,
                  "distillation": distillation_record(options),
                  # another --recipe is another run (its values would otherwise be silently the recorded ones)
-                 "recipe_name": options.recipe}
-        clashes = [f"{k} (recorded {recorded.get(k)!r}, given {v!r})" for k, v in given.items()
-                   if v is not None and recorded.get(k) != v]
+                 "recipe_name": options.recipe,
+                 # the pipeline chosen when the run started (runs of before it was recorded take any)
+                 "pipeline": options.pipeline if options.pipeline != "auto" and "pipeline" in recorded else None}
+        clashes = [clash for k, v in given.items() if v is not None for clash in _differences(k, recorded.get(k), v)]
         recipe = build_recipe(options, base=recorded["recipe"])
-        given_recipe = recipe.to_dict()
-        clashes += [f"{k} (recorded {recorded['recipe'].get(k)!r}, given {v!r})" for k, v in given_recipe.items()
-                    if recorded["recipe"].get(k) != v]
+        clashes += [clash for k, v in recipe.to_dict().items()
+                    for clash in _differences(k, recorded["recipe"].get(k), v)]
         if clashes:
             raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}; resume with "
                               f"the run's own options (they are in its config.json) or start a new --out")
@@ -90,18 +91,33 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
     return record, None
 
 
+def _differences(key: str, recorded, given) -> list[str]:
+    """``key (recorded R, given G)`` for each value that differs; in two dicts (a fine-tuning's
+    transfer, a teacher's settings), only the entries that differ, as ``key.entry``."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        return [clash for k in sorted(recorded.keys() | given.keys())
+                for clash in _differences(f"{key}.{k}", recorded.get(k), given.get(k))]
+    return [] if recorded == given else [f"{key} (recorded {recorded!r}, given {given!r})"]
+
+
 def distillation_record(options: TrainOptions) -> Optional[dict]:
     """The teacher and the loss's settings as config.json keeps them; None without --teacher. Without
     --teacher-weights the teacher's default named weights are recorded by tag, so a resume uses the same
     ones even where a later version of the package changes the model's default."""
     if options.teacher is None:
         return None
+    from ..weights.named import default_weights, find_weights
+
     weights = options.teacher_weights
     if weights is None:
-        from ..weights.named import default_weights
-
         named = default_weights(options.teacher)
         weights = named.tag if named is not None else None  # None: the teacher refuses in one line when loaded
+    else:  # named weights by tag, so that `cifar10` and `resnet56.cifar10` are one run
+        try:
+            named = find_weights(options.teacher, weights)
+        except ResnetsError:  # neither a name nor a file: said in one line when the teacher is loaded
+            named = None
+        weights = named.tag if named is not None else weights
     return {"teacher": options.teacher, "weights": weights,
             "alpha": options.distill_alpha if options.distill_alpha is not None else DEFAULT_ALPHA,
             "temperature": options.distill_temperature if options.distill_temperature is not None

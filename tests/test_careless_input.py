@@ -343,7 +343,8 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
 def test_a_network_for_other_channels_than_the_data_is_refused_before_anything_is_written(tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = _cli(capsys, "train", "resnet20", "--model-arg", "in_chans=1", "--data", "synthetic:32x32:4:64",
-                        "--val-size", "16", "--batch-size", "16", "--iterations", "2", "--no-progress", "--out", str(run))
+                        "--val-size", "16", "--batch-size", "16", "--iterations", "2", "--no-progress",
+                        "--out", str(run))
     assert code == 2 and err.count("\n") == 1 and "takes 1-channel images" in err and "gives 3-channel" in err
     assert not run.exists()  # was a RuntimeError from conv2d, after config.json and sessions.jsonl were written
     code, _, err = _cli(capsys, "train", "resnet20", "--model-arg", "in_chans=1", "--data", "synthetic:1x32x32:4:64",

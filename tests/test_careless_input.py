@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -280,11 +281,14 @@ def test_recipes_name_what_is_wrong_in_words(tmp_path, capsys):
              ("iterations = 5\n[optimizer]\nlr = nan\n", "lr must be a finite number"),
              ("iterations = 5\nmilestones = [-1, \"a\"]\n", "must be a list of numbers"),
              ("iterations = 5\nval_size = -3\n", "val_size must not be negative"),
-             ("iterations = 5\nval_size = 1.5\n", "must be an integer (or left out)")]
+             ("iterations = 5\nval_size = 1.5\n", "must be an integer (or left out)"),
+             ("iterations = 5\n[optimizer]\nmomentum = 1.5\n", "momentum must lie in [0, 1), got 1.5"),
+             ("iterations = 50\nmilestones = [10, 100]\n", "milestone 100 lies at or beyond the end of the run (50 "),
+             ("epochs = 3\nwarmup = 5\n", "warmup 5 takes the whole run (3 epochs)")]
     for text, says in cases:
         path = tmp_path / "r.toml"
         path.write_text(text)
-        with pytest.raises(RecipeError, match=says.replace("?", r"\?").replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(RecipeError, match=re.escape(says)):
             load_recipe(path)
     with pytest.raises(RecipeError, match="is a directory"):
         load_recipe(tmp_path)

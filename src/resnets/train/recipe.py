@@ -103,8 +103,17 @@ class Recipe:
         for key in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "warmup", "min_lr"):
             if getattr(self, key) < 0:
                 raise RecipeError(f"recipe {self.name!r}: {key} must not be negative, got {getattr(self, key)}")
-        if not 0 <= self.ema_decay < 1 or not 0 <= self.momentum < 1 or not 0 <= self.label_smoothing < 1:
-            raise RecipeError(f"recipe {self.name!r}: ema_decay, momentum and label_smoothing must lie in [0, 1)")
+        for key in ("ema_decay", "momentum", "label_smoothing"):
+            if not 0 <= getattr(self, key) < 1:
+                raise RecipeError(f"recipe {self.name!r}: {key} must lie in [0, 1), got {getattr(self, key)}")
+        unit = "iterations" if self.iterations is not None else "epochs"
+        late = [m for m in self.milestones if m >= length]
+        if late:  # a schedule that never happens is a recipe written for another length
+            raise RecipeError(f"recipe {self.name!r}: milestone {late[0]:g} lies at or beyond the end of the run "
+                              f"({length:g} {unit}); milestones are in the run's unit and must fall inside it")
+        if self.warmup >= length:
+            raise RecipeError(f"recipe {self.name!r}: warmup {self.warmup:g} takes the whole run ({length:g} "
+                              f"{unit}) or more; it is in the run's unit and must be shorter")
         unfinite = [f.name for f in fields(self) if isinstance(getattr(self, f.name), float)
                     and not math.isfinite(getattr(self, f.name))]
         if unfinite:

@@ -123,7 +123,9 @@ def test_model_options_the_model_does_not_take_are_one_line(tmp_path, capsys):
         resnets.create_model("resnet20", foo=1)
     with pytest.raises(resnets.ResnetsError, match="zero_init_residual must be true or false, got 'maybe'"):
         resnets.create_model("resnet20", zero_init_residual="maybe")
-    for arg, says in (("num_classes=3", "set by the training itself"), ("foo=1", "takes no option 'foo'")):
+    for arg, says in (("num_classes=3", "set by the training itself, from the data's classes"),
+                      ("features_only=true", "a backbone without a classifier cannot be trained on labels"),
+                      ("foo=1", "takes no option 'foo'")):
         code, _, err = _cli(capsys, "train", "resnet20", "--data", "synthetic:32x32:4:64", "--val-size", "16",
                             "--batch-size", "16", "--iterations", "1", "--model-arg", arg,
                             "--out", str(tmp_path / "run"))
@@ -365,6 +367,11 @@ def test_an_int8_export_leaves_only_its_file(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["m.onnx"]  # no temporary or intermediate file beside it
     from resnets.deploy.export import read_onnx_metadata
     assert read_onnx_metadata(out)["precision"] == "int8"
+    # calibration images with another precision would be read and left unused: refused before any work
+    code, _, err = _cli(capsys, "export", "resnet20", "--weights", "cifar10", "--format", "onnx", "--calibration",
+                        "sample:cifar10", "--out", str(tmp_path / "fp32.onnx"))
+    assert code == 2 and err.count("\n") == 1 and "--calibration" in err and "precision 'int8' only" in err
+    assert not (tmp_path / "fp32.onnx").exists()
 
 
 def test_features_without_weights_use_the_default_ones_or_refuse(tmp_path, capsys):

@@ -388,7 +388,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    deploy.check_export_path(args.out, args.format)  # before any work
+    deploy.check_export_options(args.format, args.precision, args.calibration is not None)  # before any work
+    deploy.check_export_path(args.out, args.format)
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None

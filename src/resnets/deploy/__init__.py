@@ -14,8 +14,8 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "class_names": "classes", "resolve_class_names": "classes",
     "AccuracyCheck": "calibration", "load_images": "calibration",
-    "ExportReport": "export", "check_export_path": "export", "export_model": "export", "export_onnx": "export",
-    "export_program": "export",
+    "ExportReport": "export", "check_export_options": "export", "check_export_path": "export",
+    "export_model": "export", "export_onnx": "export", "export_program": "export",
     "export_torchscript": "export", "read_onnx_metadata": "export",
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from .calibration import AccuracyCheck, load_images
     from .classes import class_names, resolve_class_names
     from .evaluate import evaluate_checkpoint, write_confusion_png
-    from .export import (ExportReport, check_export_path, export_model, export_onnx, export_program, export_torchscript,
-                         read_onnx_metadata)
+    from .export import (ExportReport, check_export_options, check_export_path, export_model, export_onnx,
+                         export_program, export_torchscript, read_onnx_metadata)
     from .fold import fold_batchnorm, fuse_conv_bn
     from .optional import MissingExtraError
     from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess

@@ -178,6 +178,21 @@ def compare_exported(model: nn.Module, path: Union[str, os.PathLike], fmt: str,
 EXTENSIONS = {"onnx": (".onnx",), "torch.export": (".pt2",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
 
 
+def check_export_options(fmt: str, precision: str, calibration: bool) -> None:
+    """Refuse, before any work, a format and precision that do not go together, int8 without
+    calibration images, and calibration images that a precision other than int8 would leave unused."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if precision not in EXPORT_PRECISIONS[fmt]:
+        raise UsageError(f"format {fmt!r} is written in precision {' or '.join(EXPORT_PRECISIONS[fmt])}, not "
+                         f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")
+    if precision == "int8" and not calibration:
+        raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
+    if precision != "int8" and calibration:
+        raise UsageError(f"calibration images are for precision 'int8' only (they set its activation ranges); "
+                         f"add --precision int8 or leave out --calibration (precision is {precision!r})")
+
+
 def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
     """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``)."""
     if fmt not in FORMATS:
@@ -219,16 +234,10 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
     UsageError naming the worst (the file is kept for inspection); a bf16 or int8 file reports
     its differences and top-1 agreement with fp32. ``precision="int8"`` (ONNX) needs
     ``calibration``, a preprocessed batch of real images."""
-    if fmt not in FORMATS:
-        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
     check_number("tolerance", tolerance, 0, low_open=True, integer=False)
-    if precision not in EXPORT_PRECISIONS[fmt]:
-        raise UsageError(f"format {fmt!r} is written in precision {' or '.join(EXPORT_PRECISIONS[fmt])}, not "
-                         f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")
+    check_export_options(fmt, precision, calibration is not None)
     check_export_path(path, fmt)
     model = model.eval()
-    if precision == "int8" and calibration is None:
-        raise UsageError("precision 'int8' needs calibration images (--calibration DATA)")
     path = Path(path)
     # written beside the target and renamed onto it when whole: a failure (a full disk) leaves no partial file
     write = {"onnx": export_onnx, "torch.export": export_program, "torchscript": export_torchscript}[fmt]

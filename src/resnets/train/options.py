@@ -83,10 +83,13 @@ class TrainOptions:
         if self.iterations is not None and self.epochs is not None:
             raise UsageError("give --iterations or --epochs, not both")
         check_bounds(self)
-        taken = sorted({"num_classes", "features_only", "out_indices"} & set(self.model_kwargs or {}))
+        why = {"num_classes": "set by the training itself, from the data's classes",
+               "features_only": "a backbone without a classifier cannot be trained on labels; train the "
+                                "classifier network and build the backbone from its weights afterwards",
+               "out_indices": "a backbone option (features_only); training trains the whole classifier network"}
+        taken = sorted(why.keys() & set(self.model_kwargs or {}))
         if taken:
-            raise UsageError(f"--model-arg {taken[0]}: set by the training itself (num_classes from the data's "
-                             f"classes), not a model option here")
+            raise UsageError(f"--model-arg {taken[0]}: {why[taken[0]]}")
         for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

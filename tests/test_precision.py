@@ -52,3 +52,26 @@ def test_the_choice_is_recorded_and_kept_on_resume(tmp_path):
         train(TrainOptions(**common, resume=True, amp=other))
     assert train(TrainOptions(**common, resume=True))["step"] == 4  # auto: the recorded choice
     assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] == expected
+
+
+@pytest.mark.parametrize("units, warns", [({}, True), ({"amx_bf16": True}, False), ({"avx512_bf16": True}, False)])
+def test_bf16_asked_for_where_it_is_emulated_is_said_in_one_warning(tmp_path, monkeypatch, capsys, units, warns):
+    import warnings
+
+    from resnets.cli import main
+    from resnets.train.precision import SlowPrecisionWarning, warn_if_emulated
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: units, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_emulated("bf16", torch.device("cpu"))
+        warn_if_emulated("off", torch.device("cpu"))  # fp32 is never slow for want of units
+    assert [w.category for w in caught] == ([SlowPrecisionWarning] if warns else [])
+    # on the command line: one warning line, and the training still runs in the precision asked for
+    code = main(["train", "resnet20", "--data", "synthetic:32x32:4:32", "--val-size", "16", "--batch-size", "16",
+                 "--iterations", "1", "--evaluations", "1", "--amp", "bf16", "--no-progress",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0 and ("warning: this CPU has no bf16 units" in err) == warns, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] == "bf16"
+    assert sum("bf16 units" in line for line in err.splitlines()) == (1 if warns else 0)

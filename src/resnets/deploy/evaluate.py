@@ -18,7 +18,7 @@ from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
-from ..train.precision import resolve_amp
+from ..train.precision import resolve_amp, warn_if_emulated
 from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig
 
@@ -79,6 +79,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     if not all(0 < v < float("inf") for v in std):
         raise UsageError(f"--std values must be positive, got {','.join(f'{v:g}' for v in std)}")
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
+    warn_if_emulated(amp, torch_device)
     source: Union[str, object] = data
     reason = "asked for"
     if split == "auto":

@@ -14,6 +14,7 @@ Each runner is a callable: a float32 (N, C, H, W) CPU batch in, float32 logits o
 from __future__ import annotations
 
 import contextlib
+import functools
 import ctypes
 import os
 import sys
@@ -152,6 +153,15 @@ def signal_stack_kept():
     finally:
         if saved:
             libc.sigaltstack(ctypes.byref(before), None)
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_computes_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 on this CPU (its BF16 capability: AVX512-BF16 or
+    AMX); elsewhere it takes a bf16 hint and computes fp32."""
+    openvino = require("openvino", "backend 'openvino'")
+    with signal_stack_kept():
+        return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVINORunner:

@@ -31,8 +31,8 @@ from .export_cache import cached_export
 from .fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
 from .runtimes import (BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES, RUNTIMES,
-                       OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, quantize_onnxruntime,
-                       quantize_openvino, read_openvino, require_packages)
+                       OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, openvino_computes_bf16,
+                       quantize_onnxruntime, quantize_openvino, read_openvino, require_packages)
 
 @dataclass
 class SessionConfig:
@@ -74,6 +74,11 @@ class Prediction:
 
 def _key(backend: str, precision: str) -> str:
     return f"{backend}/{precision}"
+
+
+def _computes_fp32_instead(backend: str, precision: str) -> bool:
+    """OpenVINO at bf16 on a CPU without bf16 units: it would take the hint and compute fp32."""
+    return backend == "openvino" and precision == "bf16" and not openvino_computes_bf16()
 
 
 class InferenceSession:
@@ -148,6 +153,10 @@ class InferenceSession:
             self.calibration = load_images(calibration, self.preprocessing,
                                            count=config.calibration_images).for_model(self.num_classes)
         self.candidates = self._candidates()
+        if [backend for backend, _ in self.candidates] == ["torch"]:  # asked for; auto would time it against fp32
+            from ..train.precision import warn_if_emulated  # here: the training package is not a session's
+
+            warn_if_emulated(config.precision, torch.device(config.device))
         if config.precision == "auto":
             self._guard()
         if len(self.candidates) == 1:
@@ -171,6 +180,12 @@ class InferenceSession:
                                          f"backends for {precision}: {', '.join(RUNTIMES[precision])}")
                     continue
                 require_packages(config.backend, precision)  # one line naming the extra, when missing
+                if _computes_fp32_instead(config.backend, precision):
+                    if config.precision != "auto":
+                        raise UsageError(f"backend 'openvino' computes bf16 only on CPUs with bf16 units "
+                                         f"(AVX512-BF16 or AMX); this one has none, so it would compute fp32: "
+                                         f"use precision 'fp32', or backend 'torch' (which emulates bf16, slowly)")
+                    continue
                 candidates.append((config.backend, precision))
                 continue
             for backend in RUNTIMES[precision]:
@@ -179,6 +194,8 @@ class InferenceSession:
                     extras = sorted({OPTIONAL_EXTRAS[name.split(".")[0]] for name in missing})
                     self.skipped[_key(backend, precision)] = (f"{', '.join(missing)} not installed: "
                                                               f"pip install \"resnets[{','.join(extras)}]\"")
+                elif _computes_fp32_instead(backend, precision):
+                    self.skipped[_key(backend, precision)] = "this CPU has no bf16 units: OpenVINO would compute fp32"
                 else:
                     candidates.append((backend, precision))
         if not candidates:

@@ -43,7 +43,7 @@ from .evaluate import evaluate
 from .hooks import TrainHook
 from .options import TrainOptions
 from .distill import class_notice, distillation_loss, load_teacher, split_notice
-from .precision import autocast_context
+from .precision import autocast_context, warn_if_emulated
 from .progress import Meter, Progress, format_duration
 from .recipe import Recipe, learning_rate
 from .rundir import resolve_run, run_lock
@@ -100,6 +100,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         raise UsageError("distillation needs the images themselves, and this run trains on cached features "
                          "(a linear probe); leave out --teacher or train more than the classifier")
     amp, channels_last = record["amp"], record["channels_last"]
+    warn_if_emulated(amp, device)  # asked for, or recorded by a run started on other hardware
     writer_class = _tensorboard_writer() if options.tensorboard else None
     recipe = Recipe(**record["recipe"])
     seed = record["seed"]

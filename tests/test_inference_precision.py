@@ -3,6 +3,7 @@ guard; calibration data in its three forms; missing optional packages; ONNX meta
 
 from __future__ import annotations
 
+import json
 import sys
 import zipfile
 
@@ -186,9 +187,14 @@ def test_onnx_file_carries_its_metadata(tmp_path):
     report = export_model(model, tmp_path / "r20.onnx", "onnx")
     metadata = read_onnx_metadata(report.path)
     assert metadata["arch"] == "resnet20" and metadata["precision"] == "fp32"
-    assert metadata["class_names"].startswith('["class_0"') or "airplane" in metadata["class_names"]
-    assert [float(v) for v in metadata["mean"].strip("[]").split(",")] == list(model.preprocessing.mean)
-    assert metadata["std"] == str(list(model.preprocessing.std)) and metadata["input_size"] == "[3, 32, 32]"
+    from resnets.deploy import resolve_class_names
+    names = resolve_class_names(10, getattr(model, "classes", None))
+    assert metadata["class_names"] == names and len(names) == 10 and metadata["num_classes"] == 10
+    assert metadata["mean"] == list(model.preprocessing.mean) and metadata["std"] == list(model.preprocessing.std)
+    assert metadata["input_size"] == [3, 32, 32] and metadata["crop_pct"] == model.preprocessing.crop_pct
+    assert metadata["resize_size"] == model.preprocessing.resize_size
+    raw = read_onnx_metadata(report.path, raw=True)  # as stored: strings, JSON for the lists
+    assert raw["input_size"] == "[3, 32, 32]" and raw["num_classes"] == "10" and json.loads(raw["mean"]) == metadata["mean"]
 
 
 @pytest.mark.slow

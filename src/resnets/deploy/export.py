@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -83,10 +83,27 @@ def write_onnx_metadata(path: Union[str, os.PathLike], metadata: dict[str, str])
     onnx.save(proto, str(path))
 
 
-def read_onnx_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
-    """An ONNX file's metadata_props as a dict."""
+# how read_onnx_metadata turns the strings model_metadata wrote back into values
+_DECODE = {"num_classes": int, "class_names": json.loads, "mean": json.loads, "std": json.loads,
+           "input_size": json.loads, "crop_pct": float,
+           "resize_size": lambda text: None if text == "None" else int(text)}
+
+
+def read_onnx_metadata(path: Union[str, os.PathLike], raw: bool = False) -> dict[str, Any]:
+    """An ONNX file's metadata_props as a dict: the values resnets writes decoded (``class_names``,
+    ``mean``, ``std`` and ``input_size`` as lists, ``num_classes`` and ``resize_size`` as int or None,
+    ``crop_pct`` as float), other keys as the strings they are; ``raw=True``: every value as stored."""
     onnx = require("onnx", "reading ONNX metadata")
-    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+    props = {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+    if raw or props.get("producer") != "resnets":  # another producer's keys may mean other things
+        return props
+    decoded: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            decoded[key] = _DECODE[key](value) if key in _DECODE else value
+        except ValueError:  # edited by hand: left as it is
+            decoded[key] = value
+    return decoded
 
 
 def export_onnx(model: nn.Module, path: Union[str, os.PathLike], *, opset: Optional[int] = None,

@@ -131,7 +131,7 @@ def test_predict_raw_and_multipart_match_pytorch(server, tmp_path):
         probabilities = torch.softmax(model(load_batch([tmp_path / "x.jpg"], model.preprocessing)), 1)[0]
     expected_top = probabilities.topk(3)
     for body, content_type in [(image, "image/jpeg"), (image, "application/octet-stream"),
-                               _multipart("file", "x.jpg", image)]:
+                               _multipart("file", "x.jpg", image), _multipart("image", "x.jpg", image)]:
         status, result = _request(f"{url}/predict", body, content_type)
         assert status == 200, result
         assert [p["label"] for p in result["predictions"]] == expected_top.indices.tolist()

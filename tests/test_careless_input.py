@@ -444,3 +444,26 @@ def test_predict_skips_an_unreadable_file_found_in_a_folder_but_not_one_named(tm
     (folder / "good.png").unlink()
     code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", str(folder))
     assert code == 2 and out == "" and "none of the 1 images found" in err
+
+
+def test_images_over_the_pixel_limit_are_named_in_our_words_not_pillows(tmp_path, capsys):
+    import struct
+    import zlib
+
+    from resnets.deploy import ImageDecodeError, decode_image
+    from resnets.deploy.images import MAX_PIXELS
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # PNG headers of 144 and 900 million pixels, nothing behind them (Pillow warns past 89 million and refuses
+    # past 179 million in its own words as it opens the file, before our check of the header could speak)
+    for side, says in ((12000, "12000x12000 pixels is over the limit"), (30000, "900,000,000 pixels is over")):
+        path = tmp_path / f"{side}.png"
+        header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+        with pytest.raises(ImageDecodeError, match=f"{side}.png: {says}") as raised:
+            decode_image(path)
+        assert "decompression bomb" not in str(raised.value) and f"{MAX_PIXELS}" in str(raised.value)
+    code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "cifar10", str(tmp_path / "30000.png"))
+    assert code == 2 and err.count("\n") == 1 and "scale the image down first" in err and "bomb" not in err

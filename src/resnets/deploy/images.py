@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -60,14 +61,20 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
     source = source or "image"
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # MAX_PIXELS is below Pillow's own guard, whose warning would come first: the header is checked here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 check_image_size(image.width, image.height, source)  # from the header, before decoding
                 image.load()  # decodes fully: a truncated file fails here, not later
                 rgb = pil_to_8bit(image)  # 16-bit grayscale as the training data's reader sees it
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{source}: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow refuses to open it at all (over twice its limit)
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels" if found else "an image"
+        raise ImageDecodeError(f"{source}: {size} is over the limit of {MAX_PIXELS} pixels (MAX_PIXELS); "
+                               f"scale the image down first") from None
+    except (OSError, SyntaxError, ValueError) as error:
         if isinstance(error, ImageDecodeError):
             raise
         raise ImageDecodeError(f"{source}: cannot decode image ({error})") from None

@@ -103,6 +103,13 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     assert "2 of 4 (in progress)" in (tmp_path / "README.md").read_text()
     assert partial["findings"] == []  # one depth of each kind: nothing to compare
     assert (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines() == first_line
+    # the same study directory with another setting: named in the study's words, not the engine's flags
+    from resnets.train import RunDirError
+    with pytest.raises(RunDirError) as raised:
+        run_degradation(DegradationConfig(out=tmp_path, **{**TINY, "batch_size": 8}))
+    message = str(raised.value)
+    assert "its run of resnet20 differs in batch_size (recorded 16, given 8)" in message, message
+    assert "--resume" not in message and "another --out" in message
     real_train = degradation.train  # the study's own reference to the engine
     monkeypatch.setattr(degradation, "train", lambda options: calls.append(options) or real_train(options))
     log = io.StringIO()
@@ -395,3 +402,21 @@ def test_studies_of_your_own_architectures(tmp_path: Path, monkeypatch, capsys):
     assert main(["study", "table", "--import", str(tmp_path / "missing.py"), "--models", "resnet20",
                  "--out", str(tmp_path / "t")]) == 2
     assert "missing.py: no such file" in capsys.readouterr().err
+
+
+def test_responses_draw_no_conclusion_from_runs_that_did_not_train():
+    from resnets.studies.responses import comparisons
+
+    def entry(model, kind, depth, std, train_error):
+        return dict(model=model, kind=kind, depth=depth, std=[std] * 3, train_error=train_error, chance_error=90.0,
+                    trained=train_error < 88.0)
+
+    trained = [entry("plain20", "plain", 20, 0.9, 10.0), entry("resnet20", "residual", 20, 0.5, 8.0),
+               entry("resnet56", "residual", 56, 0.4, 5.0)]
+    assert comparisons(trained) == ["resnet20 0.500 is smaller than plain20 0.900",
+                                    "the deeper resnet56 0.400 is smaller than resnet20 0.500"]
+    # plain20 ended at chance (89.5 % train error of 90 %): its responses are those of an untrained net
+    stuck = [entry("plain20", "plain", 20, 0.9, 89.5)] + trained[1:]
+    lines = comparisons(stuck)
+    assert lines[0] == "resnet20 and plain20 not compared: plain20 did not train (train error 89.5 %, chance 90 %)"
+    assert lines[1].startswith("the deeper resnet56")

@@ -182,9 +182,9 @@ class InferenceSession:
                 require_packages(config.backend, precision)  # one line naming the extra, when missing
                 if _computes_fp32_instead(config.backend, precision):
                     if config.precision != "auto":
-                        raise UsageError(f"backend 'openvino' computes bf16 only on CPUs with bf16 units "
-                                         f"(AVX512-BF16 or AMX); this one has none, so it would compute fp32: "
-                                         f"use precision 'fp32', or backend 'torch' (which emulates bf16, slowly)")
+                        raise UsageError("backend 'openvino' computes bf16 only on CPUs with bf16 units "
+                                         "(AVX512-BF16 or AMX); this one has none, so it would compute fp32: "
+                                         "use precision 'fp32', or backend 'torch' (which emulates bf16, slowly)")
                     continue
                 candidates.append((config.backend, precision))
                 continue

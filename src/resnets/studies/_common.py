@@ -3,12 +3,16 @@ the weighted layers the papers count, and a few batches of real images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import torch
 from torch import nn
 
 from ..data import build_loaders
 from ..errors import UsageError
 from ..models.resnet import ResNet
+from ..train.checkpoint import read_config
 
 
 def blocks(model: ResNet) -> list[tuple[str, nn.Module]]:
@@ -45,3 +49,9 @@ def image_batches(data: str, batch_size: int, count: int, seed: int, device: str
             break
         batches.append(batch)
     return batches, info.num_classes
+
+
+def chance_error(run_dir: Path) -> Optional[float]:
+    """The error (%) of a uniform guess over a run's classes (None where its record names none)."""
+    classes = (read_config(run_dir) or {}).get("classes") or []
+    return 100.0 * (1 - 1 / len(classes)) if classes else None

@@ -22,8 +22,9 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..models import ResNet, get_model_spec, list_models
 from ..models.summary import network_depth
-from ..train import TrainOptions, read_metrics, train
-from ..train.checkpoint import last_checkpoint, read_config
+from ..train import RunDirError, TrainOptions, read_metrics, train
+from ..train.checkpoint import last_checkpoint
+from ._common import chance_error
 from .report import fmt, markdown_table, pyplot, read_json, save_figure, write_csv, write_json, write_report
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
@@ -145,11 +146,19 @@ def run_degradation(config: DegradationConfig) -> dict:
         run_dir = out / "runs" / model
         if config.train and not _run_finished(run_dir, budget.iterations):
             started = time.perf_counter()
-            train(TrainOptions(
-                model=model, out=run_dir, data=config.data, recipe=recipe,
-                resume=(run_dir / "config.json").exists(), device=config.device, iterations=budget.iterations,
-                batch_size=budget.batch_size, evaluations=budget.evaluations, val_size=budget.val_size,
-                seed=config.seed, keep_snapshots=True, progress=config.progress, log=config.log))
+            try:
+                train(TrainOptions(
+                    model=model, out=run_dir, data=config.data, recipe=recipe,
+                    resume=(run_dir / "config.json").exists(), device=config.device, iterations=budget.iterations,
+                    batch_size=budget.batch_size, evaluations=budget.evaluations, val_size=budget.val_size,
+                    seed=config.seed, keep_snapshots=True, progress=config.progress, log=config.log))
+            except RunDirError as error:
+                if not error.clashes:
+                    raise
+                # the engine's words name its own flags (--resume, a run's --out); a study has others
+                raise RunDirError(f"{out} holds a study begun with other settings; its run of {model} differs in "
+                                  f"{'; '.join(error.clashes)}; re-run the study with the settings it was begun "
+                                  f"with (runs/{model}/config.json) or give another --out") from None
             # wall-clock seconds spent training this net, summed over resumptions
             timing[model] = timing.get(model, 0.0) + time.perf_counter() - started
             write_json(timing_path, timing)
@@ -163,7 +172,7 @@ def run_degradation(config: DegradationConfig) -> dict:
             train_error=[r["train_error"] for r in rows], val_error=[r.get("val_error") for r in rows],
             train_loss=[r["train_loss"] for r in rows], images_per_sec=[r.get("images_per_sec") for r in rows],
             train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations,
-            chance_error=_chance_error(run_dir)))
+            chance_error=chance_error(run_dir)))
     if not runs:
         raise UsageError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
 
@@ -179,13 +188,6 @@ def run_degradation(config: DegradationConfig) -> dict:
     plot_degradation(result, out / "degradation.png")
     _write_degradation_report(out, result)
     return result
-
-
-def _chance_error(run_dir: Path) -> Optional[float]:
-    """The error (%) of a uniform guess over the run's classes."""
-    config = read_config(run_dir) or {}
-    classes = config.get("classes") or []
-    return 100.0 * (1 - 1 / len(classes)) if classes else None
 
 
 def stalled(run: dict, margin: float = 2.0) -> bool:

@@ -24,7 +24,8 @@ from ..models import get_model_spec
 from ..models.summary import network_depth
 from ..train import read_metrics
 from ..train.checkpoint import read_config
-from ._common import blocks
+from ._common import blocks, chance_error
+from .degradation import stalled
 from .report import fmt, markdown_table, pyplot, save_figure, write_csv, write_json, write_report
 
 
@@ -114,8 +115,13 @@ def run_responses(config: ResponseConfig) -> dict:
         batches, count = _validation_batches(run_dir, model, config.images, config.batch_size, config.device)
         stds = response_stds(model, batches)
         rows = read_metrics(run_dir)
+        chance = chance_error(run_dir)
         entries.append(dict(model=name, kind=get_model_spec(name).kind, depth=network_depth(model),
                             trained_steps=rows[-1]["step"] if rows else 0, images=count,
+                            train_error=rows[-1]["train_error"] if rows else None, chance_error=chance,
+                            trained=bool(rows) and not stalled(dict(steps=[r["step"] for r in rows],
+                                                                    train_error=[r["train_error"] for r in rows],
+                                                                    chance_error=chance)),
                             layer=list(range(1, len(stds) + 1)), std=stds, std_sorted=sorted(stds, reverse=True)))
     result = dict(study="responses", runs_from=str(config.runs_from), models=entries)
     write_json(out / "responses.json", result)
@@ -144,20 +150,35 @@ def comparisons(entries: Sequence[dict]) -> list[str]:
     """Sentences comparing mean response std, plain against residual at each depth and
     shallow against deep ResNets, computed from the measured numbers."""
     mean = {e["model"]: sum(e["std"]) / len(e["std"]) for e in entries}
+    entry = {e["model"]: e for e in entries}
     by_depth: dict[int, dict[str, str]] = {}
     for e in entries:
         by_depth.setdefault(e["depth"], {})[e["kind"]] = e["model"]
+
+    def untrained(*models: str) -> list[str]:
+        # a run that ended near chance (or never evaluated) says nothing about trained responses
+        return [f"{m} did not train (train error {entry[m]['train_error']:.1f} %, chance "
+                f"{entry[m]['chance_error']:.0f} %)" if entry[m].get("train_error") is not None and
+                entry[m].get("chance_error") is not None else f"{m} has no evaluation"
+                for m in models if not entry[m].get("trained", True)]
+
     lines = []
     for _depth_key, kinds in sorted(by_depth.items()):
         if "plain" in kinds and "residual" in kinds:
             plain, residual = kinds["plain"], kinds["residual"]
+            if untrained(plain, residual):
+                lines.append(f"{residual} and {plain} not compared: {'; '.join(untrained(plain, residual))}")
+                continue
             relation = "smaller than" if mean[residual] < mean[plain] else "not smaller than"
             lines.append(f"{residual} {mean[residual]:.3f} is {relation} {plain} {mean[plain]:.3f}")
     residuals = sorted((e for e in entries if e["kind"] == "residual"), key=lambda e: e["depth"])
     if len(residuals) >= 2:
         shallow, deep = residuals[0]["model"], residuals[-1]["model"]
-        relation = "smaller than" if mean[deep] < mean[shallow] else "not smaller than"
-        lines.append(f"the deeper {deep} {mean[deep]:.3f} is {relation} {shallow} {mean[shallow]:.3f}")
+        if untrained(shallow, deep):
+            lines.append(f"{deep} and {shallow} not compared: {'; '.join(untrained(shallow, deep))}")
+        else:
+            relation = "smaller than" if mean[deep] < mean[shallow] else "not smaller than"
+            lines.append(f"the deeper {deep} {mean[deep]:.3f} is {relation} {shallow} {mean[shallow]:.3f}")
     return lines or ["no plain/residual pair or two ResNet depths to compare"]
 
 

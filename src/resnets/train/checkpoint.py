@@ -32,7 +32,12 @@ from ..weights import read_metadata, save_weights
 
 
 class RunDirError(UsageError):
-    """A run directory that cannot be used as asked (another model's run, a corrupt checkpoint, ...)."""
+    """A run directory that cannot be used as asked (another model's run, a corrupt checkpoint, ...).
+    ``clashes``: on a refused resume, each option given differently from the record, in words."""
+
+    def __init__(self, message: str, clashes: Optional[list[str]] = None):
+        super().__init__(message)
+        self.clashes = list(clashes or [])
 
 
 def read_config(run_dir: Path) -> Optional[dict]:

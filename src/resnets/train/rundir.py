@@ -69,7 +69,7 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                     for clash in _differences(k, recorded["recipe"].get(k), v)]
         if clashes:
             raise RunDirError(f"--resume: {out} was started with other options: {'; '.join(clashes)}; resume with "
-                              f"the run's own options (they are in its config.json) or start a new --out")
+                              f"the run's own options (they are in its config.json) or start a new --out", clashes)
         return recorded, last_checkpoint(out)
 
     if options.data in (None, DEFAULT_DATA):  # the sample, named or not, gets the sample's defaults
@@ -97,7 +97,17 @@ def _differences(key: str, recorded, given) -> list[str]:
     if isinstance(recorded, dict) and isinstance(given, dict):
         return [clash for k in sorted(recorded.keys() | given.keys())
                 for clash in _differences(f"{key}.{k}", recorded.get(k), given.get(k))]
-    return [] if recorded == given else [f"{key} (recorded {recorded!r}, given {given!r})"]
+    return [] if recorded == given else [f"{key} (recorded {_shown(recorded)}, given {_shown(given)})"]
+
+
+def _shown(value):
+    """A recorded or given value in words: floats to 6 significant digits (a milestone scaled with the run
+    is 3200.0000000000005), the rest as Python writes it."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(_shown(v)) for v in value) + "]"
+    return repr(value)
 
 
 def distillation_record(options: TrainOptions) -> Optional[dict]:

@@ -46,6 +46,8 @@ from .named import Weights, get_weights, model_card
 HUB_PREFIX, LOCAL_PREFIX = REPOSITORY_PREFIXES
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+# the line that tells save_pretrained a README.md is its own card (rewritten) and not a user's (kept)
+CARD_MARK = "<!-- model card written by resnets.save_pretrained -->"
 # the weights file of a repository, in order of preference (timm's older repositories have only the second)
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 # a config is a few kilobytes (ImageNet-21k's label names, the largest, under 1 MiB): larger is refused unread
@@ -377,7 +379,9 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], *, rep
     ``huggingface_hub.upload_folder(repo_id=..., folder_path=directory)`` and loads back with
     ``create_model("local-dir:DIRECTORY")`` or, once uploaded, ``create_model("hf-hub:ORG/NAME")``.
 
-    ``repo_id`` (``ORG/NAME``) is only written into the card's examples. The card carries the metadata of the
+    A ``README.md`` already in the folder that save_pretrained did not write is kept (with a warning), as
+    huggingface_hub keeps one; its own earlier card is rewritten. ``repo_id`` (``ORG/NAME``) is only written
+    into the card's examples. The card carries the metadata of the
     named weights the model was created with (dataset, accuracy, recipe, license), where it was.
     """
     if not isinstance(model, ResNet) or not getattr(model, "arch", None):
@@ -397,7 +401,13 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], *, rep
                  metadata={"weights": source} if source else None)
     classes = [str(c) for c in classes] if classes is not None else getattr(model, "classes", None)
     config = _config(model, classes, source)
-    atomic_write_text(directory / CARD_FILE, _card(hub, model, config, named, repo_id))
+    card = directory / CARD_FILE
+    if card.is_file() and CARD_MARK not in card.read_text(errors="replace"):
+        # a card the user wrote (as huggingface_hub's save_pretrained, an existing one is not replaced)
+        warnings.warn(f"{card} was not written by save_pretrained: kept as it is (delete it for a generated "
+                      f"card)", stacklevel=2)
+    else:
+        atomic_write_text(card, _card(hub, model, config, named, repo_id))
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -485,7 +495,7 @@ def _card(hub, model: ResNet, config: dict, named: Optional[Weights], repo_id: O
               "- `model.safetensors`: the weights, in torchvision's and timm's tensor names, with resnets' metadata",
               "- `config.json`: architecture, classes and preprocessing in timm's keys, resnets' options under "
               "`resnets`", ""]
-    return str(hub.ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+    return str(hub.ModelCard(f"---\n{data.to_yaml()}\n---\n{CARD_MARK}\n\n" + "\n".join(lines)))
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HUB_PREFIX", "LOCAL_PREFIX", "MAX_CONFIG_BYTES", "Repository",

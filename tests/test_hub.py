@@ -198,15 +198,6 @@ def test_save_pretrained_round_trip_through_local_dir(tmp_path):
     assert loaded.checkpoint_info.source == f"local-dir:{folder}"
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert resnets.create_model(f"local-dir:{folder}", sha256=digest[:12]).arch == "resnet20"
-    # saved again: its own card is rewritten (here without the repo_id); a card the user wrote is kept
-    card = (folder / "README.md").read_text()
-    assert "someone/resnet20-demo" in card
-    resnets.save_pretrained(model, folder)
-    assert "someone/resnet20-demo" not in (folder / "README.md").read_text()
-    (folder / "README.md").write_text("# my notes on this model\n")
-    with pytest.warns(UserWarning, match="not written by save_pretrained: kept"):
-        resnets.save_pretrained(model, folder, repo_id="someone/resnet20-demo")
-    assert (folder / "README.md").read_text() == "# my notes on this model\n"
     with pytest.raises(CheckpointError, match="does not match"):
         resnets.create_model(f"local-dir:{folder}", sha256="0" * 64)
     # the same through weights= for the named architecture, and the card's metadata for the Hub
@@ -216,6 +207,13 @@ def test_save_pretrained_round_trip_through_local_dir(tmp_path):
     card = huggingface_hub.ModelCard.load(folder / "README.md")
     assert card.data.library_name == "resnets" and card.data.pipeline_tag == "image-classification"
     assert 'create_model("hf-hub:someone/resnet20-demo")' in card.text
+    # saved again: its own card is rewritten (here without the repo_id); a card the user wrote is kept
+    resnets.save_pretrained(model, folder)
+    assert "someone/resnet20-demo" not in (folder / "README.md").read_text()
+    (folder / "README.md").write_text("# my notes on this model\n")
+    with pytest.warns(UserWarning, match="not written by save_pretrained: kept"):
+        resnets.save_pretrained(model, folder, repo_id="someone/resnet20-demo")
+    assert (folder / "README.md").read_text() == "# my notes on this model\n"
 
 
 def test_card_carries_the_named_weights_metadata(tmp_path):

@@ -467,3 +467,11 @@ def test_images_over_the_pixel_limit_are_named_in_our_words_not_pillows(tmp_path
         assert "decompression bomb" not in str(raised.value) and f"{MAX_PIXELS}" in str(raised.value)
     code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "cifar10", str(tmp_path / "30000.png"))
     assert code == 2 and err.count("\n") == 1 and "scale the image down first" in err and "bomb" not in err
+
+
+def test_a_torch_export_is_written_without_torchs_warning_about_its_name(tmp_path, capfd):
+    # the file is written beside its target and renamed; torch.export checks the written name's extension
+    assert main(["export", "resnet20", "--random-weights", "--format", "torch.export",
+                 "--out", str(tmp_path / "m.pt2")]) == 0
+    err = capfd.readouterr().err
+    assert "Expect archive file" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2"]

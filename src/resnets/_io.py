@@ -77,12 +77,14 @@ def fsync_dir(directory: Union[str, os.PathLike]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto
-    ``path``, on error it is removed and ``path`` is left as it was."""
+def atomic_path(path: Union[str, os.PathLike], keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (``.NAME.*.tmp``; with ``keep_suffix``, ``.NAME.*.tmp.SUFFIX``
+    for writers that check the extension, as torch.export's does); on success it is fsynced and renamed
+    onto ``path``, on error it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -258,7 +258,7 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
     path = Path(path)
     # written beside the target and renamed onto it when whole: a failure (a full disk) leaves no partial file
     write = {"onnx": export_onnx, "torch.export": export_program, "torchscript": export_torchscript}[fmt]
-    with atomic_path(path) as partial:
+    with atomic_path(path, keep_suffix=True) as partial:
         if precision == "int8":
             quantize_onnx(fold_batchnorm(model), calibration, partial)
             write_onnx_metadata(partial, model_metadata(model, precision))

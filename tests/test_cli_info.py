@@ -83,3 +83,16 @@ def test_list_and_errors():
 def test_info_deepest_models_are_cheap(name):
     info = info_json(name)
     assert info["depth"] == int(name.split("resnet")[1])
+
+
+def test_the_command_line_starts_without_the_heavy_optional_packages():
+    # every command pays for what `import resnets.cli` imports: torchvision (1.5 s here), matplotlib, ONNX
+    # and the server's packages are imported by the commands that use them, not at start-up
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+    heavy = ("torchvision", "matplotlib", "onnx", "onnxruntime", "openvino", "fastapi", "huggingface_hub")
+    code = f"import sys, resnets.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env())
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

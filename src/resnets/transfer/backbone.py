@@ -16,8 +16,6 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..errors import UsageError
 from ..factory import create_model
@@ -145,6 +143,10 @@ def backbone(name: str, weights: Optional[PathOrUrl] = None, *, fpn: bool = Fals
 
     pyramid, extra_names = None, ()
     if fpn:
+        # torchvision is imported here, not with the module: the command line imports this package at start-up
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
         extra = {"maxpool": LastLevelMaxPool(), "p6p7": LastLevelP6P7(fpn_channels, fpn_channels), "none": None}
         extra_names = {"maxpool": ("pool",), "p6p7": ("p6", "p7"), "none": ()}[fpn_extra]
         pyramid = FeaturePyramidNetwork([info["num_chs"] for info in body.feature_info], fpn_channels,

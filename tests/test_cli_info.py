@@ -96,3 +96,22 @@ def test_the_command_line_starts_without_the_heavy_optional_packages():
     code = f"import sys, resnets.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env())
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_skeleton_on_the_meta_device_is_shapes_only_and_cheap():
+    # commands read a model's shapes and preprocessing from a meta-device skeleton; initialising it there
+    # drew random numbers through torch's compiler stack (3 s at a command's start), for nothing
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+    code = ("import sys, torch, resnets\n"
+            "with torch.device('meta'):\n"
+            "    model = resnets.create_model('resnet56', zero_init_residual=True)\n"
+            "print(model.conv1.weight.is_meta, 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env())
+    assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr
+    # on a real device the He et al. initialisation is unchanged
+    model = resnets.create_model("resnet20")
+    fan_out = model.conv1.weight.shape[0] * 9
+    assert abs(model.conv1.weight.detach().std().item() - (2 / fan_out) ** 0.5) < 0.06

@@ -169,14 +169,17 @@ class ResNet(nn.Module):
         self.avgpool = self._make_pool(global_pool)
         self.fc = self._make_classifier(num_classes)
 
-        for m in self.modules():
+        # a skeleton on the meta device (shapes only) has nothing to initialise, and torch's random initialisers
+        # there import its compiler stack (3 s at the start of every command that reads a model's shapes)
+        skeleton = next(self.parameters()).is_meta
+        for m in self.modules() if not skeleton else ():
             if isinstance(m, nn.Conv2d):
                 # He et al. 2015 initialisation
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual:
+        if zero_init_residual and not skeleton:
             for m in self.modules():
                 if isinstance(m, tuple(BLOCKS.values())):
                     m.zero_init_last()

@@ -266,3 +266,17 @@ def test_openvino_sessions_released_in_any_order_leave_signals_working():
     done = subprocess.run([sys.executable, "-c", SESSIONS_RELEASED_IN_CREATION_ORDER], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "alive", (done.returncode, done.stderr[-2000:])
+
+
+def test_openvino_int8_keeps_a_commands_json_output_clean(tmp_path):
+    pytest.importorskip("nncf")
+    from PIL import Image
+
+    from cli_helpers import run_main
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    # NNCF draws its progress bars on stdout while it quantises: they were printed before the JSON
+    done = run_main("predict", "resnet20", "--weights", "cifar10", "--precision", "int8", "--backend", "openvino",
+                    "--calibration", "sample:cifar10", "--calibration-count", "64", "--json", str(tmp_path / "red.png"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)  # the whole of stdout is the JSON document
+    assert result["backend"] == "openvino" and result["precision"] == "int8"

@@ -14,8 +14,10 @@ Each runner is a callable: a float32 (N, C, H, W) CPU batch in, float32 logits o
 from __future__ import annotations
 
 import contextlib
-import functools
 import ctypes
+import functools
+import io
+import logging
 import os
 import sys
 import threading
@@ -193,13 +195,22 @@ def quantize_openvino(onnx_path: Union[str, os.PathLike], calibration: torch.Ten
     """An INT8 OpenVINO model: NNCF's post-training static quantisation of the ONNX file,
     activation ranges from ``calibration`` (a preprocessed batch)."""
     nncf = require("nncf", "INT8 on backend 'openvino'")
+    from nncf.common.logging import nncf_logger
+
     model = read_openvino(onnx_path)
     images = calibration.float().numpy()
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
-    with warnings.catch_warnings(), signal_stack_kept():
-        warnings.simplefilter("ignore")
-        return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
-                             preset=nncf.QuantizationPreset.PERFORMANCE)
+    # NNCF draws its progress bars and logs its INFO lines on stdout, where they would corrupt a command's
+    # output (`predict --json`): the bars are dropped and its logger says only warnings while it works
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), signal_stack_kept(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                                 preset=nncf.QuantizationPreset.PERFORMANCE)
+    finally:
+        nncf_logger.setLevel(level)
 
 
 def quantize_onnxruntime(onnx_path: Union[str, os.PathLike], calibration: torch.Tensor,

@@ -171,15 +171,18 @@ class ResNet(nn.Module):
 
         # a skeleton on the meta device (shapes only) has nothing to initialise, and torch's random initialisers
         # there import its compiler stack (3 s at the start of every command that reads a model's shapes)
-        skeleton = next(self.parameters()).is_meta
-        for m in self.modules() if not skeleton else ():
+        if not next(self.parameters()).is_meta:
+            self._initialise(zero_init_residual)
+
+    def _initialise(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 # He et al. 2015 initialisation
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual and not skeleton:
+        if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, tuple(BLOCKS.values())):
                     m.zero_init_last()

@@ -166,16 +166,18 @@ def comparisons(entries: Sequence[dict]) -> list[str]:
     for _depth_key, kinds in sorted(by_depth.items()):
         if "plain" in kinds and "residual" in kinds:
             plain, residual = kinds["plain"], kinds["residual"]
-            if untrained(plain, residual):
-                lines.append(f"{residual} and {plain} not compared: {'; '.join(untrained(plain, residual))}")
+            reasons = untrained(plain, residual)
+            if reasons:
+                lines.append(f"{residual} and {plain} not compared: {'; '.join(reasons)}")
                 continue
             relation = "smaller than" if mean[residual] < mean[plain] else "not smaller than"
             lines.append(f"{residual} {mean[residual]:.3f} is {relation} {plain} {mean[plain]:.3f}")
     residuals = sorted((e for e in entries if e["kind"] == "residual"), key=lambda e: e["depth"])
     if len(residuals) >= 2:
         shallow, deep = residuals[0]["model"], residuals[-1]["model"]
-        if untrained(shallow, deep):
-            lines.append(f"{deep} and {shallow} not compared: {'; '.join(untrained(shallow, deep))}")
+        reasons = untrained(shallow, deep)
+        if reasons:
+            lines.append(f"{deep} and {shallow} not compared: {'; '.join(reasons)}")
         else:
             relation = "smaller than" if mean[deep] < mean[shallow] else "not smaller than"
             lines.append(f"the deeper {deep} {mean[deep]:.3f} is {relation} {shallow} {mean[shallow]:.3f}")

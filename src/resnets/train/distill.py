@@ -67,9 +67,8 @@ def load_teacher(model_name: str, weights: Optional[str], *, num_classes: int, c
     """The teacher ``model_name`` with ``weights`` (named, a file, a URL or hf-hub:; default: the
     model's default named weights), checked against the data the student trains on."""
     from ..factory import create_model
-    from ..weights.named import default_weights
-
     from ..models import get_model_spec
+    from ..weights.named import default_weights
 
     get_model_spec(model_name)  # an unknown teacher is named as such, before anything about its weights
     if weights is None:

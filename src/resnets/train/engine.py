@@ -91,6 +91,7 @@ def _check_input_channels(model: nn.Module, name: str, channels: int, data: str)
         raise UsageError(f"{name} takes {first.in_channels}-channel images (in_chans={first.in_channels}) but "
                          f"{data} gives {channels}-channel images; use in_chans={channels} or other data")
 
+
 def _train(options: TrainOptions, dist: Distributed) -> dict:
     out = Path(options.out)
     device = dist.device

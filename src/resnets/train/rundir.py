@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 
 import torch
 
-from ..errors import ResnetsError
 from .checkpoint import RunDirError, last_checkpoint, read_config
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .options import TrainOptions
@@ -116,18 +115,14 @@ def distillation_record(options: TrainOptions) -> Optional[dict]:
     ones even where a later version of the package changes the model's default."""
     if options.teacher is None:
         return None
-    from ..weights.named import default_weights, find_weights
+    from ..weights.named import default_weights, weights_tag
 
     weights = options.teacher_weights
     if weights is None:
         named = default_weights(options.teacher)
         weights = named.tag if named is not None else None  # None: the teacher refuses in one line when loaded
     else:  # named weights by tag, so that `cifar10` and `resnet56.cifar10` are one run
-        try:
-            named = find_weights(options.teacher, weights)
-        except ResnetsError:  # neither a name nor a file: said in one line when the teacher is loaded
-            named = None
-        weights = named.tag if named is not None else weights
+        weights = weights_tag(options.teacher, weights)
     return {"teacher": options.teacher, "weights": weights,
             "alpha": options.distill_alpha if options.distill_alpha is not None else DEFAULT_ALPHA,
             "temperature": options.distill_temperature if options.distill_temperature is not None

@@ -28,13 +28,13 @@ from torch import nn
 
 from ..data import resolve_source
 from ..data.sources import BadImageError
-from ..errors import ResnetsError, UsageError
+from ..errors import UsageError
 from ..models.preprocessing import MAX_INPUT_SIDE
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option, required
 from ..train.recipe import list_recipes
-from ..weights.named import find_weights
+from ..weights.named import weights_tag
 from .hook import Transfer
 
 STRATEGIES = ("linear-probe", "full", "gradual")
@@ -143,13 +143,9 @@ def finetune(options: FinetuneOptions) -> dict:
     check_finetune_data(options.data, cache_dir=options.cache_dir)
     with torch.device("meta"):  # the stage names only; nothing is allocated
         skeleton = create_model(options.model, **options.model_kwargs)
-    # on --resume the engine compares this with the run's record and refuses a different one; named
-    # weights are recorded by tag, so that `--weights cifar10` and `--weights resnet20.cifar10` are one run
-    try:
-        named = find_weights(options.model, options.weights)
-    except ResnetsError:  # neither a name nor a file: said in one line when the weights are loaded
-        named = None
-    transfer = strategy_transfer(options.strategy, skeleton, weights=named.tag if named else options.weights,
+    # on --resume the engine compares this with the run's record and refuses a different one (named weights
+    # by tag: `--weights cifar10` and `--weights resnet20.cifar10` are one run)
+    transfer = strategy_transfer(options.strategy, skeleton, weights=weights_tag(options.model, options.weights),
                                  head_lr_mult=options.head_lr_mult, freeze_bn=options.freeze_bn,
                                  image_size=options.image_size)
     return train(dataclasses.replace(options, recipe=options.recipe or DEFAULT_RECIPE, hook=transfer))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..download import url_file_name
-from ..errors import MissingFileError, UsageError
+from ..errors import MissingFileError, ResnetsError, UsageError
 from ..models import Preprocessing, get_model_spec
 from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .classes import class_names
@@ -208,6 +208,17 @@ def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
                            f"see `resnets list --weights`)")
 
 
+def weights_tag(model: str, weights: PathOrUrl) -> PathOrUrl:
+    """``weights`` as a run records it: the tag where it names registered weights of ``model`` (so that
+    ``cifar10`` and ``resnet20.cifar10`` are the same), otherwise unchanged (a path, a URL, or a name that is
+    neither, which is said in one line when the weights are loaded)."""
+    try:
+        found = find_weights(model, weights)
+    except ResnetsError:
+        return weights
+    return found.tag if found is not None else weights
+
+
 # -- the entries ------------------------------------------------------------------------------
 
 # torchvision's evaluation transform: resize 256 (V1) or 232 (V2 recipe), center crop 224, bilinear
@@ -339,5 +350,5 @@ for _entry in (*SHIPPED, *TORCHVISION, *TIMM):
 
 __all__ = [
     "FILES_DIR", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights", "find_weights",
-    "get_weights", "list_weights", "model_card", "register_weights", "weights_for",
+    "get_weights", "list_weights", "model_card", "register_weights", "weights_for", "weights_tag",
 ]

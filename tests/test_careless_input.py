@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import resnets
+from resnets.data.sources import BadInputWarning
 from resnets.errors import UsageError
 from resnets.train import TrainOptions
 from resnets.cli import main
@@ -444,6 +445,33 @@ def test_predict_skips_an_unreadable_file_found_in_a_folder_but_not_one_named(tm
     (folder / "good.png").unlink()
     code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", str(folder))
     assert code == 2 and out == "" and "none of the 1 images found" in err
+
+
+def test_explain_export_and_calibration_read_image_folders_as_predict_does(tmp_path, capsys):
+    pytest.importorskip("pytorch_grad_cam")
+    from PIL import Image
+    from resnets import deploy
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in (("a", (200, 30, 30)), ("c", (20, 200, 30))):
+        Image.new("RGB", (32, 32), colour).save(folder / f"{name}.png")
+    (folder / "b.jpg").write_bytes(b"not an image at all")
+    out = tmp_path / "maps"
+    code, stdout, err = _cli(capsys, "explain", "resnet20", "--random-weights", str(folder), "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "c.json", "c.png"]  # names kept per file
+    assert "wrote 2 PNG + JSON pairs" in stdout and "warning: skipped" in err and "b.jpg" in err
+    code, _, err = _cli(capsys, "explain", "resnet20", "--random-weights", str(folder / "b.jpg"), "--out", str(out))
+    assert code == 2 and err.strip().splitlines()[-1].endswith("b.jpg: not a recognised image format")
+    code, stdout, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", "torchscript",
+                             "--out", str(tmp_path / "m.ts"), "--check-images", str(folder))
+    assert code == 0 and "warning: skipped" in err and "b.jpg" in err and "wrote" in stdout
+    preprocessing = resnets.create_model("resnet20").preprocessing
+    with pytest.warns(BadInputWarning, match="b.jpg"):
+        calibration = deploy.load_images(folder, preprocessing)
+    assert calibration.images.shape == (2, 3, 32, 32)
+    with pytest.raises(deploy.ImageDecodeError, match=r"b\.jpg: not a recognised"):  # the batch reader names it
+        deploy.load_batch([folder / "a.png", folder / "b.jpg"], preprocessing)
 
 
 def test_images_over_the_pixel_limit_are_named_in_our_words_not_pillows(tmp_path, capsys):

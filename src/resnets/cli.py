@@ -20,7 +20,6 @@ from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
 from .deploy.server_config import ServerConfig
-from .data.sources import BadInputWarning
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
@@ -328,28 +327,18 @@ def _session(args: argparse.Namespace, **kwargs):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import torch
 
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
-    named = {Path(p) for p in args.images if not Path(p).is_dir()}
+    named = [p for p in args.images if not Path(p).is_dir()]
     session = _session(args)
     results, skipped = [], []
     for start in range(0, len(paths), args.batch_size):
-        chunk, images = [], []
-        for path in paths[start:start + args.batch_size]:
-            try:
-                images.append(deploy.preprocess(deploy.decode_image(path), session.preprocessing, source=str(path)))
-                chunk.append(path)
-            except deploy.ImageDecodeError as error:
-                if path in named:  # a file asked for by name gets an answer or the run stops
-                    raise
-                # a file found in a folder: said and skipped, as eval and training skip them
-                warnings.warn(f"skipped {error}", BadInputWarning)
-                skipped.append({"image": str(path), "error": str(error)})
-        if images:
-            for path, top in zip(chunk, session.predict(torch.stack(images), top_k=args.top_k)):
+        read = deploy.read_images(paths[start:start + args.batch_size], session.preprocessing, named=named)
+        skipped += [{"image": str(path), "error": str(error)} for path, error in read.skipped]
+        if read.batch is not None:
+            for path, top in zip(read.paths, session.predict(read.batch, top_k=args.top_k)):
                 results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
     if not results:
         raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
@@ -373,17 +362,24 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     names = interpret.output_names(paths)
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
+    named = [p for p in args.images if not Path(p).is_dir()]
+    written = 0
     for start in range(0, len(paths), args.batch_size):
-        chunk = slice(start, start + args.batch_size)
-        batch = deploy.load_batch(paths[chunk], model.preprocessing)
-        for record in interpret.explain_images(model, batch, names[chunk], args.out, method=args.method,
+        read = deploy.read_images(paths[start:start + args.batch_size], model.preprocessing, named=named)
+        if read.batch is None:
+            continue
+        chunk_names = [names[start + i] for i in read.indices]
+        for record in interpret.explain_images(model, read.batch, chunk_names, args.out, method=args.method,
                                                top_k=args.top_k, targets=args.target):
+            written += 1
             top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in record["predictions"])
             f = record["faithfulness"]
             print(f"{record['image']}: {top}; p({record['target']['name']}) {f['whole']:.2f} -> "
                   f"top {f['top_hidden']:.2f} / bottom {f['bottom_hidden']:.2f} / random {f['random_hidden']:.2f} "
                   f"with {f['fraction']:.0%} hidden")
-    print(f"wrote {len(paths)} PNG + JSON pairs to {args.out}")
+    if not written:
+        raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
+    print(f"wrote {written} PNG + JSON pairs to {args.out}")
     return 0
 
 
@@ -394,8 +390,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
+        named = [p for p in args.check_images if not Path(p).is_dir()]
         paths = deploy.find_images(args.check_images)[:args.check_count]
-        real = deploy.load_batch(paths, model.preprocessing) if paths else None
+        real = deploy.read_images(paths, model.preprocessing, named=named).batch
     calibration = None
     if args.calibration:
         calibration = deploy.load_images(args.calibration, model.preprocessing, count=args.calibration_count).images

@@ -20,7 +20,7 @@ _EXPORTS = {
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
-    "preprocess": "images",
+    "preprocess": "images", "ReadImages": "images", "read_images": "images",
     "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
     "ServerConfig": "server_config",
     "MissingExtraError": "optional",
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
                          export_program, export_torchscript, read_onnx_metadata)
     from .fold import fold_batchnorm, fuse_conv_bn
     from .optional import MissingExtraError
-    from .images import ImageDecodeError, decode_image, find_images, load_batch, preprocess
+    from .images import (ImageDecodeError, ReadImages, decode_image, find_images, load_batch, preprocess,
+                         read_images)
     from .server_config import ServerConfig
     from .session import InferenceSession, Prediction, SessionConfig

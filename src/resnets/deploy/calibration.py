@@ -22,7 +22,7 @@ import torch
 from ..data.sources import resolve_source
 from ..errors import MissingFileError, UsageError, check_number
 from ..models import Preprocessing
-from .images import IMAGE_SUFFIXES, find_images, load_batch, preprocess
+from .images import IMAGE_SUFFIXES, find_images, preprocess, read_images
 from .runtimes import CALIBRATION_IMAGES, MAX_ACCURACY_LOSS
 
 
@@ -79,7 +79,10 @@ def load_images(data: Data, preprocessing: Preprocessing, *, count: int = CALIBR
         if not files:
             raise MissingFileError(f"{path}: no images found")
         chosen = [files[i] for i in sorted(np.random.default_rng(seed).permutation(len(files))[:count])]
-        return LabelledImages(load_batch(chosen, preprocessing), None, text)
+        read = read_images(chosen, preprocessing)  # an unreadable file found in the folder is skipped, said
+        if read.batch is None:
+            raise UsageError(f"{path}: none of the {len(chosen)} images chosen could be read")
+        return LabelledImages(read.batch, None, text)
     spec, split = _split_spec(text)
     source = resolve_source(spec, split or "train")
     if len(source) == 0:

@@ -12,15 +12,16 @@ import io
 import os
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.sources import pil_to_8bit
+from ..data.sources import BadInputWarning, pil_to_8bit
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 
@@ -99,8 +100,47 @@ def preprocess(image: torch.Tensor, preprocessing: Preprocessing, *, source: str
 
 
 def load_batch(sources: Sequence[Union[bytes, str, os.PathLike]], preprocessing: Preprocessing) -> torch.Tensor:
-    """Decode and preprocess several images into one (N, 3, h, w) batch."""
-    return torch.stack([preprocess(decode_image(s), preprocessing) for s in sources])
+    """Decode and preprocess several images into one (N, 3, h, w) batch; the first that cannot be read raises
+    ImageDecodeError naming it."""
+    images = []
+    for index, item in enumerate(sources):
+        source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"image {index}"
+        images.append(preprocess(decode_image(item, source=source), preprocessing, source=source))
+    return torch.stack(images)
+
+
+@dataclass
+class ReadImages:
+    """What `read_images` made of a list of files: the batch of those it could read (None where none),
+    their paths and their positions in the list, and the files it skipped with the reason."""
+
+    batch: Optional[torch.Tensor]
+    paths: list[Path]
+    indices: list[int]
+    skipped: list[tuple[Path, ImageDecodeError]] = field(default_factory=list)
+
+
+def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preprocessing, *,
+                named: Iterable[Union[str, os.PathLike]] = ()) -> ReadImages:
+    """Decode and preprocess image files, as the commands that take files and folders read them: a file that
+    cannot be read raises ImageDecodeError if it is among ``named`` (asked for by name: it gets an answer or the
+    run stops), and is otherwise skipped with a BadInputWarning naming it (found in a folder, as evaluation and
+    training skip them)."""
+    asked = {Path(p) for p in named}
+    images, kept, indices, skipped = [], [], [], []
+    for index, item in enumerate(paths):
+        path = Path(item)
+        try:
+            images.append(preprocess(decode_image(path), preprocessing, source=str(path)))
+        except ImageDecodeError as error:
+            if path in asked:
+                raise
+            warnings.warn(f"skipped {error}", BadInputWarning)
+            skipped.append((path, error))
+            continue
+        kept.append(path)
+        indices.append(index)
+    return ReadImages(torch.stack(images) if images else None, kept, indices, skipped)
 
 
 def find_images(paths: Iterable[Union[str, os.PathLike]]) -> list[Path]:

@@ -127,6 +127,20 @@ def test_sharding_drop_last_channels_last_dtype():
     assert shared.shuffle and shared.batch_size == 10
 
 
+@pytest.mark.parametrize("rank, world_size", [(2, 2), (1, 1), (5, 3)])
+def test_a_rank_outside_the_world_is_refused_alike_by_both_pipelines_and_the_config(rank, world_size):
+    from resnets.data import DataConfig
+    from resnets.data.large import ResumableSampler
+    says = f"rank {rank} out of range for world_size {world_size}: give a rank from 0 to {world_size - 1}"
+    images, ids = torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4)
+    for build in (lambda: DataConfig(rank=rank, world_size=world_size).check(),
+                  lambda: DeviceLoader(images, ids, mean=MEAN, std=STD, rank=rank, world_size=world_size),
+                  lambda: ResumableSampler(4, rank=rank, world_size=world_size)):
+        with pytest.raises(UsageError) as caught:
+            build()
+        assert str(caught.value) == says
+
+
 def test_random_erasing_erases_one_box_of_a_crop_and_keeps_the_rest():
     images, labels = _images(n=400, size=32)
     options = dict(mean=MEAN, std=STD, batch_size=100, seed=4)

@@ -11,6 +11,15 @@ from typing import Iterator
 
 import torch
 
+from ..errors import UsageError
+
+
+def check_rank(rank: int, world_size: int) -> None:
+    """Refuse a rank that is not one of ``world_size`` processes (both pipelines and DataConfig)."""
+    if not 0 <= rank < world_size:
+        raise UsageError(f"rank {rank} out of range for world_size {world_size}: give a rank from 0 to "
+                         f"{world_size - 1}")
+
 
 class EpochBatches:
     """Base of DeviceLoader and ImageLoader. Subclasses set ``config`` (with ``batch_size``,

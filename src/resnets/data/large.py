@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UsageError
-from .batching import EpochBatches
+from .batching import EpochBatches, check_rank
 from .pipeline import DEFAULT_CROP_PCT, DEFAULT_IMAGE_SIZE, DEFAULT_INTERPOLATION, default_num_workers
 from .sources import BadImageError, BadInputWarning, ImageSource, check_policy, mix_seed
 
@@ -106,8 +106,7 @@ class ResumableSampler(Sampler):
     """A seeded order over ``num_samples`` positions, sharded by rank, that can start mid-epoch."""
 
     def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
-        if not 0 <= rank < world_size:
-            raise UsageError(f"rank {rank} out of range for world_size {world_size}")
+        check_rank(rank, world_size)
         self.total = num_samples
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.epoch = 0

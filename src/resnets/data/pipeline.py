@@ -14,9 +14,10 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from .._options import MAX_SEED, check_bounds, option
-from ..errors import UsageError, check_number
+from ..errors import UsageError
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE
+from .batching import check_rank
 from .cache import probe_size
 from .sources import ImageSource
 
@@ -72,7 +73,7 @@ class DataConfig:
         """Refuse a number that cannot be used (UsageError naming the field), before any image is read.
         Called by :func:`build_loaders` and :func:`loader_for`, after keyword options are applied."""
         check_bounds(self)
-        check_number("rank", self.rank, 0, self.world_size - 1)
+        check_rank(self.rank, self.world_size)
         return self
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .._options import check_bounds, option
 from ..errors import UsageError
-from .batching import EpochBatches
+from .batching import EpochBatches, check_rank
 from .sources import mix_seed
 
 
@@ -44,8 +44,7 @@ class DeviceLoaderConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        if self.rank >= self.world_size:
-            raise UsageError(f"rank {self.rank} out of range for world_size {self.world_size}")
+        check_rank(self.rank, self.world_size)
 
 
 # RandomErasing's defaults in torchvision: the box covers 2-33 % of the image, aspect ratio 0.3-3.3,

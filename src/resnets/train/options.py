@@ -44,7 +44,7 @@ class TrainOptions:
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
                                    "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
     channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
-                                                "with bf16 on a CPU)")
+                                                "on CPUs)")
     compile: bool = option(False, help="torch.compile the model")
     compile_mode: Optional[str] = option(help="torch.compile mode (implies --compile); reduce-overhead replays "
                                               "CUDA graphs", choices=COMPILE_MODES)

@@ -84,7 +84,7 @@ def resolve_run(options: TrainOptions, world_size: int, device: torch.device) ->
                   recipe_name=options.recipe or DEFAULT_RECIPE, seed=options.seed if options.seed is not None else 0,
                   micro_batches=options.micro_batches or 1, world_size=world_size,
                   model_kwargs=options.model_kwargs or {}, amp=amp,
-                  channels_last=resolve_channels_last(options.channels_last, amp, device),
+                  channels_last=resolve_channels_last(options.channels_last, device),
                   transfer=options.hook.record() if options.hook is not None else None,
                   distillation=distillation_record(options))
     return record, None

@@ -67,6 +67,20 @@ def test_a_shipped_file_changed_on_disk_is_refused(tmp_path, monkeypatch):
         resnets.create_model(weights.model, weights=weights.tag)
 
 
+@needs_shipped
+def test_eval_computes_in_channels_last_on_a_cpu_and_scores_as_the_contiguous_model_does():
+    from resnets.data.evaluation import build_eval_loader
+    from resnets.train.evaluate import evaluate
+    result = evaluate_checkpoint("resnet20", "cifar10", "sample:cifar10", split="all", amp="off")
+    assert result["channels_last"] is True and result["n"] == 2000
+    model = resnets.create_model("resnet20", weights="cifar10")
+    loader, _ = build_eval_loader("sample:cifar10", split="all", mean=model.preprocessing.mean,
+                                  std=model.preprocessing.std, preprocessing=model.preprocessing)
+    contiguous = evaluate(model, loader.epoch_batches(0), 10)
+    assert next(iter(loader.epoch_batches(0)))[0].is_contiguous()  # the reference really is contiguous
+    assert abs(result["top1"] - contiguous["top1"]) <= 100 / 2000  # a summation order may flip one image
+
+
 @pytest.mark.parametrize("name", [n for n in shipped_names if resnets.get_weights(n).meta.dataset == "cifar10"])
 def test_cifar_weights_far_above_chance_on_the_packaged_sample(name):
     # the sample is 2,000 CIFAR-10 training images: chance is 10 %

@@ -18,7 +18,7 @@ def build_eval_loader(source: Union[str, ImageSource], *, split: str = "val", re
                       seed: int = 0, val_size: Optional[int] = None, val_fraction: float = 0.1, batch_size: int = 256,
                       device: Union[str, torch.device] = "cpu", mean: Sequence[float], std: Sequence[float],
                       preprocessing: Any = None, num_workers: Optional[int] = None, bad_input: str = "skip",
-                      cache_dir: Optional[str] = None) -> tuple[Loader, list[str]]:
+                      cache_dir: Optional[str] = None, channels_last: bool = False) -> tuple[Loader, list[str]]:
     """An evaluation loader and the class names of the images it yields.
 
     ``split="val"``: the validation part of the seeded split carved out of the training
@@ -29,7 +29,7 @@ def build_eval_loader(source: Union[str, ImageSource], *, split: str = "val", re
     """
     config = DataConfig(batch_size=batch_size, seed=seed, device=device, mean=tuple(mean), std=tuple(std),
                         preprocessing=preprocessing, augment=False, num_workers=num_workers, bad_input=bad_input,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, channels_last=channels_last)
     data = resolve_source(source, "train" if split in ("val", "all") else split, bad_input=bad_input,
                           cache_dir=cache_dir)
     empty = f"{source}: the validation split is empty" if split == "val" else f"{source}: split {split!r} has no images"

@@ -18,7 +18,7 @@ from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
 from ..train.evaluate import evaluate
-from ..train.precision import resolve_amp, warn_if_emulated
+from ..train.precision import resolve_amp, resolve_channels_last, warn_if_emulated
 from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig
 
@@ -80,6 +80,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         raise UsageError(f"--std values must be positive, got {','.join(f'{v:g}' for v in std)}")
     amp = resolve_amp(amp, torch_device) if backend is None else "off"  # a session runs its own precision
     warn_if_emulated(amp, torch_device)
+    # the layout training uses on this device (a session prepares its own)
+    channels_last = backend is None and resolve_channels_last(None, torch_device)
     source: Union[str, object] = data
     reason = "asked for"
     if split == "auto":
@@ -87,7 +89,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     loader, classes = build_eval_loader(source, split=split, recorded_split=metadata.get("split"),
                                         seed=int(metadata.get("seed") or 0), batch_size=batch_size,
                                         device=torch_device, mean=mean, std=std, preprocessing=model.preprocessing,
-                                        num_workers=num_workers)
+                                        num_workers=num_workers, channels_last=channels_last)
     # the names a checkpoint recorded are its training folders; named weights' display names
     # ("tench") are not compared with a data set's folder names ("n01440764")
     model_classes = model.checkpoint_info.classes
@@ -97,6 +99,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     if model.num_classes != len(classes):
         raise UsageError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
     model.to(torch_device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     predictor: Union[nn.Module, Callable] = model
     session = None
     if backend is not None:
@@ -109,7 +113,7 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         predictor, batches, compared = _compared_with_fp32(session, model, batches)
     result = evaluate(predictor, batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
-    result["amp"] = amp
+    result["amp"], result["channels_last"] = amp, channels_last
     result["split"], result["split_reason"] = split, reason
     if session is not None:
         result["backend"], result["precision"] = session.backend, session.precision

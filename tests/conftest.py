@@ -6,7 +6,8 @@ from pathlib import Path
 # user chose a count. Two workers of one thread run the suite about 1.5x faster than one of two threads.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // WORKERS))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -3,6 +3,7 @@ guard; calibration data in its three forms; missing optional packages; ONNX meta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import zipfile
@@ -72,6 +73,22 @@ def test_fp32_matches_the_model(backend):
         assert f"{session.backend}/fp32" == min(session.timings, key=session.timings.get)
     with pytest.raises(UsageError, match=r"expects a batch of shape \(N, 3, 32, 32\)"):
         session.run(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_auto_leaves_out_bf16_that_pytorch_would_emulate(monkeypatch, units):
+    from resnets.train import precision
+    monkeypatch.setattr(precision, "native_bf16", lambda device: units)
+    model = _model()
+    session = InferenceSession(model, calibration=torch.randn(8, 3, 32, 32),
+                               config=SessionConfig(backend="torch", precision="auto"))
+    emulated = "torch/bf16" in session.skipped
+    assert emulated is not units and (("torch", "bf16") in session.candidates) is units
+    if emulated:
+        assert "emulate bf16" in session.skipped["torch/bf16"] and session.precision == "fp32"
+    with pytest.warns(UserWarning, match="bf16 is emulated here") if not units else contextlib.nullcontext():
+        named = InferenceSession(model, config=SessionConfig(backend="torch", precision="bf16"))
+    assert named.precision == "bf16"  # asked for by name it still runs
 
 
 @pytest.mark.parametrize("backend,precision", [("torch", "bf16"), ("openvino", "bf16"),

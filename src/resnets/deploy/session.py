@@ -81,6 +81,16 @@ def _computes_fp32_instead(backend: str, precision: str) -> bool:
     return backend == "openvino" and precision == "bf16" and not openvino_computes_bf16()
 
 
+EMULATED_BF16 = "this CPU has no bf16 units: PyTorch would emulate bf16, slower than fp32"
+
+
+def _emulates_bf16(backend: str, precision: str) -> bool:
+    """PyTorch at bf16 on a CPU without bf16 units: it emulates bf16, several times slower than fp32."""
+    from ..train.precision import native_bf16  # here: the training package is not a session's
+
+    return backend == "torch" and precision == "bf16" and not native_bf16(torch.device("cpu"))
+
+
 class InferenceSession:
     """``InferenceSession("resnet50", weights="r50.safetensors", precision="bf16").run(batch)`` -> logits.
 
@@ -186,6 +196,9 @@ class InferenceSession:
                                          "(AVX512-BF16 or AMX); this one has none, so it would compute fp32: "
                                          "use precision 'fp32', or backend 'torch' (which emulates bf16, slowly)")
                     continue
+                if config.precision == "auto" and _emulates_bf16(config.backend, precision):
+                    self.skipped[_key(config.backend, precision)] = EMULATED_BF16
+                    continue
                 candidates.append((config.backend, precision))
                 continue
             for backend in RUNTIMES[precision]:
@@ -196,6 +209,9 @@ class InferenceSession:
                                                               f"pip install \"resnets[{','.join(extras)}]\"")
                 elif _computes_fp32_instead(backend, precision):
                     self.skipped[_key(backend, precision)] = "this CPU has no bf16 units: OpenVINO would compute fp32"
+                elif config.precision == "auto" and _emulates_bf16(backend, precision):
+                    # bf16 asked for by name still runs (and warns); auto would check and time a certain loser
+                    self.skipped[_key(backend, precision)] = EMULATED_BF16
                 else:
                     candidates.append((backend, precision))
         if not candidates:

@@ -229,6 +229,25 @@ def test_features_command_writes_embeddings_with_files_and_labels(tmp_path, pret
     assert "--stage 4: resnet20 has stages 1..3" in capsys.readouterr().err
 
 
+def test_features_are_computed_in_the_layout_training_uses(tmp_path, pretrained):
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from resnets.transfer import compute_features
+    data = write_images(tmp_path / "images", {"cats": 2, "dogs": 2})
+    seen = []
+    handle = register_module_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+        if isinstance(module, torch.nn.Conv2d) else None)
+    try:
+        compute_features("resnet20", str(data), weights=str(pretrained))
+    finally:
+        handle.remove()
+    assert seen and all(seen)  # channels-last on a CPU, as training and evaluation compute there
+    given = load_pretrained("resnet20", str(pretrained))
+    compute_features(given, str(data))
+    assert given.conv1.weight.is_contiguous()  # a module given keeps its own layout
+
+
 @pytest.mark.slow
 def test_an_interrupted_gradual_finetune_resumes_exactly(tmp_path, pretrained):
     common = dict(weights=str(pretrained), data=SYNTHETIC, strategy="gradual", iterations=8, batch_size=32,

@@ -30,6 +30,7 @@ from .._device import resolve_device
 from .._io import atomic_path, atomic_write_text
 from ..errors import UsageError
 from ..factory import create_model
+from ..train.precision import resolve_channels_last
 from .pretrained import load_pretrained
 
 
@@ -213,6 +214,10 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     else:
         net = model
     net.to(device)
+    # the layout training uses here, for a network built here (a module given keeps its own)
+    channels_last = isinstance(model, str) and resolve_channels_last(None, torch.device(device))
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     check_stage(net, stage)
     source = resolve_source(data, "train", bad_input=bad_input)
     if len(source) == 0:
@@ -220,7 +225,7 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     prep = net.preprocessing
     config = DataConfig(batch_size=batch_size, device=device, image_size=image_size, preprocessing=prep,
                         mean=tuple(prep.mean), std=tuple(prep.std), augment=False, num_workers=num_workers,
-                        bad_input=bad_input)
+                        bad_input=bad_input, channels_last=channels_last)
     loader, rows = loader_for(source, config, train=False)
     batches = loader.epoch_batches(0)
     features, labels = extract_features(net, batches, stage=stage)

@@ -326,12 +326,16 @@ def _session(args: argparse.Namespace, **kwargs):
     return session
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
+def _named_files(items: Sequence[str]) -> list[str]:
+    """The files among the command line's images (not folders): each gets an answer or stops the run."""
+    return [item for item in items if not Path(item).is_dir()]
 
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     paths = deploy.find_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")
-    named = [p for p in args.images if not Path(p).is_dir()]
+    named = _named_files(args.images)
     session = _session(args)
     results, skipped = [], []
     for start in range(0, len(paths), args.batch_size):
@@ -362,7 +366,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     names = interpret.output_names(paths)
     weights = _weights_to_use(args)
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
-    named = [p for p in args.images if not Path(p).is_dir()]
+    named = _named_files(args.images)
     written = 0
     for start in range(0, len(paths), args.batch_size):
         read = deploy.read_images(paths[start:start + args.batch_size], model.preprocessing, named=named)
@@ -390,7 +394,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
-        named = [p for p in args.check_images if not Path(p).is_dir()]
+        named = _named_files(args.check_images)
         paths = deploy.find_images(args.check_images)[:args.check_count]
         real = deploy.read_images(paths, model.preprocessing, named=named).batch
     calibration = None

@@ -447,6 +447,19 @@ def test_predict_skips_an_unreadable_file_found_in_a_folder_but_not_one_named(tm
     assert code == 2 and out == "" and "none of the 1 images found" in err
 
 
+def test_predict_says_which_runtime_it_chose_by_timing(tmp_path, capsys):
+    from PIL import Image
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    code, out, err = _cli(capsys, "predict", "resnet20", "--random-weights", "--json", str(image))
+    chosen = json.loads(out)  # stdout stays one JSON document
+    said = [line for line in err.splitlines() if "the fastest on the first batch" in line]
+    assert code == 0 and len(said) == 1, err
+    assert f"ran {chosen['backend']}/fp32," in said[0] and "torch/fp32" in said[0] and "onnxruntime/fp32" in said[0]
+    code, _, err = _cli(capsys, "predict", "resnet20", "--random-weights", "--backend", "torch", str(image))
+    assert code == 0 and "fastest" not in err  # nothing was chosen
+
+
 def test_explain_export_and_calibration_read_image_folders_as_predict_does(tmp_path, capsys):
     pytest.importorskip("pytorch_grad_cam")
     from PIL import Image

@@ -346,6 +346,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
     if not results:
         raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
+    if len(session.timings) > 1:  # chosen by timing: which runtime and precision ran, and against what
+        timed = ", ".join(f"{key} {seconds * 1000:.1f} ms" for key, seconds in sorted(session.timings.items(),
+                                                                                      key=lambda kv: kv[1]))
+        print(f"ran {session.backend}/{session.precision}, the fastest on the first batch ({timed})", file=sys.stderr)
     if args.json:
         print(json.dumps({"arch": session.arch, "backend": session.backend, "precision": session.precision,
                           "results": results, "skipped": skipped}, indent=2))

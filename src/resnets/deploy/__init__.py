@@ -18,7 +18,7 @@ _EXPORTS = {
     "export_model": "export", "export_onnx": "export", "export_program": "export",
     "export_torchscript": "export", "read_onnx_metadata": "export",
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
-    "fold_batchnorm": "fold", "fuse_conv_bn": "fold",
+    "fold_batchnorm": ".models.fold", "fuse_conv_bn": ".models.fold",  # in models: training folds too
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
     "preprocess": "images", "ReadImages": "images", "read_images": "images",
     "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .evaluate import evaluate_checkpoint, write_confusion_png
     from .export import (ExportReport, check_export_options, check_export_path, export_model, export_onnx,
                          export_program, export_torchscript, read_onnx_metadata)
-    from .fold import fold_batchnorm, fuse_conv_bn
+    from ..models.fold import fold_batchnorm, fuse_conv_bn
     from .optional import MissingExtraError
     from .images import (ImageDecodeError, ReadImages, decode_image, find_images, load_batch, preprocess,
                          read_images)

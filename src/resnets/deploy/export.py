@@ -25,7 +25,7 @@ from torch import nn
 from .._io import atomic_path
 from ..errors import UsageError, check_number
 from .classes import resolve_class_names
-from .fold import fold_batchnorm
+from ..models.fold import fold_batchnorm
 from .optional import require
 from .runtimes import onnx_session, quantize_onnxruntime
 

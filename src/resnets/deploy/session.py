@@ -28,7 +28,7 @@ from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load
 from .classes import resolve_class_names
 from .export import export_onnx
 from .export_cache import cached_export
-from .fold import fold_batchnorm
+from ..models.fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
 from .runtimes import (BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES, RUNTIMES,
                        OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, openvino_computes_bf16,

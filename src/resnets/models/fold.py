@@ -12,7 +12,9 @@ import copy
 import torch
 from torch import nn
 
-from ..models import BasicBlock, Bottleneck, FrozenBatchNorm2d, PreActBasicBlock, PreActBottleneck, ResNet
+from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .layers import FrozenBatchNorm2d
+from .resnet import ResNet
 
 # (conv, following norm) pairs of each module type, by attribute name
 _PAIRS = {

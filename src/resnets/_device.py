@@ -9,6 +9,13 @@ import torch
 from .errors import UsageError
 
 
+def cpu_units() -> dict[str, bool]:
+    """The CPU's instruction-set units as PyTorch reports them (``amx_bf16``, ``avx512_vnni``, ...;
+    ``torch.cpu.get_capabilities``, torch >= 2.6); empty where this torch cannot say."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    return dict(capabilities()) if capabilities is not None else {}
+
+
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     """The torch device ``device`` names (``cpu``, ``cuda``, ``cuda:N``, ``mps``), or a UsageError
     saying what is wrong: an unknown name (``gpu``), or a device this machine does not have."""

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import cpu_units
 from .optional import available, require
 
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
@@ -220,8 +221,8 @@ def int8_products_saturate() -> bool:
     ONNX Runtime's and OpenVINO's documented remedy is weights in 7 bits."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False  # Arm's int8 dot products accumulate in 32 bits
-    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return not any(capabilities.get(unit) for unit in ("avx_vnni", "avx512_vnni", "amx_int8"))
+    units = cpu_units()
+    return not any(units.get(unit) for unit in ("avx_vnni", "avx512_vnni", "amx_int8"))
 
 
 def quantize_onnxruntime(onnx_path: Union[str, os.PathLike], calibration: torch.Tensor,

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from .._device import cpu_units
 from ..errors import UsageError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -20,11 +21,8 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.6
-        if capabilities is None:
-            return False
-        found = capabilities()
-        return bool(found.get("amx_bf16") or found.get("avx512_bf16"))
+        units = cpu_units()
+        return bool(units.get("amx_bf16") or units.get("avx512_bf16"))
     return False
 
 

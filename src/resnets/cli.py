@@ -331,6 +331,11 @@ def _named_files(items: Sequence[str]) -> list[str]:
     return [item for item in items if not Path(item).is_dir()]
 
 
+def _none_readable(paths: Sequence[Path], items: Sequence[str]) -> UsageError:
+    """The error of a command none of whose images found in ``items`` could be read (each was skipped, said)."""
+    return UsageError(f"none of the {len(paths)} images found in {', '.join(items)} could be read")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     paths = deploy.find_images(args.images)
     if not paths:
@@ -345,7 +350,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             for path, top in zip(read.paths, session.predict(read.batch, top_k=args.top_k)):
                 results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
     if not results:
-        raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
+        raise _none_readable(paths, args.images)
     if len(session.timings) > 1:  # chosen by timing: which runtime and precision ran, and against what
         timed = ", ".join(f"{key} {seconds * 1000:.1f} ms" for key, seconds in sorted(session.timings.items(),
                                                                                       key=lambda kv: kv[1]))
@@ -386,7 +391,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   f"top {f['top_hidden']:.2f} / bottom {f['bottom_hidden']:.2f} / random {f['random_hidden']:.2f} "
                   f"with {f['fraction']:.0%} hidden")
     if not written:
-        raise UsageError(f"none of the {len(paths)} images found in {', '.join(args.images)} could be read")
+        raise _none_readable(paths, args.images)
     print(f"wrote {written} PNG + JSON pairs to {args.out}")
     return 0
 

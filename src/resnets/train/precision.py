@@ -50,8 +50,8 @@ class SlowPrecisionWarning(UserWarning):
 
 def resolve_channels_last(channels_last: Optional[bool], device: torch.device) -> bool:
     """None: channels-last where it is the faster layout for convolutions: on CUDA and on CPUs, in bf16
-    and in fp32 (oneDNN's kernels take NHWC: a resnet56 training step in fp32 is 1.4x faster in it on an
-    AVX2-only CPU, a resnet20 step 1.26x on an AMX one; benchmarks/RESULTS.md)."""
+    and in fp32 (oneDNN's kernels take NHWC: resnet56 trains 1.27x faster in it in fp32 on an AVX2-only
+    CPU; benchmarks/train_throughput.py, figures in benchmarks/RESULTS.md)."""
     if channels_last is not None:
         return channels_last
     return device.type in ("cuda", "cpu")

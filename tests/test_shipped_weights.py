@@ -190,3 +190,39 @@ def test_imagenette_names_follow_its_synset_folders(shared_datasets):
                "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
                "n03888257": "parachute"}
     assert [synsets[folder] for folder in source.classes] == class_names("imagenette")
+
+
+@needs_shipped
+def test_eval_on_a_folder_of_some_classes_scores_them_by_name(tmp_path):
+    # 40 cats and 40 ships from the packaged sample, in folders cat/ and ship/: their indices in the folder
+    # (0, 1) are not the weights' (3, 8), so only a match by name scores them right
+    import zipfile
+
+    from PIL import Image
+    with zipfile.ZipFile(resnets.data.sources.sample_path("cifar10")) as archive:
+        for name in ("cat", "ship"):
+            (tmp_path / "photos" / name).mkdir(parents=True)
+            for i in range(40):
+                (tmp_path / "photos" / name / f"{i}.jpg").write_bytes(archive.read(f"train/{name}/{i:04d}.jpg"))
+    result = evaluate_checkpoint("resnet20", "cifar10", str(tmp_path / "photos"), amp="off", per_class=True)
+    assert result["n"] == 80 and result["num_classes"] == 10 and result["data_classes"] == ["cat", "ship"]
+    model = resnets.create_model("resnet20", weights="cifar10").eval()
+    transform = resnets.get_weights("resnet20.cifar10").transforms()
+    right = {}
+    with torch.inference_mode():
+        for name in ("cat", "ship"):
+            batch = torch.stack([transform(Image.open(p).convert("RGB"))
+                                 for p in sorted((tmp_path / "photos" / name).iterdir())])
+            right[name] = (model(batch).argmax(1) == model.classes.index(name)).sum().item()
+    assert abs(result["top1"] - 100 * (right["cat"] + right["ship"]) / 80) <= 100 / 80  # one image's rounding
+    assert result["top1"] > 70  # an index-for-index reading would score cats as airplanes: near 0
+    accuracy = result["per_class_accuracy"]
+    assert accuracy["airplane"] is None and abs(accuracy["ship"] - 100 * right["ship"] / 40) <= 100 / 40
+    # through the command line: says what it did; a class the weights never saw is refused in one line
+    done = run_main("eval", "resnet20", "--weights", "cifar10", "--data", str(tmp_path / "photos"), "--amp", "off")
+    assert done.returncode == 0 and "the data has 2 of the weights' 10 classes (cat, ship)" in done.stderr
+    (tmp_path / "photos" / "kitten").mkdir()
+    (tmp_path / "photos" / "kitten" / "0.jpg").write_bytes((tmp_path / "photos" / "cat" / "0.jpg").read_bytes())
+    refused = run_main("eval", "resnet20", "--weights", "cifar10", "--data", str(tmp_path / "photos"))
+    assert refused.returncode == 2 and "1 class(es) that cifar10 was not trained on: ['kitten']" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0

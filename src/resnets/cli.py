@@ -252,6 +252,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             result["split"], f"its {result['split']!r} split")
         print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",
               file=sys.stderr)
+        present = result["data_classes"]
+        if len(present) < result["num_classes"]:
+            print(f"  the data has {len(present)} of the weights' {result['num_classes']} classes "
+                  f"({', '.join(present)}); each image is scored against all of them", file=sys.stderr)
         # autocast's precision moves the last digit: say it (--amp off gives the fp32 figures of the model cards)
         computed = "fp32" if result["amp"] == "off" else f"{result['amp']} autocast"
         if "precision" in result:

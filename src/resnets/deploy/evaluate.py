@@ -59,6 +59,10 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     ``backend`` or ``precision`` evaluates through an InferenceSession; ``calibration`` (a data
     source or folder, needed by int8 and auto) gives it the images to quantise and check on;
     ``cache_exports`` keeps its ONNX export for later calls (see ``export_cache``).
+
+    Where the weights record class names, the data's classes are matched to them by name: a folder
+    holding only some of them (``cat/``, ``ship/``) is scored against all of the weights' classes
+    (``data_classes`` in the result lists the data's); a class the weights do not know is refused.
     """
     torch_device = resolve_device(device)  # before loading anything
     if confusion_png is not None:
@@ -93,9 +97,17 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     # the names a checkpoint recorded are its training folders; named weights' display names
     # ("tench") are not compared with a data set's folder names ("n01440764")
     model_classes = model.checkpoint_info.classes
-    if model_classes is not None and list(model_classes) != list(classes):
-        raise UsageError(f"{weights} was trained on classes {list(model_classes)}, but {data} ({split}) has "
-                         f"{list(classes)}")
+    data_classes, label_map = list(classes), None
+    if model_classes is not None and list(model_classes) != data_classes:
+        # a folder of some of the classes (a few test photos of cats and ships) is scored by name against all
+        # of the weights' classes; a class the weights never saw has no right answer to score
+        unknown = [c for c in data_classes if c not in model_classes]
+        if unknown:
+            raise UsageError(f"{data} ({split}) has {len(unknown)} class(es) that {weights} was not trained on: "
+                             f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}; name its class folders as the "
+                             f"weights' classes: {list(model_classes)}")
+        classes = list(model_classes)
+        label_map = torch.tensor([classes.index(c) for c in data_classes], device=torch_device)
     if model.num_classes != len(classes):
         raise UsageError(f"{weights} has {model.num_classes} outputs, but {data} ({split}) has {len(classes)} classes")
     model.to(torch_device)
@@ -109,12 +121,15 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         session = InferenceSession(model, calibration=calibration, config=config)
         predictor = session.run
     batches = loader.epoch_batches(0)
+    if label_map is not None:  # the data's class indices as the weights' indices
+        batches = ((images, label_map[labels]) for images, labels in batches)
     if session is not None and session.config.precision != "fp32":
         predictor, batches, compared = _compared_with_fp32(session, model, batches)
     result = evaluate(predictor, batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
     result["amp"], result["channels_last"] = amp, channels_last
     result["split"], result["split_reason"] = split, reason
+    result["num_classes"], result["data_classes"] = len(classes), data_classes
     if session is not None:
         result["backend"], result["precision"] = session.backend, session.precision
         if session.config.precision != "fp32":

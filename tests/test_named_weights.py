@@ -37,6 +37,9 @@ TORCHVISION_NAMES = [
     "wide_resnet50_2.tv_in1k", "wide_resnet50_2.tv2_in1k", "wide_resnet101_2.tv_in1k", "wide_resnet101_2.tv2_in1k",
 ]
 
+# pytorch-cifar-models' CIFAR-10 and CIFAR-100 ResNets
+CIFAR_NAMES = [f"resnet{depth}.chenyaofo_{data}" for data in ("cifar10", "cifar100") for depth in (20, 32, 44, 56)]
+
 
 @pytest.fixture(autouse=True)
 def _registry_restored(monkeypatch, tmp_path):
@@ -70,16 +73,26 @@ def _cifar_meta() -> WeightsMeta:
 def test_every_registered_entry_is_well_formed():
     names = resnets.list_weights()
     assert [n for n in TORCHVISION_NAMES if n not in names] == []
-    assert len(names) == len(set(names)) >= 23
+    assert [n for n in CIFAR_NAMES if n not in names] == []
+    assert len(names) == len(set(names)) >= 31
     macs = {}
     for name in names:
         w = resnets.get_weights(name)
         assert w.name == name and w.model in resnets.list_models() and re.fullmatch(r"[a-z0-9_]+", w.tag)
         assert w.url.startswith("https://") and not w.file
         assert w.sha256 is not None and re.fullmatch(r"[0-9a-f]{8,64}", w.sha256), name
-        in_name = re.search(r"-([0-9a-f]{8,})\.pth$", w.url)
-        if in_name:  # torchvision's file names carry the hash's prefix
+        in_name = re.search(r"-([0-9a-f]{8,})\.pth?$", w.url)
+        if in_name:  # torchvision's and torch.hub's file names carry the hash's prefix
             assert w.sha256.startswith(in_name.group(1)), name
+        # the published parameter and multiply-add counts are those of our architecture with the weights' options
+        key = (w.model, tuple(sorted(w.options.items())), len(w.classes))
+        if key not in macs:
+            summary = summarize(w.model, num_classes=len(w.classes), **w.options)
+            macs[key] = (summary["params"], summary["macs"])
+        assert w.meta.params == macs[key][0], name
+        assert abs(w.meta.gmacs - macs[key][1] / 1e9) < 6e-4, name
+        if w.meta.dataset != "imagenet1k":
+            continue
         p = w.preprocessing
         assert p.input_size == (3, 224, 224) and len(p.mean) == len(p.std) == 3, name
         assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
@@ -88,12 +101,6 @@ def test_every_registered_entry_is_well_formed():
         assert m.dataset == "imagenet1k" and m.n == 50_000 and len(w.classes) == 1000
         assert 65.0 < m.top1 < 90.0 and m.top1 < m.top5 < 100.0, name
         assert m.recipe.startswith("https://") and m.source and m.license in ("BSD-3-Clause", "Apache-2.0")
-        # the published parameter and multiply-add counts are those of our architecture
-        if w.model not in macs:
-            summary = summarize(w.model)
-            macs[w.model] = (summary["params"], summary["macs"])
-        assert m.params == macs[w.model][0], name
-        assert abs(m.gmacs - macs[w.model][1] / 1e9) < 6e-4, name
         if m.file_size_mb is not None:  # float32, or float16 for torchvision's V1 wide nets
             assert 1.9 < m.file_size_mb * 2**20 / m.params < 4.3, name
     # torchvision's evaluation transforms: V1 resize 256, V2 (and resnext101_64x4d) resize 232, crop 224, bilinear
@@ -103,12 +110,22 @@ def test_every_registered_entry_is_well_formed():
         assert (p.resize_size, p.interpolation) == (232 if new_recipe else 256, "bilinear"), name
     assert resnets.get_weights("resnet50.a1_in1k").preprocessing.resize_size == 235  # timm: floor(224 / 0.95)
     assert resnets.get_weights("resnet50.a1_in1k").preprocessing.interpolation == "bicubic"
+    # pytorch-cifar-models: option B nets, scored on the 10,000 test images at 32 pixels as they are
+    for name in CIFAR_NAMES:
+        w = resnets.get_weights(name)
+        dataset = name.rpartition("_")[2]
+        assert w.options == {"shortcut": "B"} and w.meta.dataset == dataset and w.meta.n == 10_000, name
+        assert len(w.classes) == (10 if dataset == "cifar10" else 100) and w.meta.license == "BSD-3-Clause"
+        assert 60 < w.meta.top1 < 95 and w.meta.top1 < w.meta.top5 < 100, name
+        p = w.preprocessing
+        assert p.input_size == (3, 32, 32) and p.resize_size == 32 and p.crop_pct == 1.0, name
+    assert resnets.get_weights("resnet20.chenyaofo_cifar100").preprocessing.mean == (0.5070, 0.4865, 0.4409)
     assert resnets.get_weights("resnet50.tv_in1k").meta.top1 == 76.13
     assert resnets.get_weights("resnet50.tv2_in1k").meta.top1 == 80.858
     # one default per model, torchvision's own choice; a bare model name is its default
     assert resnets.default_weights("resnet50").name == "resnet50.tv2_in1k"
     assert resnets.get_weights("resnet18").name == "resnet18.tv_in1k"
-    assert resnets.default_weights("resnet56") is None
+    assert resnets.default_weights("resnet110") is None
     assert resnets.list_weights("*.tv2_in1k") == [n for n in TORCHVISION_NAMES if ".tv2_" in n]
     assert resnets.list_weights("resnet50")[0] == "resnet50.tv2_in1k"  # the default first
 
@@ -120,8 +137,8 @@ def test_names_that_do_not_fit_are_refused_with_the_known_tags():
         resnets.create_model("resnet18", weights="resnet50.tv_in1k")
     with pytest.raises(UsageError, match="no weights named 'resnet50.nope' are registered; resnet50 has tv2_in1k"):
         resnets.get_weights("resnet50.nope")
-    with pytest.raises(UsageError, match="no weights are registered for 'resnet56'"):
-        resnets.create_model("resnet56", pretrained=True)
+    with pytest.raises(UsageError, match="no weights are registered for 'resnet110'"):
+        resnets.create_model("resnet110", pretrained=True)
     meta = _cifar_meta()
     for bad, why in [(dict(name="resnet20"), "MODEL.TAG"), (dict(name="resnet21.x", url="https://h/f.pth"), "resnet20"),
                      (dict(name="resnet20.x"), "exactly one of url= and file="),
@@ -176,7 +193,8 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_a_named_url_is_downloaded_verified_and_cached_once(served, tmp_path):
     model, url, digest = served
-    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta(),
+                                     default=True))
     loaded = resnets.create_model("resnet20", weights="test_c10")
     cached = cache_entry(url, tmp_path / "cache" / "checkpoints")
     assert cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == digest
@@ -184,7 +202,7 @@ def test_a_named_url_is_downloaded_verified_and_cached_once(served, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(_outputs(model, x), _outputs(loaded, x))
     assert loaded.classes == class_names("cifar10") and loaded.preprocessing == CIFAR10_PREPROCESSING
-    # the whole name, pretrained=True (its only entry is resnet20's default) and get_path: no new request
+    # the whole name, pretrained=True (it is resnet20's default here) and get_path: no new request
     again = resnets.create_model("resnet20", weights="resnet20.test_c10")
     default = resnets.create_model("resnet20", pretrained=True)
     assert resnets.get_weights("resnet20.test_c10").get_path(offline=True) == cached
@@ -299,7 +317,8 @@ def test_another_num_classes_gets_a_fresh_head_and_a_notice(rgb_file):
 
 def test_a_new_head_drops_the_old_class_names(served):
     _, url, digest = served
-    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta()))
+    resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=digest, meta=_cifar_meta(),
+                                     default=True))
     with pytest.warns(resnets.WeightsAdaptedWarning, match="resnet20.test_c10: its 10-class classifier"):
         model = resnets.create_model("resnet20", pretrained=True, num_classes=3)
     assert model.classes is None
@@ -367,7 +386,9 @@ def test_cli_lists_the_named_weights(capsys):
     first = records[0]
     assert first["top1"] == 80.858 and first["n"] == 50_000 and first["default"] is True
     assert first["preprocessing"]["crop_pct"] == pytest.approx(224 / 232)
-    code, out, err = _cli(capsys, "list", "--weights", "--family", "cifar")
+    code, out, _ = _cli(capsys, "list", "--weights", "--family", "cifar")
+    assert code == 0 and sorted(line.split()[0] for line in out.splitlines()) == sorted(CIFAR_NAMES)
+    code, out, err = _cli(capsys, "list", "--weights", "plain*")
     assert code == 0 and out == "" and err.startswith("no named weights match")  # said, off the listing
     # a tag alone, as --weights takes it
     code, out, _ = _cli(capsys, "list", "--weights", "tv2_in1k", "--json")
@@ -382,13 +403,22 @@ def test_cli_info_shows_the_weights_of_a_model(capsys):
     code, out, _ = _cli(capsys, "info", "resnet50", "--json")
     record = json.loads(out)
     assert record["params"] == 25_557_032 and [w["tag"] for w in record["weights"]][:2] == ["tv2_in1k", "tv_in1k"]
-    code, out, _ = _cli(capsys, "info", "resnet56")
+    code, out, _ = _cli(capsys, "info", "resnet110")
     assert code == 0 and "none registered" in out
-    # the registered weights are of the registered layout: another one is said, the same one is not
+    # weights are of the registered layout or of their own options: where that is not the layout shown, it is said
     code, out, _ = _cli(capsys, "info", "resnet50", "--variant", "v1")
-    assert code == 0 and "named weights of resnet50 as registered, not of this layout (--variant v1):" in out
+    lines = [line for line in out.splitlines() if "resnet50.tv2_in1k" in line]
+    assert code == 0 and len(lines) == 1 and lines[0].endswith("[weights of the layout --variant v1.5]")
     code, out, _ = _cli(capsys, "info", "resnet50", "--variant", "v1.5")
-    assert code == 0 and "not of this layout" not in out and "resnet50.tv2_in1k" in out
+    assert code == 0 and "weights of the layout" not in out and "resnet50.tv2_in1k" in out
+    code, out, _ = _cli(capsys, "info", "resnet56")
+    line = next(line for line in out.splitlines() if "resnet56.chenyaofo_cifar10 " in line)
+    assert line.endswith("[weights of the layout --shortcut B]") and "94.37" in line
+    code, out, _ = _cli(capsys, "info", "resnet56", "--shortcut", "B")
+    assert "weights of the layout" not in out
+    code, out, _ = _cli(capsys, "info", "resnet56", "--json")
+    record = next(w for w in json.loads(out)["weights"] if w["tag"] == "chenyaofo_cifar100")
+    assert record["options"] == {"shortcut": "B"} and record["params"] == 861_620 and record["n"] == 10_000
 
 
 def test_eval_scores_named_weights_whose_display_names_differ_from_the_folders(served):
@@ -424,3 +454,23 @@ def test_every_weights_flag_takes_a_name(served, tmp_path, capsys):
         assert code == 0, (args[0], err)
     assert len(_CountingHandler.requests) == 1  # downloaded once, then read from the cache
     assert resnets.read_metadata(tmp_path / "ft" / "last.safetensors")["pretrained"] == "test_c10"
+
+
+def test_named_weights_of_another_layout_build_it(served, tmp_path):
+    # an entry like pytorch-cifar-models' (options={"shortcut": "B"}), served as torch.hub serves their files
+    _, url, _ = served
+    reference = randomise_bn(resnets.create_model("resnet20", shortcut="B", num_classes=100)).eval()
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    name = f"cifar100_resnet20-{digest[:8]}.pt"
+    (tmp_path / "served" / name).write_bytes(buffer.getvalue())
+    meta = WeightsMeta(dataset="cifar100", preprocessing=CIFAR10_PREPROCESSING, classes="cifar100", n=10_000)
+    resnets.register_weights(Weights(name="resnet20.test_c100", url=url.rsplit("/", 1)[0] + "/" + name,
+                                     sha256=digest[:8], meta=meta, options={"shortcut": "B"}))
+    model = resnets.create_model("resnet20", weights="test_c100")
+    x = torch.randn(2, 3, 32, 32)
+    assert model.shortcut == "B" and torch.equal(_outputs(reference, x), _outputs(model, x))
+    assert model.classes == class_names("cifar100")
+    with pytest.raises(CheckpointError, match="unexpected keys"):  # a caller's option wins over the entry's
+        resnets.create_model("resnet20", weights="test_c100", shortcut="A")

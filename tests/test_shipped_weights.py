@@ -44,15 +44,17 @@ def test_file_matches_its_card_and_loads_by_name(name):
 
 
 def test_shipped_weights_take_no_default_from_published_ones():
-    # a ten-class Imagenette resnet18 must not become what pretrained=True gives a torchvision user
+    # a ten-class Imagenette resnet18 must not become what pretrained=True gives a torchvision user; a CIFAR
+    # net's default is ours, which needs no network
     for weights in SHIPPED:
         default = resnets.default_weights(weights.model)
-        published = [w for w in weights_for(weights.model) if w.url]
+        published = [w for w in weights_for(weights.model) if w.url and w.meta.dataset == "imagenet1k"]
         if published:
             assert default.url and default.meta.dataset == "imagenet1k", (weights.name, default.name)
         assert default.default, f"{weights.model}: its default is chosen by registration order ({default.name})"
     assert resnets.get_weights("resnet18").name == "resnet18.tv_in1k"
     assert len(resnets.default_weights("resnet18").classes) == 1000
+    assert resnets.get_weights("resnet56").name == "resnet56.cifar10"  # not pytorch-cifar-models' download
 
 
 @needs_shipped

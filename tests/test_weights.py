@@ -23,6 +23,7 @@ from torch import nn
 import resnets
 from model_helpers import randomise_bn
 from resnets.download import DownloadError
+from resnets.weights.formats import shortcut_option
 from resnets.weights import (CheckpointError, UnsafeCheckpointError, detect_format, guess_architecture, resolve,
                              load_weights, read_metadata, save_weights)
 
@@ -221,6 +222,45 @@ def test_pytorch_resnet_cifar10_checkpoint(tmp_path, name, n):
     assert model.checkpoint_info.layout == "pytorch_resnet_cifar10"
     assert model.checkpoint_info.format == "torch_legacy"
     assert _same_outputs(reference, model, 32) < 1e-5
+
+
+def _projection_cifar_resnet(n: int, num_classes: int, every_block: bool) -> nn.Module:
+    """A CIFAR ResNet of torchvision's blocks with 1x1 projection shortcuts, as the torch.hub CIFAR models
+    publish them: where the shape changes (option B), or on every block (option C)."""
+    blocks, inplanes = [], 16
+    for planes, stride in ((16, 1), (32, 2), (64, 2)):
+        stage = []
+        for i in range(n):
+            downsample = None
+            if every_block or (i == 0 and (stride != 1 or inplanes != planes)):
+                downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride if i == 0 else 1, bias=False),
+                                           nn.BatchNorm2d(planes))
+            stage.append(torchvision.models.resnet.BasicBlock(inplanes, planes, stride if i == 0 else 1, downsample))
+            inplanes = planes
+        blocks.append(nn.Sequential(*stage))
+    model = nn.Sequential()
+    model.conv1, model.bn1, model.relu = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+    model.layer1, model.layer2, model.layer3 = blocks
+    model.avgpool, model.flatten, model.fc = nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)
+    return randomise_bn(model)
+
+
+@pytest.mark.parametrize("every_block,option", [(False, "B"), (True, "C")])
+def test_cifar_files_with_projection_shortcuts_build_them(tmp_path, every_block, option):
+    # our CIFAR nets default to option A (no parameters); a file's projections say which option it was trained with
+    reference = _projection_cifar_resnet(3, 100, every_block)
+    path = tmp_path / "cifar100_resnet20-0123abcd.pt"
+    torch.save(reference.state_dict(), path)
+    model = resnets.create_model("resnet20", weights=str(path))
+    assert model.shortcut == option and model.num_classes == 100
+    assert _same_outputs(reference, model, 32) < 1e-5
+    assert shortcut_option(reference.state_dict()) == option
+    assert shortcut_option(resnets.create_model("resnet20").state_dict()) is None  # option A: nothing to see
+    # the option travels on in the files we write; a caller's own option still wins (and is refused here)
+    save_weights(model, tmp_path / "again.safetensors")
+    assert resnets.create_model("resnet20", weights=str(tmp_path / "again.safetensors")).shortcut == option
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        resnets.create_model("resnet20", weights=str(path), shortcut="A")
 
 
 # -- safety and errors ------------------------------------------------------------------------

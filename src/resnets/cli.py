@@ -94,7 +94,7 @@ def _list_weights(args: argparse.Namespace) -> int:
 
 def _weights_record(w) -> dict:
     return {"name": w.name, "model": w.model, "tag": w.tag, "default": w is default_weights(w.model),
-            "url": w.url or None, "sha256": w.sha256, **w.meta.to_dict()}
+            "url": w.url or None, "sha256": w.sha256, "options": w.options, **w.meta.to_dict()}
 
 
 def _weights_line(w, *, width: int) -> str:
@@ -116,14 +116,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({**summary, "weights": [_weights_record(w) for w in weights]}, indent=2))
         return 0
     print(format_table(summary))
-    # the registered weights are of the model as registered: another layout computes another function
-    registered = summarize(args.model) if set(kwargs) - {"num_classes"} else summary
-    layout = " ".join(f"--{k} {summary[k]}" for k in ("shortcut", "variant") if summary.get(k) != registered.get(k))
-    print(f"\nnamed weights of {args.model} as registered, not of this layout ({layout}):" if weights and layout else
-          "\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
+    print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
           "\nnamed weights: none registered (--weights takes a checkpoint's path or URL, or hf-hub:ORG/NAME)")
+    # weights are of the model as registered, or of the options they name: another layout computes another function
+    registered = summarize(args.model) if set(kwargs) - {"num_classes"} else summary
+    width = max((len(w.name) for w in weights), default=0) + 1
     for w in weights:
-        print("  " + _weights_line(w, width=len(args.model) + 14))
+        layout = {k: w.options.get(k, registered.get(k)) for k in ("shortcut", "variant")}
+        other = " ".join(f"--{k} {v}" for k, v in layout.items() if v is not None and v != summary.get(k))
+        print("  " + _weights_line(w, width=width) + (f"  [weights of the layout {other}]" if other else ""))
     return 0
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .models import build_model
+from .models import build_model, get_model_spec
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
-from .weights.formats import PathOrUrl
+from .weights.formats import PathOrUrl, shortcut_option
 from .weights.hub import is_repository, open_repository
 from .weights.named import default_weights, find_weights
 
@@ -98,6 +98,12 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         options["in_chans"] = file_chans
     if info.layout == "resnets":
         _check_file_options(name, options, state_dict, info)
+    elif get_model_spec(name).kind != "plain" and shortcut_option(state_dict) is not None:
+        # another project's file records no options, but its projections show the shortcut it was trained
+        # with: CIFAR nets with 1x1 projections (option B) are common, our CIFAR default is option A
+        options["shortcut"] = shortcut_option(state_dict)
+    if named is not None:
+        options.update(named.options)
     options.update(kwargs)
     in_chans = options.get("in_chans", 3)
     if in_chans != file_chans:

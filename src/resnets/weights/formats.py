@@ -332,6 +332,17 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     return sorted(matches, key=lambda n: order.get(get_model_spec(n).kind, 3))
 
 
+def shortcut_option(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The shortcut option (2015 paper, section 3.3) that a state dict's projections show: ``"C"`` where
+    a block that keeps its shape has one too, ``"B"`` where only the first block of a stage has one
+    (torchvision's ImageNet nets; CIFAR nets trained with projections), None where none has one (option A
+    and plain nets, which have no parameters to tell them apart)."""
+    blocks = {int(m.group(1)) for m in map(re.compile(r"layer\d+\.(\d+)\.downsample\.").match, state_dict) if m}
+    if not blocks:
+        return None
+    return "C" if max(blocks) > 0 else "B"
+
+
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     """A short description of what a state dict looks like: stem, blocks per stage, classes."""
     fc = state_dict.get("fc.weight")

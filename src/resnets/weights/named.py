@@ -22,7 +22,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -72,6 +72,9 @@ class Weights:
     sha256: Optional[str] = None  # whole, or a prefix of 8+ hex digits
     meta: WeightsMeta
     default: bool = False  # the model's weights for pretrained=True (else its first registered)
+    # architecture options the weights were trained with, where not the model's own ({"shortcut": "B"}):
+    # create_model builds them (a caller's keyword wins), and `resnets info` and the counts in meta are of them
+    options: dict = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -317,6 +320,42 @@ TIMM = (
 )
 
 
+# pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models, the torch.hub source of CIFAR ResNets): option B
+# shortcuts (1x1 projections, which create_model reads from the file), trained on the lossless CIFAR training set,
+# top-1/top-5 published on its 10,000 test images; evaluated on the 32-pixel image as it is, normalised as its
+# training code's configuration (github.com/chenyaofo/image-classification-codebase, conf/cifar10[0].conf) says
+PCM_CIFAR10 = Preprocessing((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "bilinear", crop_pct=1.0)
+PCM_CIFAR100 = Preprocessing((3, 32, 32), (0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761), "bilinear",
+                             crop_pct=1.0)
+_PCM_RELEASES = "https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/"
+
+
+def _pytorch_cifar_models(model: str, dataset: str, file: str, top1: float, top5: float, params: int,
+                          gmacs: float) -> Weights:
+    """A CIFAR ResNet of pytorch-cifar-models; the hash is the prefix in ``file``, as torch.hub names files."""
+    preprocessing = PCM_CIFAR10 if dataset == "cifar10" else PCM_CIFAR100
+    return Weights(name=f"{model}.chenyaofo_{dataset}", url=_PCM_RELEASES + file, options={"shortcut": "B"},
+                   sha256=re.search(r"-([0-9a-f]{8,})\.pt$", file).group(1),
+                   meta=WeightsMeta(dataset=dataset, preprocessing=preprocessing,
+                                    top1=top1, top5=top5, n=10_000, params=params, gmacs=gmacs, classes=dataset,
+                                    recipe="https://github.com/chenyaofo/pytorch-cifar-models#implementation-details "
+                                           "(200 epochs, batch 256, lr 0.1 nesterov, wd 1e-4 ... option B shortcuts)",
+                                    source="pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models)",
+                                    license="BSD-3-Clause"))
+
+
+PYTORCH_CIFAR_MODELS = (
+    _pytorch_cifar_models("resnet20", "cifar10", "cifar10_resnet20-4118986f.pt", 92.60, 99.81, 272_474, 0.04081),
+    _pytorch_cifar_models("resnet32", "cifar10", "cifar10_resnet32-ef93fc4d.pt", 93.53, 99.77, 466_906, 0.06912),
+    _pytorch_cifar_models("resnet44", "cifar10", "cifar10_resnet44-2a3cabcb.pt", 94.01, 99.77, 661_338, 0.09744),
+    _pytorch_cifar_models("resnet56", "cifar10", "cifar10_resnet56-187c023a.pt", 94.37, 99.83, 855_770, 0.12575),
+    _pytorch_cifar_models("resnet20", "cifar100", "cifar100_resnet20-23dac2f1.pt", 68.83, 91.01, 278_324, 0.04082),
+    _pytorch_cifar_models("resnet32", "cifar100", "cifar100_resnet32-84213ce6.pt", 70.16, 90.89, 472_756, 0.06913),
+    _pytorch_cifar_models("resnet44", "cifar100", "cifar100_resnet44-ffe32858.pt", 71.63, 91.58, 667_188, 0.09744),
+    _pytorch_cifar_models("resnet56", "cifar100", "cifar100_resnet56-f2eff4c8.pt", 72.63, 91.94, 861_620, 0.12575),
+)
+
+
 def _shipped(card_path: Path) -> Weights:
     """The entry of a weights file shipped in ``files/``, from its model card (``MODEL-TAG.json`` beside it,
     written with the file: what it was trained on, how, for how long, where, and its measured accuracy)."""
@@ -344,11 +383,11 @@ def model_card(name: str) -> dict:
 # our own weights: each file in files/ with its card, in name order
 SHIPPED: tuple[Weights, ...] = tuple(_shipped(path) for path in sorted(FILES_DIR.glob("*.json")))
 
-for _entry in (*SHIPPED, *TORCHVISION, *TIMM):
+for _entry in (*SHIPPED, *TORCHVISION, *TIMM, *PYTORCH_CIFAR_MODELS):
     register_weights(_entry)
 
 
 __all__ = [
-    "FILES_DIR", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights", "find_weights",
-    "get_weights", "list_weights", "model_card", "register_weights", "weights_for", "weights_tag",
+    "FILES_DIR", "PYTORCH_CIFAR_MODELS", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights",
+    "find_weights", "get_weights", "list_weights", "model_card", "register_weights", "weights_for", "weights_tag",
 ]

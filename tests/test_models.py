@@ -363,8 +363,10 @@ def test_bad_arguments_are_named():
         resnets.create_model("resnet18", groups=32)
     with pytest.raises(ValueError, match="replace_stride_with_dilation"):
         resnets.create_model("resnet50", replace_stride_with_dilation=[True])
-    with pytest.raises(ValueError, match="plain"):
-        resnets.create_model("plain20", shortcut="B")
+    for plain in ("plain20", "plain18", "plain34"):  # else the residual net would be built under the plain name
+        with pytest.raises(ValueError, match="a plain network has no shortcut; drop shortcut='B'"):
+            resnets.create_model(plain, shortcut="B")
+    assert resnets.create_model("plain18", shortcut="none").shortcut == "none"
 
 
 def test_cifar_builder_any_depth():

@@ -27,6 +27,15 @@ from .layers import NormLayer
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 
 
+def plain_options(kwargs: dict) -> dict:
+    """A plain network's options: no shortcut anywhere; asking one for a shortcut is refused, since it would
+    build the residual network under the plain one's name."""
+    if kwargs.get("shortcut", "none") != "none":
+        raise UsageError(f"a plain network has no shortcut; drop shortcut={kwargs['shortcut']!r} (or build the "
+                         f"residual network of the same depth)")
+    return {**kwargs, "shortcut": "none"}
+
+
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
             dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=dilation,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UsageError
+from .blocks import plain_options
 from .preprocessing import CIFAR10_PREPROCESSING
 from .registry import register_model
 from .resnet import ResNet, ResNetFeatures
@@ -27,9 +28,7 @@ def cifar_resnet(depth: int, *, bottleneck: bool = False, preact: bool = False, 
         raise UsageError(f"depth {depth} is not a valid {kind} CIFAR depth")
     n = (depth - 2) // per_block
     if plain:
-        if "shortcut" in kwargs and kwargs["shortcut"] != "none":
-            raise UsageError("a plain network has no shortcut; drop the shortcut argument")
-        kwargs["shortcut"] = "none"
+        kwargs = plain_options(kwargs)
     kwargs.setdefault("shortcut", "B" if preact else "A")
     kwargs.setdefault("num_classes", 10)
     block = ("preact_" if preact else "") + ("bottleneck" if bottleneck else "basic")

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
+from .blocks import plain_options
 from .preprocessing import IMAGENET_PREPROCESSING
 from .registry import register_model
 from .resnet import ResNet, ResNetFeatures
@@ -92,13 +93,13 @@ def wide_resnet101_2(**kwargs) -> nn.Module:
 @_register("plain")
 def plain18(**kwargs) -> nn.Module:
     """Plain-18: ResNet-18 without shortcuts (paper Fig. 4)."""
-    return build_imagenet_resnet("basic", (2, 2, 2, 2), **{"shortcut": "none", **kwargs})
+    return build_imagenet_resnet("basic", (2, 2, 2, 2), **plain_options(kwargs))
 
 
 @_register("plain")
 def plain34(**kwargs) -> nn.Module:
     """Plain-34: ResNet-34 without shortcuts (paper Fig. 3 middle)."""
-    return build_imagenet_resnet("basic", (3, 4, 6, 3), **{"shortcut": "none", **kwargs})
+    return build_imagenet_resnet("basic", (3, 4, 6, 3), **plain_options(kwargs))
 
 
 def _preact(block: str, layers: Sequence[int], kwargs: dict) -> nn.Module:

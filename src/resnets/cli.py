@@ -24,6 +24,7 @@ from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import create_model
 from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
+from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
@@ -463,6 +464,15 @@ def _add_weights_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
     parser.add_argument("--random-weights", action="store_true",
                         help="run an untrained, randomly initialised network (its outputs mean nothing)")
+def _add_loader_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The flags of a command that reads a data source through the evaluation loader (eval, features)."""
+    parser.add_argument("--batch-size", type=POSITIVE, default=batch_size,
+                        help=f"images a batch (default {batch_size})")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--num-workers", type=NON_NEGATIVE,
+                        help="data loader workers for large images (default: the cores, at most 4)")
+
+
 def add_precision_options(parser: argparse.ArgumentParser, session: bool = True) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32" if session else None,
                         help="fp32 (logits as the plain model's), bf16, int8 (needs --calibration), or auto: the "
@@ -499,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
     p.add_argument("model")
     p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
-    p.add_argument("--shortcut", choices=["A", "B", "C", "none"])
+    p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS)
     p.add_argument("--variant", choices=["v1", "v1.5"])
     p.add_argument("--num-classes", type=NON_NEGATIVE)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -522,9 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average-pooled output of stage K (0: stem) instead of the pooled features the "
                         "classifier sees")
     p.add_argument("--image-size", type=IMAGE_SIDE, help="input side (default: the weights' own preprocessing)")
-    p.add_argument("--batch-size", type=POSITIVE, default=64)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--num-workers", type=NON_NEGATIVE)
+    _add_loader_options(p, batch_size=64)
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
@@ -539,9 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "name such as test")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
-    p.add_argument("--batch-size", type=POSITIVE, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--num-workers", type=NON_NEGATIVE)
+    _add_loader_options(p, batch_size=256)
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                    help="autocast precision (default auto: bf16 where the device computes it natively; off: fp32, "
                         "as the model cards' figures)")

@@ -77,6 +77,27 @@ def test_eval_of_foreign_weights_scores_every_image(tmp_path, capsys):
     assert code == 2 and "has no 'test' split" in err and "--split all" in err
 
 
+def test_eval_of_foreign_weights_scores_a_val_folder(tmp_path, capsys):
+    # ImageNet's and Imagenette's layout: train/ and val/, no test/
+    import torch
+    weights = tmp_path / "peer.pth"
+    torch.save(resnets.create_model("resnet20", num_classes=3).state_dict(), weights)
+    write_tree(tmp_path / "data" / "train", {f"c{i}": 5 for i in range(3)}, size=(16, 16))
+    write_tree(tmp_path / "data" / "val", {f"c{i}": 2 for i in range(3)}, size=(16, 16), seed=5)
+    base = ["eval", "resnet20", "--weights", str(weights), "--data", str(tmp_path / "data"), "--amp", "off"]
+    code, out, err = _cli(capsys, *base)
+    assert code == 0 and "evaluating on its val/ folder" in err and "(val/, 6 images, fp32)" in out
+    # named: val/ is the folder, val the seeded tenth carved out of train/
+    code, out, err = _cli(capsys, *base, "--split", "val/", "--json")
+    assert code == 0 and json.loads(out)["n"] == 6 and json.loads(out)["split"] == "val/"
+    code, out, err = _cli(capsys, *base, "--split", "val", "--json")
+    assert code == 0 and json.loads(out)["n"] == 2 and json.loads(out)["split"] == "val"  # a tenth of 15, stratified
+    # a test/ folder wins over val/
+    write_tree(tmp_path / "data" / "test", {f"c{i}": 1 for i in range(3)}, size=(16, 16), seed=6)
+    code, out, err = _cli(capsys, *base, "--json")
+    assert code == 0 and json.loads(out)["split"] == "test" and json.loads(out)["n"] == 3
+
+
 # -- predict / export / serve never answer with an untrained network silently ----------------------
 
 

@@ -251,7 +251,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         which = {"val": "the validation split recorded in the weights", "all": "every image (of its train part)"}.get(
-            result["split"], f"its {result['split']!r} split")
+            result["split"], f"its {result['split']} folder" if result["split"].endswith("/") else
+            f"its {result['split']!r} split")
         print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",
               file=sys.stderr)
         present = result["data_classes"]
@@ -541,10 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--split", default="auto",
                    help="auto (default): the validation split recorded in the weights when --data is the data they "
-                        "were trained on, else the source's own test split where it has one, else every image; val: "
-                        "the recorded (or a seeded 10%%) validation split; all: every image of the source's train "
-                        "part (a folder without train/ and test/ folders is all train); or the source's own split "
-                        "name such as test")
+                        "were trained on, else the source's own held-out split where it has one (test, else a val/ "
+                        "folder), else every image; val: the recorded (or a seeded 10%%) validation split; all: every "
+                        "image of the source's train part (a folder without split folders is all train); or the "
+                        "source's own split name such as test, or val/ for a folder named val")
     p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
     p.add_argument("--std", help="per-channel std (default: the weights' own)")
     _add_loader_options(p, batch_size=256)

@@ -1,5 +1,5 @@
 """Loaders for evaluating a trained model: a carved validation split, a source's own
-split (``test``, ``val``), or every image of a source, without augmentation."""
+split (``test``, a ``val/`` folder), or every image of a source, without augmentation."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ def build_eval_loader(source: Union[str, ImageSource], *, split: str = "val", re
     ``split="val"``: the validation part of the seeded split carved out of the training
     images (``recorded_split`` re-creates a run's split exactly); ``"all"``: every training
     image; any other name: the source's own split of that name, whole (CIFAR's ``test``
-    batch, ``root/<name>/`` of a folder or zip). The pipeline and transform are the ones
+    batch, ``root/<name>/`` of a folder or zip; ``"val/"`` names the folder ``root/val/``, which
+    ``"val"`` does not). The pipeline and transform are the ones
     training chooses for the same data and preprocessing (:func:`loader_for`).
     """
     config = DataConfig(batch_size=batch_size, seed=seed, device=device, mean=tuple(mean), std=tuple(std),
                         preprocessing=preprocessing, augment=False, num_workers=num_workers, bad_input=bad_input,
                         cache_dir=cache_dir, channels_last=channels_last)
-    data = resolve_source(source, "train" if split in ("val", "all") else split, bad_input=bad_input,
+    data = resolve_source(source, "train" if split in ("val", "all") else split.rstrip("/"), bad_input=bad_input,
                           cache_dir=cache_dir)
     empty = f"{source}: the validation split is empty" if split == "val" else f"{source}: split {split!r} has no images"
     indices = None

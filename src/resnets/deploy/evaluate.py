@@ -23,20 +23,26 @@ from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig
 
 
+HELD_OUT_SPLITS = ("test", "val/", "valid/", "validation/")  # a source's own held-out part, in order of preference
+
+
 def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object]:
     """``split="auto"``: the recorded validation split when ``data`` is the data the weights were
     trained on (same fingerprint and size as the split recorded in them); otherwise (a test folder,
-    a peer's checkpoint, our weights on new data) the source's own test split where it has one
-    (CIFAR's test batch, ``root/test/``), else every image. Returns the split, why, and the source."""
+    a peer's checkpoint, our weights on new data) the source's own held-out split where it has one
+    (CIFAR's test batch, ``root/test/``, else a ``root/val/`` folder as ImageNet's and Imagenette's
+    layouts have), else every image. Returns the split, why, and the source."""
     source = resolve_source(data, "train")
     if recorded_split and recorded_split.get("fingerprint") == source.fingerprint \
             and recorded_split.get("num_samples") == len(source):
         return "val", "the weights were trained on this data", source
     why = "the weights record no training split" if not recorded_split else "the weights were trained on other data"
-    try:
-        return "test", why, resolve_source(data, "test")
-    except (UsageError, FileNotFoundError):
-        return "all", why, source
+    for split in HELD_OUT_SPLITS:
+        try:
+            return split, why, resolve_source(data, split.rstrip("/"))
+        except (UsageError, FileNotFoundError):
+            continue
+    return "all", why, source
 
 
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
@@ -53,8 +59,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     else every image (:func:`choose_split`);
     ``"val"`` re-creates the validation split recorded in one of our checkpoints (or carves the
     default seeded split for other files); ``"all"`` is every image; another name is the
-    source's own split of that name (``test``). The result says which in ``split``,
-    ``split_reason`` and ``n``.
+    source's own split of that name (``test``; ``"val/"`` is a folder named ``val``, as opposed to the
+    carved split). The result says which in ``split``, ``split_reason`` and ``n``.
 
     ``backend`` or ``precision`` evaluates through an InferenceSession; ``calibration`` (a data
     source or folder, needed by int8 and auto) gives it the images to quantise and check on;

@@ -115,6 +115,7 @@ def test_every_registered_entry_is_well_formed():
         w = resnets.get_weights(name)
         dataset = name.rpartition("_")[2]
         assert w.options == {"shortcut": "B"} and w.meta.dataset == dataset and w.meta.n == 10_000, name
+        assert len({w, w}) == 1  # entries stay hashable (sets, caches) with their options
         assert len(w.classes) == (10 if dataset == "cifar10" else 100) and w.meta.license == "BSD-3-Clause"
         assert 60 < w.meta.top1 < 95 and w.meta.top1 < w.meta.top5 < 100, name
         p = w.preprocessing

@@ -74,7 +74,7 @@ class Weights:
     default: bool = False  # the model's weights for pretrained=True (else its first registered)
     # architecture options the weights were trained with, where not the model's own ({"shortcut": "B"}):
     # create_model builds them (a caller's keyword wins), and `resnets info` and the counts in meta are of them
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict, hash=False)  # hashed without it: a dict has no hash
 
     @property
     def model(self) -> str:

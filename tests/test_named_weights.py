@@ -380,6 +380,7 @@ def test_cli_lists_the_named_weights(capsys):
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert [n for n in TORCHVISION_NAMES if n not in lines] == []
     assert "80.86" in lines["resnet50.tv2_in1k"] and "95.43" in lines["resnet50.tv2_in1k"]
+    assert "n 50,000" in lines["resnet50.tv2_in1k"] and "n 10,000" in lines["resnet56.chenyaofo_cifar10"]
     assert "imagenet1k" in lines["resnet18.tv_in1k"] and "(default)" in lines["resnet50.tv2_in1k"]
     code, out, _ = _cli(capsys, "list", "--weights", "*.tv2_in1k", "--json")
     records = json.loads(out)

@@ -45,6 +45,9 @@ def _weights(tmp_path, name="w.safetensors", **tensors) -> str:
     (["predict", "resnet20", "--top-k", "0", "x.jpg"], "--top-k: must be at least 1, got 0"),
     (["explain", "resnet20", "--random-weights", "--top-k", "0", "--out", "o", "x.jpg"], "--top-k: must be at least 1"),
     (["predict", "resnet20", "--random-weights", "--calibration-count", "0", "x.jpg"], "--calibration-count"),
+    (["predict", "resnet20", "--random-weights", "--num-threads", "0", "x.jpg"], "--num-threads: must be at least 1"),
+    (["serve", "resnet20", "--random-weights", "--max-accuracy-loss", "101"],
+     "--max-accuracy-loss: must be at least 0 and at most 100, got 101"),
     (["serve", "resnet20", "--random-weights", "--port", "99999"], "--port: must be at least 0 and at most 65535"),
     (["serve", "resnet20", "--random-weights", "--max-concurrent", "0"], "--max-concurrent"),
     (["serve", "resnet20", "--random-weights", "--read-timeout", "0"], "--read-timeout: must be more than 0"),
@@ -516,3 +519,21 @@ def test_a_torch_export_is_written_without_torchs_warning_about_its_name(tmp_pat
                  "--out", str(tmp_path / "m.pt2")]) == 0
     err = capfd.readouterr().err
     assert "Expect archive file" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2"]
+
+
+def test_session_flags_are_the_session_config():
+    # predict's and serve's runtime flags are SessionConfig's fields: same defaults, same names, every one
+    import dataclasses
+
+    from resnets.cli import build_parser, options_from_args
+    from resnets.deploy import SessionConfig
+    for command in (["predict", "resnet20", "x.jpg"], ["serve", "resnet20"]):
+        args = build_parser().parse_args(command)
+        assert options_from_args(SessionConfig, args) == SessionConfig(), command
+        given = build_parser().parse_args([*command[:2], "--backend", "torch", "--precision", "int8", "--compile",
+                                           "--num-threads", "3", "--calibration-count", "64",
+                                           "--max-accuracy-loss", "1.5", *command[2:]])
+        config = options_from_args(SessionConfig, given)
+        assert dataclasses.astuple(config) == dataclasses.astuple(dataclasses.replace(
+            SessionConfig(), backend="torch", precision="int8", compile=True, num_threads=3, calibration_images=64,
+            max_accuracy_loss=1.5))

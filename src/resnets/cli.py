@@ -20,9 +20,10 @@ from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
 from .deploy.server_config import ServerConfig
+from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import create_model
-from .deploy.runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
+from .deploy.runtimes import BACKENDS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
@@ -326,9 +327,7 @@ def _weights_file(model: str, weights: Optional[str]) -> Optional[str]:
 
 
 def _session(args: argparse.Namespace, **kwargs):
-    config = deploy.SessionConfig(backend=args.backend, precision=args.precision,
-                                  calibration_images=args.calibration_count, compile=args.compile,
-                                  device=str(resolve_device(args.device)), cache_exports=True)
+    config = options_from_args(SessionConfig, args, device=str(resolve_device(args.device)), cache_exports=True)
     session = deploy.InferenceSession(args.model, weights=_weights_to_use(args), calibration=args.calibration,
                                       config=config, **kwargs)
     for reason in session.refused.values():
@@ -477,23 +476,14 @@ def _add_loader_options(parser: argparse.ArgumentParser, batch_size: int) -> Non
                         help="data loader workers for large images (default: the cores, at most 4)")
 
 
-def add_precision_options(parser: argparse.ArgumentParser, session: bool = True) -> None:
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32" if session else None,
-                        help="fp32 (logits as the plain model's), bf16, int8 (needs --calibration), or auto: the "
-                             f"fastest whose top-1 on the calibration images is within {MAX_ACCURACY_LOSS:g} "
-                             "points of fp32" + ("" if session else "; reports its top-1 against fp32"))
-    parser.add_argument("--calibration", metavar="DATA",
-                        help="images for int8 calibration and the auto accuracy check: a data source "
-                             "(SOURCE[:SPLIT], e.g. photos.zip:train) or a folder")
-    if session:
-        parser.add_argument("--calibration-count", type=POSITIVE, default=CALIBRATION_IMAGES,
-                            help="calibration images sampled from DATA (the accuracy check's set)")
-        parser.add_argument("--compile", action="store_true",
-                            help="torch.compile the PyTorch backend (faster after a compilation of seconds to a "
-                                 "minute at start)")
-        parser.add_argument("--device", default="cpu",
-                            help="cpu (default) or cuda[:N]: the PyTorch backend on a GPU (fp32 or bf16); ONNX "
-                                 "Runtime and OpenVINO run on the CPU")
+CALIBRATION_HELP = ("images for int8 calibration and the auto accuracy check: a data source (SOURCE[:SPLIT], e.g. "
+                    "photos.zip:train) or a folder")
+
+
+def add_session_options(parser: argparse.ArgumentParser) -> None:
+    """An inference session's flags (predict, serve): SessionConfig's fields, and the calibration images."""
+    add_options(parser, SessionConfig)
+    parser.add_argument("--calibration", metavar="DATA", help=CALIBRATION_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -560,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS,
                    help="evaluate through an inference session (BN folded; ONNX Runtime, OpenVINO) instead of the "
                         "plain model")
-    add_precision_options(p, session=False)
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="evaluate through an inference session at this precision (see predict --help) and report "
+                        "its top-1 against fp32's")
+    p.add_argument("--calibration", metavar="DATA", help=CALIBRATION_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
 
@@ -570,15 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.set_defaults(func=_cmd_plot)
 
-    backends = BACKENDS
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
     p.add_argument("model")
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)
     p.add_argument("--top-k", type=POSITIVE, default=5)
     p.add_argument("--batch-size", type=POSITIVE, default=16)
-    p.add_argument("--backend", choices=backends, default="auto")
-    add_precision_options(p)
+    add_session_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
 
@@ -613,8 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
     p.add_argument("model")
     _add_weights_options(p)
-    p.add_argument("--backend", choices=backends, default="auto")
-    add_precision_options(p)
+    add_session_options(p)
     add_options(p, ServerConfig)
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("study", help="the paper's evidence: degradation, gradients, responses, table")

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from .._options import check_bounds, option
 from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
@@ -30,37 +29,10 @@ from .export import export_onnx
 from .export_cache import cached_export
 from ..models.fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
-from .runtimes import (BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES, RUNTIMES,
+from .runtimes import (BACKENDS, CALIBRATION_IMAGES, PRECISIONS, RUNTIMES,
                        OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, openvino_computes_bf16,
                        quantize_onnxruntime, quantize_openvino, read_openvino, require_packages)
-
-@dataclass
-class SessionConfig:
-    """How an InferenceSession prepares and runs its model."""
-
-    backend: str = "auto"
-    precision: str = "fp32"
-    device: str = "cpu"
-    fold_bn: bool = True
-    channels_last: bool = True
-    # torch.compile the PyTorch runner (inductor, frozen weights): about 1.4x its eager speed on an
-    # AMX CPU, for a compilation of seconds to a minute at the first batch
-    compile: bool = False
-    # keep the ONNX export (for ONNX Runtime, OpenVINO) in $RESNETS_CACHE/onnx, keyed by the model's
-    # structure and weights, and reuse it in later sessions (the CLI turns this on)
-    cache_exports: bool = False
-    num_threads: Optional[int] = option(None, low=1)
-    # timed runs per candidate when choosing (after one warm-up run)
-    selection_repeats: int = option(3, low=1)
-    # images a calibration source is sampled down to (the guard's set), and how many the quantiser sees
-    calibration_images: int = option(CALIBRATION_IMAGES, low=1)
-    quantization_images: int = option(QUANTIZATION_IMAGES, low=1)
-    # precision="auto" refuses a candidate losing more top-1 points than this on the calibration images
-    max_accuracy_loss: float = option(MAX_ACCURACY_LOSS, low=0, high=100)
-
-    def __post_init__(self) -> None:
-        check_bounds(self)
-
+from .session_config import SessionConfig
 
 @dataclass
 class Prediction:

@@ -373,7 +373,7 @@ def test_url_download_with_hash_prefix_cache_and_offline(tmp_path, loopback_serv
         resolve(f"{base}/tmp.safetensors", cache_dir=cache, sha256="0" * 64, progress=False)
     assert resolve(f"{base}/tmp.safetensors", cache_dir=cache, sha256=digest, progress=False).is_file()
 
-    with pytest.raises(DownloadError, match="missing.pth: download failed .*404"):
+    with pytest.raises(DownloadError, match="missing.pth: download failed .*404.*give the file.s path instead"):
         resolve(f"{base}/missing.pth", cache_dir=cache, progress=False)
     with pytest.raises(FileNotFoundError, match="offline mode"):
         resolve(f"{base}/other.pth", cache_dir=cache, offline=True)

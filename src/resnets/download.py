@@ -122,7 +122,8 @@ def fetch(url: str, target: Union[str, Path], *, sha256: Optional[str] = None, m
     except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
         # unreachable host, HTTP error, timeout, connection or body cut short; a local failure
         # (disk full, permissions) is not a download failure and keeps its own error
-        raise DownloadError(f"{url}: download failed ({error})") from None
+        raise DownloadError(f"{url}: download failed ({error}); where this machine cannot reach it, download it on "
+                            f"one that can and give the file's path instead") from None
     return target
 
 

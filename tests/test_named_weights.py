@@ -147,7 +147,11 @@ def test_names_that_do_not_fit_are_refused_with_the_known_tags():
                      (dict(name="resnet20.x", url="ftp://h/f.pth"), "http"),
                      (dict(name="resnet20.x", url="https://h/f.pth", sha256="xyz"), "hex digits"),
                      (dict(name="resnet20.x", file="f.safetensors"), "needs its sha256"),
-                     (dict(name="resnet50.tv_in1k", url="https://h/f.pth"), "already registered")]:
+                     (dict(name="resnet50.tv_in1k", url="https://h/f.pth"), "already registered"),
+                     (dict(name="resnet20.x", url="https://h/f.pth", options={"shortcut": "D"}),
+                      r"options \{'shortcut': 'D'\} do not build resnet20: shortcut must be one of"),
+                     (dict(name="resnet20.x", url="https://h/f.pth", options={"widht": 2}), "do not build resnet20"),
+                     (dict(name="resnet20.x", url="https://h/f.pth", options=[("shortcut", "B")]), "must be a dict")]:
         with pytest.raises(UsageError, match=why):
             resnets.register_weights(Weights(meta=meta, **bad))
 

@@ -15,6 +15,9 @@ Sources, checked when the entries were written:
 - timm: ``timm/models/resnet.py`` (preprocessing of each tag) and ``results/results-imagenet.csv``
   (top-1/top-5 at 224 pixels) of huggingface/pytorch-image-models; the sha256 from each file's
   "Git LFS Details" on the Hugging Face Hub. Apache-2.0.
+- pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models): its README's model zoo (URL with the
+  hash prefix, top-1/top-5 on the 10,000 CIFAR test images, parameters, multiply-adds), ``resnet.py``
+  (option B projections) and its training code's CIFAR configuration (mean, std). BSD-3-Clause.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import torch
+
 from ..download import url_file_name
 from ..errors import MissingFileError, ResnetsError, UsageError
-from ..models import Preprocessing, get_model_spec
+from ..models import Preprocessing, build_model, get_model_spec
 from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .classes import class_names
 from .formats import PathOrUrl, resolve
@@ -139,6 +144,15 @@ def register_weights(weights: Weights) -> Weights:
                          f"got {weights.sha256!r}")
     if weights.file and weights.sha256 is None:
         raise UsageError(f"weights {weights.name!r}: a shipped file needs its sha256")
+    if not isinstance(weights.options, dict):
+        raise UsageError(f"weights {weights.name!r}: options must be a dict of model options, got {weights.options!r}")
+    if weights.options:
+        try:
+            with torch.device("meta"):  # the options must build the model; nothing is allocated
+                build_model(model, **weights.options)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"weights {weights.name!r}: options {weights.options} do not build {model}: "
+                             f"{str(error).splitlines()[0]}") from None
     _WEIGHTS[weights.name] = weights
     return weights
 

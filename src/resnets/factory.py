@@ -98,10 +98,12 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         options["in_chans"] = file_chans
     if info.layout == "resnets":
         _check_file_options(name, options, state_dict, info)
-    elif get_model_spec(name).kind != "plain" and shortcut_option(state_dict) is not None:
+    elif get_model_spec(name).kind != "plain":
         # another project's file records no options, but its projections show the shortcut it was trained
         # with: CIFAR nets with 1x1 projections (option B) are common, our CIFAR default is option A
-        options["shortcut"] = shortcut_option(state_dict)
+        shortcut = shortcut_option(state_dict)
+        if shortcut is not None:
+            options["shortcut"] = shortcut
     if named is not None:
         options.update(named.options)
     options.update(kwargs)

@@ -34,6 +34,7 @@ from .runtimes import (BACKENDS, CALIBRATION_IMAGES, PRECISIONS, RUNTIMES,
                        quantize_onnxruntime, quantize_openvino, read_openvino, require_packages)
 from .session_config import SessionConfig
 
+
 @dataclass
 class Prediction:
     label: int

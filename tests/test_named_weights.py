@@ -480,3 +480,109 @@ def test_named_weights_of_another_layout_build_it(served, tmp_path):
     assert model.classes == class_names("cifar100")
     with pytest.raises(CheckpointError, match="unexpected keys"):  # a caller's option wins over the entry's
         resnets.create_model("resnet20", weights="test_c100", shortcut="A")
+
+
+# -- MODEL.TAG as a model's name, as timm names models ------------------------------------------
+
+
+def _register_b_layout(tmp_path, served) -> nn.Module:
+    """resnet20.test_b100: an option-B, 100-class entry (as pytorch-cifar-models'), served on the loopback."""
+    _, url, _ = served
+    reference = randomise_bn(resnets.create_model("resnet20", shortcut="B", num_classes=100)).eval()
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    (tmp_path / "served" / "b100.pt").write_bytes(buffer.getvalue())
+    meta = WeightsMeta(dataset="cifar100", preprocessing=CIFAR10_PREPROCESSING, classes="cifar100")
+    resnets.register_weights(Weights(name="resnet20.test_b100", url=url.rsplit("/", 1)[0] + "/b100.pt",
+                                     sha256=digest, meta=meta, options={"shortcut": "B"}))
+    return reference
+
+
+def test_a_model_named_with_its_weights_loads_them_with_pretrained(served, tmp_path):
+    reference = _register_b_layout(tmp_path, served)
+    x = torch.randn(2, 3, 32, 32)
+    model = resnets.create_model("resnet20.test_b100", pretrained=True)
+    assert torch.equal(_outputs(model, x), _outputs(reference, x)) and model.classes == class_names("cifar100")
+    same = resnets.create_model("resnet20.test_b100", weights="test_b100")  # said twice, the same: accepted
+    assert torch.equal(_outputs(same, x), _outputs(reference, x))
+    # without pretrained (timm's meaning): the network those weights need, freshly initialised, nothing fetched
+    _CountingHandler.requests = []
+    fresh = resnets.create_model("resnet20.test_b100")
+    assert (fresh.shortcut, fresh.num_classes, fresh.checkpoint_info) == ("B", 100, None)
+    assert fresh.preprocessing == CIFAR10_PREPROCESSING and not _CountingHandler.requests
+    assert not torch.equal(_outputs(fresh, x), _outputs(reference, x))
+    backbone = resnets.create_model("resnet20.test_b100", features_only=True, out_indices=(1, 3))
+    assert [f.shape[1] for f in backbone(x)] == [16, 64] and backbone.shortcut == "B"
+    # a caller's options still win, as with weights=
+    assert resnets.create_model("resnet20.test_b100", num_classes=3).num_classes == 3
+
+
+def test_a_model_named_with_weights_refuses_other_weights_and_unknown_tags(served, tmp_path):
+    _register_b_layout(tmp_path, served)
+    with pytest.raises(UsageError, match="names two sets of weights"):
+        resnets.create_model("resnet20.test_b100", weights=str(tmp_path / "other.pth"))
+    with pytest.raises(UsageError, match="names two sets of weights"):
+        resnets.create_model("resnet20.test_b100", weights="hf-hub:org/name")
+    with pytest.raises(UsageError, match=r"no weights named 'resnet20.nope'.*resnet20 has .*test_b100"):
+        resnets.create_model("resnet20.nope")
+    with pytest.raises(UsageError, match="unknown model 'resnet21'"):  # the model is named first
+        resnets.create_model("resnet21.test_b100")
+
+
+def test_list_models_with_pretrained_as_timm(served, tmp_path):
+    _register_b_layout(tmp_path, served)
+    resnets.register_weights(Weights(name="resnet56.test_c10", url="http://127.0.0.1:9/x.pth", meta=_cifar_meta()))
+    ours = [n for n in resnets.list_models("resnet*", pretrained=True) if ".test_" in n]
+    assert ours == ["resnet20.test_b100", "resnet56.test_c10"]
+    assert {"resnet20", "resnet56"} <= set(resnets.list_models(pretrained=True, include_tags=False))
+    assert "resnet110" not in resnets.list_models(pretrained=True, include_tags=False)  # none registered
+    assert "resnet20.test_b100" in resnets.list_models("resnet20", pretrained=True)  # the model's name matches
+    assert resnets.list_models("*.test_c10", pretrained=True) == ["resnet56.test_c10"]
+    assert "resnet32" in resnets.list_models("resnet*") and "plain20" not in resnets.list_models("resnet*")
+
+
+def test_cli_takes_model_tag_wherever_it_takes_a_model(served, tmp_path, capsys):
+    reference = _register_b_layout(tmp_path, served)
+    image = tmp_path / "gray.png"
+    _gray_image(40, 30).save(image)
+    code, out, err = _cli(capsys, "predict", "resnet20.test_b100", str(image), "--backend", "torch", "--json")
+    assert code == 0, err
+    tagged = json.loads(out)["results"][0]["predictions"]
+    code, out, _ = _cli(capsys, "predict", "resnet20", "--weights", "test_b100", str(image), "--backend", "torch",
+                        "--json")
+    assert tagged == json.loads(out)["results"][0]["predictions"] and tagged[0]["name"] in class_names("cifar100")
+    # eval: --weights is no longer required (the default weights, or those of MODEL.TAG)
+    code, out, err = _cli(capsys, "eval", "resnet20.test_b100", "--data", "synthetic:32x32:100:200", "--split", "all",
+                          "--json")
+    assert code == 0, err
+    # info shows the layout of those weights (option B: 1x1 projections, more parameters than option A)
+    code, out, _ = _cli(capsys, "info", "resnet20.test_b100", "--json")
+    assert json.loads(out)["params"] == sum(p.numel() for p in reference.parameters())
+    # finetune starts from them; its run records the weights by tag
+    code, _, err = _cli(capsys, "finetune", "resnet20.test_b100", "--data", "synthetic:32x32:4:64", "--out",
+                        str(tmp_path / "ft"), "--iterations", "2", "--batch-size", "16", "--evaluations", "1",
+                        "--val-size", "16", "--no-progress")
+    assert code == 0, err
+    record = resnets.read_metadata(tmp_path / "ft" / "last.safetensors")
+    assert record["pretrained"] == "test_b100" and record["arch"] == "resnet20"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "resnet20.test_b100", "--weights", "other.pth", "x.png"], "names its weights and --weights"),
+    (["predict", "resnet20.test_b100", "--random-weights", "x.png"], "leave out --random-weights"),
+    (["train", "resnet20.test_b100"], "give the model as resnet20 --model-arg shortcut=B; to start from"),
+    (["finetune", "resnet20", "--data", "synthetic:32x32:4:64"], "fine-tuning starts from pretrained weights"),
+    (["train", "resnet20", "--teacher", "resnet20.test_b100", "--teacher-weights", "x"], "give one of them"),
+    (["predict", "resnet20.nope", "x.png"], "no weights named 'resnet20.nope' are registered; resnet20 has"),
+])
+def test_cli_model_tag_mistakes_are_one_line(served, tmp_path, capsys, args, message):
+    _register_b_layout(tmp_path, served)
+    code, out, err = _cli(capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out
+
+
+def test_a_teacher_named_with_its_weights(served, tmp_path):
+    _register_b_layout(tmp_path, served)
+    options = resnets.train.TrainOptions(model="resnet20", out=tmp_path / "run", teacher="resnet20.test_b100")
+    assert (options.teacher, options.teacher_weights) == ("resnet20", "test_b100")

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "create_model": "factory",
+    "list_models": "factory",
     "WeightsAdaptedWarning": "factory",
     "InferenceSession": "deploy.session",
     "explain": "interpret",
@@ -31,7 +32,7 @@ _EXPORTS = {
         "register_weights")},
     **{name: "models" for name in (
         "FrozenBatchNorm2d", "Preprocessing", "ResNet", "ResNetFeatures", "build_model", "cifar_resnet",
-        "freeze_batchnorm", "get_model_spec", "import_models", "list_models", "register_model")},
+        "freeze_batchnorm", "get_model_spec", "import_models", "register_model")},
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -42,10 +43,10 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .deploy.session import InferenceSession
     from .errors import ResnetsError
-    from .factory import WeightsAdaptedWarning, create_model
+    from .factory import WeightsAdaptedWarning, create_model, list_models
     from .interpret import explain, faithfulness
     from .models import (FrozenBatchNorm2d, Preprocessing, ResNet, ResNetFeatures, build_model, cifar_resnet,
-                         freeze_batchnorm, get_model_spec, import_models, list_models, register_model)
+                         freeze_batchnorm, get_model_spec, import_models, register_model)
     from .transfer.backbone import backbone
     from .weights.formats import CheckpointError, load_weights, read_metadata, save_weights
     from .weights.hub import save_pretrained

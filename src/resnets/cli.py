@@ -29,7 +29,7 @@ from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
-from .weights.named import default_weights, find_weights, get_weights, list_weights
+from .weights.named import default_weights, find_weights, get_weights, list_weights, split_weights_name
 from .train import TrainOptions, train
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
@@ -61,6 +61,8 @@ IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's prepr
 
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
                 "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
+
+MODEL_HELP = "model name (resnets list), or MODEL.TAG: the model with those named weights (resnets list --weights)"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -245,7 +247,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    result = deploy.evaluate_checkpoint(args.model, args.weights, args.data, split=args.split,
+    result = deploy.evaluate_checkpoint(args.model, _weights_to_use(args), args.data, split=args.split,
                                         batch_size=args.batch_size, mean=_floats(args.mean, "--mean"),
                                         std=_floats(args.std, "--std"), device=args.device,
                                         confusion_png=args.confusion, per_class=args.per_class,
@@ -294,16 +296,34 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _take_weights_name(args: argparse.Namespace, tagged) -> None:
+    """MODEL given as ``MODEL.TAG`` (as ``resnets list --weights`` prints it): the model, with those weights
+    (``info``: with their layout)."""
+    given, args.model = args.model, tagged.model
+    if args.command == "info":
+        for key, value in {**tagged.options, "num_classes": len(tagged.classes)}.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        return
+    if args.weights not in (None, tagged.tag, tagged.name):
+        raise UsageError(f"{given} names its weights and --weights {args.weights} others; give one of them")
+    if getattr(args, "random_weights", False):
+        raise UsageError(f"{given} names trained weights: leave out --random-weights, or give the model as "
+                         f"{tagged.model}")
+    args.weights = tagged.name
+
+
 def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
     """``--weights``, else the model's default named weights, else (only with ``--random-weights``) none:
     an untrained network's answers mean nothing, so they are never given silently. Says which on stderr."""
+    random_weights = getattr(args, "random_weights", False)  # eval has no such option
     if args.weights:
-        if args.random_weights:
+        if random_weights:
             raise UsageError("--weights and --random-weights exclude each other")
         return args.weights
-    if is_repository(args.model) and not args.random_weights:
+    if is_repository(args.model) and not random_weights:
         return None  # MODEL is hf-hub:ORG/NAME or local-dir:PATH, which brings its weights
-    if args.random_weights:
+    if random_weights:
         print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
         return None
     named = default_weights(args.model)
@@ -501,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
-    p.add_argument("model")
+    p.add_argument("model", help="model name (resnets list), or MODEL.TAG: the model in the layout of those weights")
     p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS)
     p.add_argument("--variant", choices=["v1", "v1.5"])
@@ -518,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     _add_weights_options(p)
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
@@ -530,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
-    p.add_argument("model")
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
     p.add_argument("--data", required=True, help="data source")
     p.add_argument("--split", default="auto",
                    help="auto (default): the validation split recorded in the weights when --data is the data they "
@@ -564,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)
     p.add_argument("--top-k", type=POSITIVE, default=5)
@@ -574,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("explain", help="class activation maps of images (PNG + JSON each), with a faithfulness check")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)
     p.add_argument("--out", required=True, help="output directory")
@@ -586,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX, torch.export (.pt2) or TorchScript, checked against PyTorch")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     _add_weights_options(p)
     p.add_argument("--format", choices=["onnx", "torch.export", "torchscript"], required=True)
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
@@ -602,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     _add_weights_options(p)
     add_session_options(p)
     add_options(p, ServerConfig)
@@ -656,7 +676,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         model = getattr(args, "model", None)
         if isinstance(model, str) and not is_repository(model):
-            get_model_spec(model)  # an unknown model is named as such, before its weights, images or data
+            name, tagged = split_weights_name(model)
+            get_model_spec(name)  # an unknown model is named as such, before its weights, images or data
+            if tagged is not None and args.command not in ("train", "finetune"):  # their options take it
+                _take_weights_name(args, tagged)
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)  # every command's --device, before any work
         if getattr(args, "weights", None) == "":  # not "the default weights": an empty value is a mistake

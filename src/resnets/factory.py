@@ -8,18 +8,20 @@ classifier where the model asked for differs from the weights.
 
 from __future__ import annotations
 
+import fnmatch
 import warnings
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .errors import UsageError
 from .models import build_model, get_model_spec
+from .models import list_models as registry_list_models
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
 from .weights.formats import PathOrUrl, shortcut_option
 from .weights.hub import is_repository, open_repository
-from .weights.named import default_weights, find_weights
+from .weights.named import Weights, default_weights, find_weights, list_weights, split_weights_name
 
 
 class WeightsAdaptedWarning(UserWarning):
@@ -35,6 +37,10 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
     ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
     returns a network giving the feature maps of ``out_indices`` (0: stem, k: stage k).
+
+    ``name`` may carry the weights' tag, as timm names models (``"resnet56.cifar10"``): ``pretrained=True`` loads
+    those weights; without it the network is built as those weights need (their class count and options, such as
+    option-B shortcuts) and their preprocessing, its parameters freshly initialised.
 
     ``weights`` is a registered name, for this model a tag (``"tv2_in1k"``) or ``MODEL.TAG``
     (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), else the path or URL of a
@@ -55,23 +61,32 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
                              f"and pretrained=")
         repository = open_repository(name)
         name = repository.architecture
-    elif is_repository(weights):
-        repository = open_repository(weights)
-        if repository.architecture != name:
-            raise CheckpointError(f"{weights} holds {repository.architecture} weights, not {name}; use "
-                                  f"create_model({weights!r}) or create_model({repository.architecture!r}, "
-                                  f"weights=...)")
-    elif weights is None:
-        if pretrained:
-            named = default_weights(name)
-            if named is None:
-                raise UsageError(f"pretrained=True: no weights are registered for {name!r} (see "
-                                 f"resnets.list_weights() or `resnets list --weights`); pass weights=PATH_OR_URL "
-                                 f"of a checkpoint")
-        else:
-            return build_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
     else:
-        named = find_weights(name, weights)
+        name, tagged = split_weights_name(name)
+        if tagged is not None:
+            if weights is not None and weights not in (tagged.tag, tagged.name):
+                raise UsageError(f"create_model({tagged.name!r}, weights={str(weights)!r}) names two sets of weights; "
+                                 f"give the model as {name!r} with weights=, or {tagged.name!r} with pretrained=True")
+            if weights is None and not pretrained:
+                return _untrained(tagged, features_only=features_only, out_indices=out_indices, **kwargs)
+            weights = tagged.name
+        if is_repository(weights):
+            repository = open_repository(weights)
+            if repository.architecture != name:
+                raise CheckpointError(f"{weights} holds {repository.architecture} weights, not {name}; use "
+                                      f"create_model({weights!r}) or create_model({repository.architecture!r}, "
+                                      f"weights=...)")
+        elif weights is None:
+            if pretrained:
+                named = default_weights(name)
+                if named is None:
+                    raise UsageError(f"pretrained=True: no weights are registered for {name!r} (see "
+                                     f"resnets.list_weights() or `resnets list --weights`); pass "
+                                     f"weights=PATH_OR_URL of a checkpoint")
+            else:
+                return build_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
+        else:
+            named = find_weights(name, weights)
     if repository is not None:
         state_dict, info = repository.load(sha256=sha256)
     else:
@@ -144,6 +159,37 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     return model
 
 
+def _untrained(weights: Weights, *, features_only: bool, out_indices: Optional[Sequence[int]], **kwargs) -> nn.Module:
+    """The network ``weights`` are for, freshly initialised: their options and class count, their preprocessing."""
+    options = {**weights.options, "num_classes": len(weights.classes), **kwargs}
+    if features_only:
+        options.pop("num_classes")
+    model = build_model(weights.model, features_only=features_only, out_indices=out_indices, **options)
+    model.preprocessing = weights.preprocessing.for_channels(options.get("in_chans", 3))
+    return model
+
+
+def list_models(filter: Union[str, Sequence[str], None] = None, exclude: Union[str, Sequence[str], None] = None,
+                family: Optional[str] = None, pretrained: bool = False,
+                include_tags: Optional[bool] = None) -> list[str]:
+    """Registered model names, sorted, filtered by glob pattern(s) and family, as timm's ``list_models``.
+    ``pretrained=True`` keeps the models with named weights; ``include_tags`` (by default as ``pretrained``)
+    lists each of their weights as ``MODEL.TAG`` instead (the default weights first), the patterns matching the
+    whole name or the model's."""
+    names = registry_list_models(filter=None, exclude=exclude, family=family)
+    if include_tags is None:
+        include_tags = pretrained
+    patterns = [filter] if isinstance(filter, str) else list(filter or [])
+
+    def wanted(*names: str) -> bool:
+        return not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names)
+
+    if include_tags:
+        return [w for w in list_weights() if w.partition(".")[0] in names and wanted(w, w.partition(".")[0])]
+    with_weights = {w.partition(".")[0] for w in list_weights()} if pretrained else None
+    return [n for n in names if wanted(n) and (with_weights is None or n in with_weights)]
+
+
 def _check_file_options(name: str, options: dict, state_dict: dict, info) -> None:
     """The architecture options a file's metadata gives (``arch_kwargs``) against the registered
     builder and the file's own tensors, on the meta device: a hostile or corrupt file (a width of
@@ -179,4 +225,4 @@ def _adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans)
 
 
-__all__ = ["WeightsAdaptedWarning", "create_model"]
+__all__ = ["WeightsAdaptedWarning", "create_model", "list_models"]

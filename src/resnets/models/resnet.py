@@ -255,6 +255,21 @@ class ResNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The model's input and head in timm's keys (``input_size``, ``mean``, ``std``, ``interpolation``,
+        ``crop_pct``, ``crop_mode``, ``num_classes``, ``first_conv``, ``classifier``), from ``preprocessing``:
+        timm's ``resolve_data_config({}, model=model)`` and ``create_transform`` read it."""
+        cfg: dict = {}
+        if self.preprocessing is not None:
+            pre = self.preprocessing
+            cfg.update(input_size=tuple(pre.input_size), mean=tuple(pre.mean), std=tuple(pre.std),
+                       interpolation=pre.interpolation, crop_pct=pre.crop_pct, crop_mode="center")
+        cfg.update(num_classes=self.num_classes, first_conv="conv1", classifier="fc")
+        return cfg
+
+    default_cfg = pretrained_cfg  # timm's earlier name
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the head with a freshly initialised one of ``num_classes`` outputs
         (0: none, the model then returns pooled features)."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from .._options import MAX_SEED, check_bounds, option, option_fields, required
 from ..errors import UsageError
+from ..weights.named import split_weights_name
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
 from .recipe import list_recipes
@@ -93,11 +94,31 @@ class TrainOptions:
         for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._take_weights_name()
+        if self.teacher is not None:
+            # a teacher named with its weights, as `resnets list --weights` prints them (resnet56.cifar10)
+            teacher, tagged = split_weights_name(self.teacher)
+            if tagged is not None:
+                if self.teacher_weights not in (None, tagged.tag, tagged.name):
+                    raise UsageError(f"--teacher {self.teacher} names its weights and --teacher-weights "
+                                     f"{self.teacher_weights} others; give one of them")
+                self.teacher, self.teacher_weights = teacher, tagged.tag
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
                                                                  self.distill_temperature)):
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+
+    def _take_weights_name(self) -> None:
+        """A model named with weights (``resnet56.cifar10``): training starts from fresh parameters, so it is
+        refused, saying how to train that layout or to start from those weights."""
+        model, tagged = split_weights_name(self.model)
+        if tagged is None:
+            return
+        layout = "".join(f" --model-arg {k}={v}" for k, v in tagged.options.items())
+        raise UsageError(f"{self.model} names trained weights, and training starts from fresh ones: give the model "
+                         f"as {model}{layout}; to start from {tagged.name}, fine-tune: resnets finetune {model} "
+                         f"--weights {tagged.tag}")
 
 
 __all__ = ["AMP_CHOICES", "COMPILE_MODES", "PIPELINES", "TrainOptions", "option", "option_fields", "required"]

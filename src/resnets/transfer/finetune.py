@@ -32,9 +32,9 @@ from ..errors import UsageError
 from ..models.preprocessing import MAX_INPUT_SIDE
 from ..factory import create_model
 from ..train.engine import train
-from ..train.options import TrainOptions, option, required
+from ..train.options import TrainOptions, option
 from ..train.recipe import list_recipes
-from ..weights.named import weights_tag
+from ..weights.named import split_weights_name, weights_tag
 from .hook import Transfer
 
 STRATEGIES = ("linear-probe", "full", "gradual")
@@ -52,8 +52,9 @@ class FinetuneOptions(TrainOptions):
     recipe: Optional[str] = option(help=f"a shipped recipe ({', '.join(list_recipes())}; default finetune) "
                                         f"or a TOML file of your own")
     lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
-    weights: str = required(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), a checkpoint "
-                                 "path or URL, or hf-hub:ORG/NAME / local-dir:PATH")
+    weights: Optional[str] = option(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), a "
+                                         "checkpoint path or URL, or hf-hub:ORG/NAME / local-dir:PATH (needed unless "
+                                         "the model is given as MODEL.TAG)")
     strategy: str = option("full", choices=STRATEGIES,
                            help="linear-probe: frozen backbone, cached features; full: every layer, backbone at "
                                 "--lr; gradual: unfreeze stage by stage from the last (default: full)")
@@ -66,8 +67,20 @@ class FinetuneOptions(TrainOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.weights is None:
+            raise UsageError("fine-tuning starts from pretrained weights: give --weights (TAG, MODEL.TAG, a file, a URL "
+                             "or hf-hub:ORG/NAME), or the model as MODEL.TAG (resnets list --weights)")
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+    def _take_weights_name(self) -> None:
+        """``resnet56.cifar10``: the model resnet56, from the weights cifar10."""
+        model, tagged = split_weights_name(self.model)
+        if tagged is not None:
+            if self.weights not in (None, tagged.tag, tagged.name):
+                raise UsageError(f"{self.model} names its weights and --weights {self.weights} others; give one of "
+                                 f"them")
+            self.model, self.weights = model, tagged.tag
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:

@@ -36,7 +36,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..download import check_digest, expected_sha256, offline_from_env
 from ..errors import MissingFileError, UsageError, missing_dependency
-from ..models import Preprocessing, ResNet, get_model_spec
+from ..models import Preprocessing, ResNet, build_model, get_model_spec
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
 from .formats import (FORMAT_NAME, FORMAT_VERSION, REPOSITORY_PREFIXES, CheckpointError,
                       CheckpointInfo, detect_format, load_checkpoint, save_weights, strip_prefixes)
@@ -261,14 +261,22 @@ def _read_config(spec: str, directory: Path, config_path: Path, weights_file: Pa
     num_classes = config.get("num_classes")
     if type(num_classes) is not int or num_classes < 0:
         raise bad("num_classes", "a count (an integer, 0 for no classifier)")
-    pool = config.get("global_pool", "avg")
-    if pool != "avg":
-        raise CheckpointError(f"{spec}: {CONFIG_FILE} global_pool {str(pool)[:40]!r}: resnets networks end in "
-                              f"average pooling only")
     model_args = config.get("model_args") or {}
     if not isinstance(model_args, dict):
         raise bad("model_args", "a JSON object")
-    unknown = sorted(set(model_args) - {"num_classes", "in_chans", *_INFERENCE_NEUTRAL_ARGS})
+    # timm writes the pooling at the top and (save_for_hf since 1.0) among the model's arguments too
+    for pool in (config.get("global_pool", "avg"), model_args.get("global_pool", "avg")):
+        if pool != "avg":
+            raise CheckpointError(f"{spec}: {CONFIG_FILE} global_pool {str(pool)[:40]!r}: resnets networks end in "
+                                  f"average pooling only")
+    own = config.get("resnets")
+    if own is not None and not (isinstance(own, dict) and own.get("format") == FORMAT_NAME):
+        raise bad("resnets", f'an object with "format": "{FORMAT_NAME}"')
+    # ours repeat the layout options of the weights' metadata (which builds the network) for timm to refuse
+    layout = own.get("arch_kwargs") if own is not None else None
+    layout = layout if isinstance(layout, dict) else {}
+    unknown = sorted(k for k in set(model_args) - {"num_classes", "in_chans", "global_pool", *_INFERENCE_NEUTRAL_ARGS}
+                     if k not in layout or layout[k] != model_args[k])
     if unknown:
         raise CheckpointError(f"{spec}: {CONFIG_FILE} model_args {unknown} describe a network other than the "
                               f"plain {architecture} that resnets builds")
@@ -289,9 +297,6 @@ def _read_config(spec: str, directory: Path, config_path: Path, weights_file: Pa
     if classes is None and num_classes == 1000 and str(pretrained_cfg.get("tag", "")).endswith("in1k"):
         # timm's configs name the dataset in the tag (a1_in1k, in21k_ft_in1k) but often leave label_names out
         classes = class_names("imagenet1k")
-    own = config.get("resnets")
-    if own is not None and not (isinstance(own, dict) and own.get("format") == FORMAT_NAME):
-        raise bad("resnets", f'an object with "format": "{FORMAT_NAME}"')
     return Repository(spec=spec, directory=directory, weights_file=weights_file,
                       layout="resnets" if own is not None else "timm", architecture=architecture,
                       num_classes=num_classes, in_chans=in_chans, classes=classes, preprocessing=preprocessing,
@@ -426,18 +431,34 @@ def _named_weights(info: Optional[CheckpointInfo]) -> Optional[Weights]:
         return None
 
 
+# architecture options that leave the network timm builds under the same name unchanged (initialisation only)
+_INIT_ONLY_ARGS = ("zero_init_residual",)
+
+
+def _layout_args(model: ResNet) -> dict:
+    """``model_args`` for the config: the class and channel counts, and every option by which the network differs
+    from the one registered under its name (``variant="v1"``, ``shortcut="C"``). timm passes model_args to its
+    builder, which refuses an option it does not know: a layout timm builds differently is refused there, not
+    loaded into another function (its tensors have the same shapes)."""
+    args = {"num_classes": model.num_classes, "in_chans": model.conv1.in_channels}
+    with torch.device("meta"):
+        registered = build_model(model.arch)
+    for key, value in model.arch_kwargs.items():
+        if key in args or key in _INIT_ONLY_ARGS or getattr(registered, key, object()) == value:
+            continue
+        args[key] = value
+    return args
+
+
 def _config(model: ResNet, classes: Optional[Sequence[str]], source: Optional[str]) -> dict:
     preprocessing = model.preprocessing
     config: dict = {"architecture": model.arch, "num_classes": model.num_classes,
-                    "num_features": model.num_features, "global_pool": "avg"}
+                    "num_features": model.num_features, "global_pool": "avg",
+                    "model_args": _layout_args(model)}
     if classes:
         config["label_names"] = list(classes)
     if preprocessing is not None:
-        config["pretrained_cfg"] = {
-            "input_size": list(preprocessing.input_size), "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std), "interpolation": preprocessing.interpolation,
-            "crop_pct": preprocessing.crop_pct, "crop_mode": "center", "num_classes": model.num_classes,
-            "first_conv": "conv1", "classifier": "fc"}
+        config["pretrained_cfg"] = {k: list(v) if isinstance(v, tuple) else v for k, v in model.pretrained_cfg.items()}
     config["resnets"] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                          "arch_kwargs": dict(model.arch_kwargs), "weights": source}
     return config

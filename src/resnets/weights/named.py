@@ -204,6 +204,20 @@ def get_weights(name: str) -> Weights:
     raise UsageError(f"no weights named {name!r} are registered{hint}")
 
 
+def split_weights_name(name: str) -> tuple[str, Optional[Weights]]:
+    """A model named with its weights, as timm names them (``resnet56.cifar10``): the model and the entry. A model's
+    own name, or a name whose model is unknown (for the caller to refuse), comes back as the model with None; a
+    known model with a tag it has no weights of raises UsageError listing its tags."""
+    model, dot, _ = name.partition(".")
+    if not dot:
+        return name, None
+    try:
+        get_model_spec(model)
+    except UsageError:
+        return model, None
+    return model, get_weights(name)
+
+
 def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
     """The entry that ``weights`` names for ``model``: a tag (``"tv2_in1k"``) or ``MODEL.TAG``.
     None when it names none, so that it is a path or URL; one that is neither a URL, nor a file,

@@ -68,8 +68,8 @@ class FinetuneOptions(TrainOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weights is None:
-            raise UsageError("fine-tuning starts from pretrained weights: give --weights (TAG, MODEL.TAG, a file, a URL "
-                             "or hf-hub:ORG/NAME), or the model as MODEL.TAG (resnets list --weights)")
+            raise UsageError("fine-tuning starts from pretrained weights: give --weights (TAG, MODEL.TAG, a file, a "
+                             "URL or hf-hub:ORG/NAME), or the model as MODEL.TAG (resnets list --weights)")
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 

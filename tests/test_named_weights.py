@@ -569,7 +569,7 @@ def test_cli_takes_model_tag_wherever_it_takes_a_model(served, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["predict", "resnet20.test_b100", "--weights", "other.pth", "x.png"], "names its weights and --weights"),
+    (["predict", "resnet20.test_b100", "--weights", "other.pth", "x.png"], "names its weights, and weights"),
     (["predict", "resnet20.test_b100", "--random-weights", "x.png"], "leave out --random-weights"),
     (["train", "resnet20.test_b100"], "give the model as resnet20 --model-arg shortcut=B; to start from"),
     (["finetune", "resnet20", "--data", "synthetic:32x32:4:64"], "fine-tuning starts from pretrained weights"),
@@ -586,3 +586,19 @@ def test_a_teacher_named_with_its_weights(served, tmp_path):
     _register_b_layout(tmp_path, served)
     options = resnets.train.TrainOptions(model="resnet20", out=tmp_path / "run", teacher="resnet20.test_b100")
     assert (options.teacher, options.teacher_weights) == ("resnet20", "test_b100")
+
+
+def test_apis_that_run_a_model_take_model_tag_as_the_model_with_its_weights(served, tmp_path):
+    reference = _register_b_layout(tmp_path, served)
+    x = torch.randn(2, 3, 32, 32)
+    session = resnets.InferenceSession("resnet20.test_b100", backend="torch")
+    assert torch.equal(_outputs(session.model, x), _outputs(reference, x))
+    with pytest.raises(UsageError, match="names its weights, and weights 'other.pth' others"):
+        resnets.InferenceSession("resnet20.test_b100", weights="other.pth", backend="torch")
+    body = resnets.backbone("resnet20.test_b100", out_indices=(3,)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(body(x)["0"], reference.forward_features(x), rtol=1e-4, atol=1e-4)  # frozen BN
+    tagged = resnets.transfer.compute_features("resnet20.test_b100", "synthetic:32x32:4:8", num_workers=0)
+    named = resnets.transfer.compute_features("resnet20", "synthetic:32x32:4:8", weights="test_b100", num_workers=0)
+    assert tagged.features.shape == (8, 64) and torch.equal(torch.as_tensor(tagged.features),
+                                                            torch.as_tensor(named.features))

@@ -29,7 +29,7 @@ from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
-from .weights.named import default_weights, find_weights, get_weights, list_weights, split_weights_name
+from .weights.named import default_weights, find_weights, get_weights, list_weights, split_weights_name, take_weights_name
 from .train import TrainOptions, train
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES
@@ -299,18 +299,16 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _take_weights_name(args: argparse.Namespace, tagged) -> None:
     """MODEL given as ``MODEL.TAG`` (as ``resnets list --weights`` prints it): the model, with those weights
     (``info``: with their layout)."""
-    given, args.model = args.model, tagged.model
     if args.command == "info":
+        args.model = tagged.model
         for key, value in {**tagged.options, "num_classes": len(tagged.classes)}.items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
         return
-    if args.weights not in (None, tagged.tag, tagged.name):
-        raise UsageError(f"{given} names its weights and --weights {args.weights} others; give one of them")
     if getattr(args, "random_weights", False):
-        raise UsageError(f"{given} names trained weights: leave out --random-weights, or give the model as "
+        raise UsageError(f"{args.model} names trained weights: leave out --random-weights, or give the model as "
                          f"{tagged.model}")
-    args.weights = tagged.name
+    args.model, args.weights = take_weights_name(args.model, args.weights)
 
 
 def _weights_to_use(args: argparse.Namespace) -> Optional[str]:

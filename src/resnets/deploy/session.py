@@ -23,6 +23,7 @@ from .._device import resolve_device
 from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
+from ..weights.named import take_weights_name
 from .calibration import AccuracyCheck, Data, LabelledImages, compare_top1, load_images, top1_classes
 from .classes import resolve_class_names
 from .export import export_onnx
@@ -103,8 +104,8 @@ class InferenceSession:
             raise UsageError(f"precision {config.precision!r} runs on the CPU only; use 'fp32' or 'bf16' "
                              f"on device {config.device!r}")
         if isinstance(model, str):
-            model = create_model(model, weights=weights, **model_kwargs) if weights else create_model(model,
-                                                                                                      **model_kwargs)
+            model, weights = take_weights_name(model, weights or None)  # MODEL.TAG: the model with those weights
+            model = create_model(model, weights=weights, **model_kwargs)
         elif weights is not None:
             load_weights(model, weights)
         self.model = model.eval()

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._options import MAX_SEED, check_bounds, option, option_fields, required
 from ..errors import UsageError
-from ..weights.named import split_weights_name
+from ..weights.named import split_weights_name, take_weights_name
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
 from .recipe import list_recipes
@@ -95,14 +95,8 @@ class TrainOptions:
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._take_weights_name()
-        if self.teacher is not None:
-            # a teacher named with its weights, as `resnets list --weights` prints them (resnet56.cifar10)
-            teacher, tagged = split_weights_name(self.teacher)
-            if tagged is not None:
-                if self.teacher_weights not in (None, tagged.tag, tagged.name):
-                    raise UsageError(f"--teacher {self.teacher} names its weights and --teacher-weights "
-                                     f"{self.teacher_weights} others; give one of them")
-                self.teacher, self.teacher_weights = teacher, tagged.tag
+        if self.teacher is not None:  # a teacher named with its weights (resnet56.cifar10)
+            self.teacher, self.teacher_weights = take_weights_name(self.teacher, self.teacher_weights)
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
                                                                  self.distill_temperature)):
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..models import build_model
 from ..weights.formats import PathOrUrl
+from ..weights.named import take_weights_name
 
 FPN_EXTRAS = ("maxpool", "p6p7", "none")
 
@@ -98,6 +99,7 @@ def backbone(name: str, weights: Optional[PathOrUrl] = None, *, fpn: bool = Fals
             read "out" (and "aux" for their auxiliary head).
         **kwargs: further options of the ResNet (``in_chans``, ``variant``, ...).
     """
+    name, weights = take_weights_name(name, weights)  # MODEL.TAG: the model with those weights
     with torch.device("meta"):  # the network's shape only, nothing allocated
         probe = build_model(name, features_only=True)
     stages = len(probe.feature_info) - 1

@@ -30,6 +30,7 @@ from .._device import resolve_device
 from .._io import atomic_path, atomic_write_text
 from ..errors import UsageError
 from ..factory import create_model
+from ..weights.named import take_weights_name
 from ..train.precision import resolve_channels_last
 from .pretrained import load_pretrained
 
@@ -208,6 +209,7 @@ def compute_features(model: Union[str, nn.Module], data: str, *, weights: Option
     through the loader that evaluation builds for the same data (:func:`loader_for`)."""
     device = str(resolve_device(device))  # before loading anything
     if isinstance(model, str):
+        model, weights = take_weights_name(model, weights)  # MODEL.TAG: the model with those weights
         net = load_pretrained(model, weights, image_size=image_size) if weights else None
         if net is None:
             net = create_model(model)

@@ -34,7 +34,7 @@ from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option
 from ..train.recipe import list_recipes
-from ..weights.named import split_weights_name, weights_tag
+from ..weights.named import take_weights_name, weights_tag
 from .hook import Transfer
 
 STRATEGIES = ("linear-probe", "full", "gradual")
@@ -75,12 +75,7 @@ class FinetuneOptions(TrainOptions):
 
     def _take_weights_name(self) -> None:
         """``resnet56.cifar10``: the model resnet56, from the weights cifar10."""
-        model, tagged = split_weights_name(self.model)
-        if tagged is not None:
-            if self.weights not in (None, tagged.tag, tagged.name):
-                raise UsageError(f"{self.model} names its weights and --weights {self.weights} others; give one of "
-                                 f"them")
-            self.model, self.weights = model, tagged.tag
+        self.model, self.weights = take_weights_name(self.model, self.weights)
 
 
 def stage_groups(model: nn.Module) -> list[list[str]]:

@@ -218,6 +218,18 @@ def split_weights_name(name: str) -> tuple[str, Optional[Weights]]:
     return model, get_weights(name)
 
 
+def take_weights_name(model: str, weights: Optional[PathOrUrl]) -> tuple[str, Optional[PathOrUrl]]:
+    """Where ``model`` names what runs (a command's MODEL, ``InferenceSession``, ``backbone``, a teacher),
+    ``MODEL.TAG`` is the model with those weights: returns (MODEL, TAG); any other name comes back with
+    ``weights`` unchanged. ``weights`` naming others beside a tag raises UsageError."""
+    name, tagged = split_weights_name(model)
+    if tagged is None:
+        return model, weights
+    if weights is not None and weights not in (tagged.tag, tagged.name):
+        raise UsageError(f"{model} names its weights, and weights {str(weights)!r} others: give one of them")
+    return name, tagged.tag
+
+
 def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
     """The entry that ``weights`` names for ``model``: a tag (``"tv2_in1k"``) or ``MODEL.TAG``.
     None when it names none, so that it is a path or URL; one that is neither a URL, nor a file,

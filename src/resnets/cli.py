@@ -29,7 +29,8 @@ from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
-from .weights.named import default_weights, find_weights, get_weights, list_weights, split_weights_name, take_weights_name
+from .weights.named import (default_weights, find_weights, get_weights, list_weights, split_weights_name,
+                            take_weights_name)
 from .train import TrainOptions, train
 from .train.plot import plot_runs
 from .train.precision import AMP_CHOICES

@@ -153,6 +153,21 @@ def test_calibration_from_a_batch_a_source_and_a_folder(shared_datasets, tmp_pat
         load_images(torch.zeros(2, 3, 8, 8), preprocessing)
 
 
+def test_calibration_from_a_split_folder_spelled_as_eval_spells_it(tmp_path):
+    """``ROOT:val`` is the root's val/ folder (ImageNet's layout); ``ROOT:val/`` is the same, as eval names it."""
+    from PIL import Image
+    preprocessing = resnets.create_model("resnet20").preprocessing
+    for split, count in (("train", 6), ("val", 3)):
+        for i in range(count):
+            folder = tmp_path / "root" / split / ("cat" if i % 2 else "dog")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 32), (40 * i, 9, 200 if split == "val" else 0)).save(folder / f"{i}.png")
+    val = load_images(f"{tmp_path / 'root'}:val", preprocessing)
+    assert len(val.images) == 3
+    assert torch.equal(load_images(f"{tmp_path / 'root'}:val/", preprocessing).images, val.images)
+    assert len(load_images(f"{tmp_path / 'root'}:train", preprocessing).images) == 6
+
+
 def test_auto_refuses_a_broken_quantisation(shared_datasets, monkeypatch):
     images = _real_images(shared_datasets)
     model = _model()

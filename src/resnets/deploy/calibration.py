@@ -45,13 +45,14 @@ class LabelledImages:
 
 
 def _split_spec(text: str) -> tuple[str, Optional[str]]:
-    """``photos.zip:train`` -> ("photos.zip", "train"); a spec whose own syntax has colons
-    (``synthetic:...``, ``sample:cifar10``) is split only after its own part."""
+    """``photos.zip:train`` -> ("photos.zip", "train"); ``imagenette/:val/`` (the folder, as ``eval --split`` spells
+    it) -> ("imagenette/", "val"); a spec whose own syntax has colons (``synthetic:...``, ``sample:cifar10``) is
+    split only after its own part."""
     if Path(text).expanduser().exists() or ":" not in text:
         return text, None
     head, split = text.rsplit(":", 1)
     if Path(head).expanduser().exists() or head in ("cifar10", "cifar100") or head.startswith("sample:"):
-        return head, split
+        return head, split.rstrip("/") or None
     return text, None
 
 

@@ -329,6 +329,59 @@ def test_cli_downloads_from_the_loopback_hub_into_the_cache(loopback_hub, offlin
     assert top[0]["probability"] == pytest.approx(float(probabilities.max()), abs=1e-5)
 
 
+_NAMED_ON_THE_HUB = """
+import json, sys, torch, resnets
+from resnets.weights.named import Weights, WeightsMeta
+url = "https://huggingface.co/timm-like/resnet18.demo_in1k/resolve/main/model.safetensors"
+meta = WeightsMeta(dataset="demo", preprocessing=resnets.get_model_spec("resnet18").preprocessing,
+                   classes=("apple", "bee", "cloud", "drum", "eel"))
+resnets.register_weights(Weights(name="resnet18.hubdemo", url=url, sha256=sys.argv[1], meta=meta))
+try:
+    model = resnets.create_model("resnet18", weights="hubdemo").eval()
+except resnets.ResnetsError as error:
+    sys.exit(f"{type(error).__name__}: {error}")
+x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
+with torch.no_grad():
+    print(json.dumps({"path": str(model.checkpoint_info.path), "logits": model(x)[0].tolist()}))
+"""
+
+
+def test_named_weights_on_the_hub_come_through_the_hugging_face_cache(loopback_hub, tmp_path):
+    """timm's named weights (a huggingface.co resolve URL) are fetched by huggingface_hub into its own cache, where
+    timm finds them too, hash checked; offline the cache alone serves them; resnets' own cache stays empty."""
+    reference = _timm_repo(tmp_path / "repo")
+    loopback_hub.repos["timm-like/resnet18.demo_in1k"] = tmp_path / "repo"
+    digest = hashlib.sha256((tmp_path / "repo" / "model.safetensors").read_bytes()).hexdigest()
+    cache, ours = tmp_path / "hf-cache", tmp_path / "resnets-cache"
+    env = {"HF_ENDPOINT": _endpoint(loopback_hub), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0",
+           "RESNETS_CACHE": str(ours), "RESNETS_OFFLINE": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    def run(sha256: str, **changes) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _NAMED_ON_THE_HUB, sha256], capture_output=True, text=True,
+                              env=cli_env(env={**env, **changes}), timeout=120)
+
+    done = run(digest)
+    assert done.returncode == 0, done.stderr
+    assert ("GET", "/timm-like/resnet18.demo_in1k/resolve/main/model.safetensors") in loopback_hub.requests
+    result = json.loads(done.stdout)
+    assert Path(result["path"]).is_relative_to(cache)
+    x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.tensor(result["logits"]), reference(x)[0], rtol=0, atol=1e-5)
+    assert [r.repo_id for r in huggingface_hub.scan_cache_dir(cache).repos] == ["timm-like/resnet18.demo_in1k"]
+    assert not ours.exists() or not any(p.is_file() for p in ours.rglob("*"))
+    loopback_hub.shutdown()  # offline: the cache alone
+    done = run(digest, HF_HUB_OFFLINE="1")
+    assert done.returncode == 0 and json.loads(done.stdout)["path"] == result["path"], done.stderr
+    done = run("0" * 64, HF_HUB_OFFLINE="1")  # the hash is checked on what the cache holds
+    assert done.returncode == 1 and "sha256" in done.stderr and "CheckpointError" in done.stderr
+    done = run(digest, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "hf download timm-like/resnet18.demo_in1k model.safetensors" in done.stderr
+    assert "https://huggingface.co/timm-like/resnet18.demo_in1k/resolve/main/model.safetensors" in done.stderr
+
+
 def test_cli_missing_files_offline_is_one_line_exit_2(tmp_path):
     image = _image(tmp_path / "x.png")
     env = {"HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}

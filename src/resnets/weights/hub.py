@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +32,14 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_text
-from ..download import check_digest, expected_sha256, offline_from_env
-from ..errors import MissingFileError, UsageError, missing_dependency
+from ..download import check_digest, expected_sha256
+from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing, ResNet, build_model, get_model_spec
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION
 from .formats import (FORMAT_NAME, FORMAT_VERSION, REPOSITORY_PREFIXES, CheckpointError,
                       CheckpointInfo, detect_format, load_checkpoint, save_weights, strip_prefixes)
 from .classes import class_names
+from .hfcache import NotCached, NotInRepository, hub_file, hub_offline, huggingface_hub
 from .named import Weights, get_weights, model_card
 
 HUB_PREFIX, LOCAL_PREFIX = REPOSITORY_PREFIXES
@@ -129,16 +128,6 @@ def open_repository(spec: str, *, offline: Optional[bool] = None) -> Repository:
 # -- the Hub ------------------------------------------------------------------------------------
 
 
-def _huggingface_hub():
-    try:
-        import huggingface_hub  # deferred: the optional 'hub' extra
-        import huggingface_hub.constants  # loaded on first use otherwise
-        import huggingface_hub.errors
-    except ImportError as error:
-        raise (missing_dependency(error) or error) from None
-    return huggingface_hub
-
-
 def parse_hub_spec(spec: str) -> tuple[str, Optional[str]]:
     """``hf-hub:ORG/NAME[@REVISION]`` -> (``ORG/NAME``, revision or None)."""
     repo_id, _, revision = spec[len(HUB_PREFIX):].partition("@")
@@ -148,86 +137,31 @@ def parse_hub_spec(spec: str) -> tuple[str, Optional[str]]:
     return repo_id, revision or None
 
 
-def hub_offline(offline: Optional[bool] = None) -> bool:
-    """``offline`` if given, else whether RESNETS_OFFLINE or huggingface_hub's HF_HUB_OFFLINE is set."""
-    if offline is not None:
-        return offline
-    hub = _huggingface_hub()
-    return offline_from_env() or bool(hub.constants.HF_HUB_OFFLINE) or \
-        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _download(spec: str, offline: Optional[bool]) -> tuple[Path, Path]:
     """config.json and the weights file of a Hub repository, from huggingface_hub's cache (fetched into it first
     unless offline): ``hf_hub_download`` writes and reads that cache, so whatever ``hf download`` or
     ``snapshot_download`` put there is found."""
-    hub = _huggingface_hub()
     repo_id, revision = parse_hub_spec(spec)
-    offline = hub_offline(offline)
-    # a Hub whose name does not resolve (no network) is read from the cache at once, not retried for half a minute
-    unresolved = None if offline else _unresolved_endpoint(hub.constants.ENDPOINT)
-    cache_only = offline or unresolved is not None
-    errors = hub.errors
-    revision_text = f" at revision {revision}" if revision else ""
 
     def fetch(filename: str) -> Path:
-        try:
-            return Path(hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=cache_only,
-                                            library_name="resnets"))
-        except errors.RepositoryNotFoundError:  # also a gated repository
-            raise MissingFileError(f"{spec}: no repository {repo_id} on the Hugging Face Hub, or it is private or "
-                                   f"gated (log in with `hf auth login`, or pass HF_TOKEN)") from None
-        except errors.RevisionNotFoundError:
-            raise MissingFileError(f"{spec}: the repository {repo_id} has no revision {revision!r}") from None
-        except errors.LocalEntryNotFoundError:
-            why = ("offline (HF_HUB_OFFLINE or RESNETS_OFFLINE is set)" if offline
-                   else f"the Hub's address {unresolved} does not resolve (no network?)" if unresolved
-                   else "the Hub could not be reached")
-            cache = hub.constants.HF_HUB_CACHE
-            raise MissingFileError(
-                f"{spec}: {filename}{revision_text} is not in the Hugging Face cache ({cache}) and {why}; fetch it "
-                f"where there is network with `hf download {repo_id}{f' --revision {revision}' if revision else ''}`"
-                f" (the same HF_HUB_CACHE), or put the files in a folder and use local-dir:PATH") from None
-        except errors.EntryNotFoundError:  # the repository is there, the file is not
-            raise _NotInRepository(filename) from None
-        except errors.HfHubHTTPError as error:
-            raise MissingFileError(f"{spec}: the Hub refused {filename}: "
-                                   f"{str(error).strip().splitlines()[0]}") from None
+        return hub_file(repo_id, filename, revision=revision, offline=offline, spec=spec)
 
     try:
         config_path = fetch(CONFIG_FILE)
-    except _NotInRepository:
+    except NotInRepository:
         raise CheckpointError(f"{spec}: the repository has no {CONFIG_FILE}; resnets reads repositories laid out "
                               f"as timm's and as resnets.save_pretrained writes them") from None
-    not_cached: Optional[MissingFileError] = None
+    not_cached: Optional[NotCached] = None
     for filename in WEIGHTS_FILES:
         try:
             return config_path, fetch(filename)
-        except _NotInRepository:
+        except NotInRepository:
             continue
-        except MissingFileError as error:  # offline, this file is not cached: the next candidate may be
-            if not cache_only:
-                raise
+        except NotCached as error:  # only the cache could be read, and it lacks this file: it may hold the next
             not_cached = not_cached or error
     if not_cached is not None:
         raise not_cached
     raise CheckpointError(f"{spec}: the repository has no weights file ({' or '.join(WEIGHTS_FILES)})")
-
-
-def _unresolved_endpoint(endpoint: str) -> Optional[str]:
-    """The host of the Hub's ``endpoint`` URL when its name does not resolve, else None."""
-    host = urllib.parse.urlparse(endpoint).hostname
-    if not host:
-        return None
-    try:
-        socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError):
-        return host
-    return None
-
-
-class _NotInRepository(Exception):
-    """A file the repository does not have (the next candidate is tried)."""
 
 
 # -- reading and checking -----------------------------------------------------------------------
@@ -397,7 +331,7 @@ def save_pretrained(model: nn.Module, directory: Union[str, os.PathLike], *, rep
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"save_pretrained: {directory} is a file; give a folder (it is created if missing)")
-    hub = _huggingface_hub()  # before anything is written: the card needs it
+    hub = huggingface_hub()  # before anything is written: the card needs it
     named = _named_weights(getattr(model, "checkpoint_info", None))
     source = named.name if named else None
     directory.mkdir(parents=True, exist_ok=True)

@@ -31,12 +31,13 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ..download import url_file_name
+from ..download import check_digest, url_file_name
 from ..errors import MissingFileError, ResnetsError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec
 from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .classes import class_names
-from .formats import PathOrUrl, resolve
+from .formats import CheckpointError, PathOrUrl, resolve
+from .hfcache import NotInRepository, has_huggingface_hub, hub_file, hub_url_parts
 
 # where shipped weights live: ``Weights.file`` is relative to this folder
 FILES_DIR = Path(__file__).resolve().parent / "files"
@@ -111,9 +112,27 @@ class Weights:
     def get_path(self, offline: Optional[bool] = None, *, cache_dir: Optional[PathOrUrl] = None,
                  progress: bool = True) -> Path:
         """The checkpoint on this machine, hash checked: a shipped file, or the URL downloaded into
-        the downloader's cache once (``offline=True`` or ``RESNETS_OFFLINE=1``: the cache only)."""
+        the downloader's cache once (``offline=True`` or ``RESNETS_OFFLINE=1``: the cache only). A file on the
+        Hugging Face Hub (timm's weights) goes through huggingface_hub's own cache where huggingface_hub is
+        installed (``cache_dir`` does not apply), so that timm and resnets share one copy."""
         if not self.url:
             return resolve(FILES_DIR / self.file, sha256=self.sha256)
+        on_the_hub = hub_url_parts(self.url)
+        if on_the_hub is not None and has_huggingface_hub():
+            repo_id, revision, filename = on_the_hub
+            try:
+                path = hub_file(repo_id, filename, revision=revision, offline=offline, spec=f"the weights {self.name}",
+                                whole_repository=False, elsewhere=f"download {self.url} and pass the file with "
+                                                                  f"--weights PATH (weights=PATH in Python)")
+            except NotInRepository:
+                raise MissingFileError(f"the weights {self.name}: the Hub's repository {repo_id} has no {filename} "
+                                       f"(at revision {revision})") from None
+            ok, why = check_digest(path, sha256=self.sha256)
+            if not ok:
+                raise CheckpointError(f"the weights {self.name}: {path} (huggingface_hub's cache): {why}; the "
+                                      f"repository's file changed or the copy is damaged (`hf cache delete` removes "
+                                      f"it, to be fetched again)")
+            return path
         try:
             return resolve(self.url, sha256=self.sha256, cache_dir=cache_dir, offline=offline, progress=progress)
         except MissingFileError:  # a URL is only missing when offline and not cached

@@ -12,6 +12,8 @@ import resnets
 from resnets.models import ZeroPadShortcut, freeze_batchnorm
 from resnets.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock
 
+from model_helpers import randomise_bn
+
 # ../shared/ANCHORS.md
 ANCHOR_PARAMS = {
     "resnet18": 11_689_512,
@@ -301,6 +303,47 @@ def test_features_only_out_indices_prune_later_stages():
         resnets.create_model("resnet20", features_only=True, out_indices=(4,))
     with pytest.raises(RuntimeError, match="no head"):
         f.forward_head(maps[-1])
+
+
+@pytest.mark.parametrize("name, size", [("resnet50", 64), ("resnet20", 32), ("preact_resnet18", 64),
+                                        ("preact_resnet110", 32)])
+def test_forward_intermediates_gives_the_features_only_maps(name, size):
+    full = randomise_bn(resnets.create_model(name)).eval()
+    features = resnets.create_model(name, features_only=True).eval()
+    features.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = features(x)
+        last, maps = full.forward_intermediates(x, norm=True)
+        assert len(maps) == len(expected) == len(full.feature_info)
+        for got, want in zip(maps, expected):
+            torch.testing.assert_close(got, want)
+        torch.testing.assert_close(last, full.forward_features(x))
+        # an int is the last n maps, negative indices count from the end, stop_early changes no map
+        two = full.forward_intermediates(x, indices=2, norm=True, intermediates_only=True)
+        assert [m.shape for m in two] == [m.shape for m in expected[-2:]]
+        early = full.forward_intermediates(x, indices=[-2, 1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], expected[1])
+        torch.testing.assert_close(early[1], expected[-2])
+    with pytest.raises(resnets.ResnetsError, match="indices"):
+        full.forward_intermediates(x, indices=[len(full.feature_info)])
+    with pytest.raises(resnets.ResnetsError, match="NCHW"):
+        full.forward_intermediates(x, output_fmt="NHWC")
+
+
+@pytest.mark.parametrize("name", ["resnet50", "preact_resnet18"])
+def test_prune_intermediate_layers_keeps_what_the_indices_need(name):
+    model = randomise_bn(resnets.create_model(name)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.forward_intermediates(x, intermediates_only=True)
+        assert model.prune_intermediate_layers((1, 2)) == [1, 2]
+        assert not any(k.startswith(("layer3", "layer4", "fc.", "final_bn")) for k in model.state_dict())
+        torch.testing.assert_close(model(x), maps[2])  # no head: the last kept stage's map
+        assert model.feature_info.channels()[-1] == model.num_features == maps[2].shape[1]
+        pruned = model.forward_intermediates(x, intermediates_only=True)
+        for got, want in zip(pruned, maps[:3]):
+            torch.testing.assert_close(got, want)
 
 
 def test_zero_init_residual_makes_each_block_its_shortcut():

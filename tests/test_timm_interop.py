@@ -94,3 +94,19 @@ def test_timm_data_config_reads_our_preprocessing():
     # an ImageNet-family model without weights: its registered preprocessing (bilinear, 0.875), not timm's defaults
     config = timm.data.resolve_model_data_config(resnets.create_model("resnet50"))
     assert (config["interpolation"], config["crop_pct"]) == ("bilinear", 0.875)
+
+
+def test_forward_intermediates_as_timm_gives_them(tmp_path):
+    reference = _timm_model("resnet50")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "timm.safetensors")
+    ours = resnets.create_model("resnet50", weights=str(tmp_path / "timm.safetensors")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for kwargs in ({}, {"indices": 2}, {"indices": [0, -1], "stop_early": True}):
+            theirs_last, theirs = reference.forward_intermediates(x, **kwargs)
+            last, maps = ours.forward_intermediates(x, **kwargs)
+            assert len(maps) == len(theirs)
+            for got, want in zip(maps, theirs):
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+            torch.testing.assert_close(last, theirs_last, rtol=0, atol=1e-5)
+        assert ours.prune_intermediate_layers(2) == reference.prune_intermediate_layers(2) == [3, 4]

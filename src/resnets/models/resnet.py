@@ -238,9 +238,73 @@ class ResNet(nn.Module):
             x = self.maxpool(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        if self.preact:
+        if hasattr(self, "final_bn"):  # pre-activation: the BN-ReLU after the last unit
             x = self.final_relu(self.final_bn(x))
         return x
+
+    def feature_indices(self, indices: Union[None, int, Sequence[int]] = None) -> list[int]:
+        """timm's convention: None is every feature map (0: the stem's activation, k: stage k), an int n the last
+        n, a sequence those (negative from the end); sorted, each once."""
+        count = len(self.stage_names) + 1
+        if indices is None:
+            return list(range(count))
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            if not 1 <= indices <= count:
+                raise UsageError(f"indices={indices}: this network has {count} feature maps (the stem and "
+                                 f"{count - 1} stages); give 1..{count}, or a list of indices")
+            return list(range(count - indices, count))
+        indices = list(indices)
+        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count]
+        if bad or not indices:
+            raise UsageError(f"indices {indices}: give feature indices 0..{count - 1} (0: the stem, k: stage k; "
+                             f"negative from the end)")
+        return sorted({i % count for i in indices})
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Union[None, int, Sequence[int]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False
+                              ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
+        """timm's feature API: the feature maps at ``indices`` (:meth:`feature_indices`), and unless
+        ``intermediates_only`` the last feature map too (as :meth:`forward_features` gives it). ``norm``: a
+        pre-activation network's last stage comes through its final BN-ReLU, as ``features_only`` gives it
+        (other maps have no norm of their own). ``stop_early``: the stages after the last index asked for are not
+        run (the returned last map is then that stage's)."""
+        if output_fmt != "NCHW":
+            raise UsageError(f"output_fmt={output_fmt!r}: ResNet feature maps are NCHW")
+        take = self.feature_indices(indices)
+        stages = self.stage_names[:max(take)] if stop_early or intermediates_only else self.stage_names
+        maps = []
+        x = self.forward_stem(x)
+        if 0 in take:
+            maps.append(x)
+        if hasattr(self, "maxpool"):
+            x = self.maxpool(x)
+        for index, name in enumerate(stages, start=1):
+            x = getattr(self, name)(x)
+            if index == len(self.stage_names) and hasattr(self, "final_bn"):
+                final = self.final_relu(self.final_bn(x))
+                maps += [final if norm else x] if index in take else []
+                x = final
+            elif index in take:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
+
+    def prune_intermediate_layers(self, indices: Union[None, int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Remove the stages after the last of ``indices`` (their final BN with them), and with ``prune_head`` the
+        pooling and classifier (``forward`` then returns the last map); returns the indices, as timm's."""
+        take = self.feature_indices(indices)
+        last = max(take)
+        for name in self.stage_names[last:]:
+            delattr(self, name)
+        if hasattr(self, "final_bn") and (prune_norm or last < len(self.stage_names)):
+            del self.final_bn, self.final_relu
+        self.stage_names = self.stage_names[:last]
+        self.feature_info = FeatureInfo(self.feature_info[:last + 1])
+        self.num_features = self.feature_info[-1]["num_chs"]
+        if prune_head:
+            self.reset_classifier(0, global_pool="")
+        return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pooling and the classifier; ``pre_logits=True`` stops before the classifier."""

@@ -602,3 +602,9 @@ def test_apis_that_run_a_model_take_model_tag_as_the_model_with_its_weights(serv
     named = resnets.transfer.compute_features("resnet20", "synthetic:32x32:4:8", weights="test_b100", num_workers=0)
     assert tagged.features.shape == (8, 64) and torch.equal(torch.as_tensor(tagged.features),
                                                             torch.as_tensor(named.features))
+
+
+def test_eval_without_weights_takes_the_default_or_says_what_to_give(capsys):
+    code, _, err = _cli(capsys, "eval", "resnet110", "--data", "synthetic:32x32:10:20")
+    assert code == 2 and "resnet110 has no named weights; pass --weights" in err
+    assert "--random-weights" not in err  # eval has no such option

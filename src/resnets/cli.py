@@ -327,8 +327,10 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
         return None
     named = default_weights(args.model)
     if named is None:
+        untrained = " (or --random-weights for an untrained network, whose outputs mean nothing)" \
+            if hasattr(args, "random_weights") else ""
         raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL, or "
-                         f"hf-hub:ORG/NAME (or --random-weights for an untrained network, whose outputs mean nothing)")
+                         f"hf-hub:ORG/NAME{untrained}")
     print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
     return named.name
 

@@ -36,10 +36,15 @@ def test_folder_written_by_timm_save_for_hf_loads_and_matches(tmp_path, name):
     assert model.preprocessing.interpolation == reference.pretrained_cfg["interpolation"]
 
 
-def test_timm_state_dict_file_loads_into_ours(tmp_path):
+def _timm_resnet50_and_ours(tmp_path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """timm's resnet50, and ours loaded from its state dict saved as a safetensors file."""
     reference = _timm_model("resnet50")
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "timm.safetensors")
-    model = resnets.create_model("resnet50", weights=str(tmp_path / "timm.safetensors")).eval()
+    return reference, resnets.create_model("resnet50", weights=str(tmp_path / "timm.safetensors")).eval()
+
+
+def test_timm_state_dict_file_loads_into_ours(tmp_path):
+    reference, model = _timm_resnet50_and_ours(tmp_path)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
@@ -97,9 +102,7 @@ def test_timm_data_config_reads_our_preprocessing():
 
 
 def test_forward_intermediates_as_timm_gives_them(tmp_path):
-    reference = _timm_model("resnet50")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "timm.safetensors")
-    ours = resnets.create_model("resnet50", weights=str(tmp_path / "timm.safetensors")).eval()
+    reference, ours = _timm_resnet50_and_ours(tmp_path)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for kwargs in ({}, {"indices": 2}, {"indices": [0, -1], "stop_early": True}):

@@ -32,11 +32,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def eager_baseline(args, device: torch.device, amp: str) -> float:
-    """The plain loop: eager model, SGD, autocast as asked, one synthetic batch reused."""
+def eager_baseline(args, device: torch.device, amp: str, channels_last: bool = False) -> float:
+    """The plain loop: eager model, SGD, autocast as asked, one synthetic batch reused; ``channels_last``:
+    model and batch in that layout, as a user who knows the hardware writes it."""
     model = resnets.create_model(args.model).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
     for step in range(2 * args.steps):
         if step == args.steps:
@@ -95,6 +98,8 @@ def main() -> None:
     size = args.image_size
     rows = [("plain eager loop, fp32", eager_baseline(args, device, "off")),
             (f"plain eager loop, {args.amp}", eager_baseline(args, device, args.amp)),
+            (f"plain eager loop, {args.amp}, channels-last",
+             eager_baseline(args, device, args.amp, channels_last=True)),
             ("resnets engine, synthetic on device",
              engine(args, f"synthetic:{size}x{size}:1000:{4 * args.batch_size}", "small"))]
     if args.imagenette:

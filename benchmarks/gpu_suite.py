@@ -1,0 +1,225 @@
+"""The figures only a GPU can give, in one run: CIFAR-10 under the paper's full schedule (resnet20,
+resnet56: wall time, images/s, validation accuracy) and ResNet-50 training and inference throughput at
+224 px against a plain eager loop measured in the same run. Writes a JSON file (the schema of
+benchmarks/results/gpu.json) after every part, so a run stopped at a time limit keeps what it measured;
+a part that fails is logged with its traceback and the next one runs.
+
+    python benchmarks/gpu_suite.py --data carry/cifar10-jpeg-train.zip --json gpu.json --runs /tmp/gpu-runs
+
+CIFAR-10: the paper's recipe (``paper-cifar``: 64k iterations of 128, lr 0.1 / 10 at 32k and 48k) on the
+45k/5k split of the training zip (the paper's own validation protocol; an iteration costs the same on
+45k or 50k images), bf16 autocast, channels-last, ``torch.compile`` (``reduce-overhead`` replays CUDA
+graphs; if a compiled run fails, the next ones fall back to the default mode). ``time_s`` is the
+whole ``train()`` call (compilation, evaluations and checkpoints included); ``steps_s`` the time from
+the end of the first step (compilation) to the last one.
+
+ResNet-50: the plain eager loop (bf16 autocast; NCHW, then channels-last: the strongest plain PyTorch
+peer) against the resnets engine on synthetic images held on the device, and inference at batch 256.
+
+A tiny CPU smoke run (what tests/test_gpu_suite.py runs):
+``--device cpu --iterations 3 --val-size 500 --parts cifar:resnet20,resnet50 --r50-model resnet18
+--r50-batch-size 2 --r50-image-size 32 --r50-steps 1 --compile-mode none``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import resnet50_throughput as r50  # noqa: E402  (a benchmark beside this one)
+
+from resnets.data import build_loaders  # noqa: E402
+from resnets.train import TrainOptions, train  # noqa: E402
+from resnets.train.checkpoint import read_metrics  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
+
+
+class Results:
+    """The JSON document, rewritten after every part."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path = path
+        self.doc = dict(header, cifar_paper_schedule={}, resnet50_train={}, resnet50_infer={}, failures=[])
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1) + "\n")
+        tmp.replace(self.path)
+
+    def failed(self, part: str) -> None:
+        self.doc["failures"].append(dict(part=part, error=traceback.format_exc(limit=-8)))
+        log(f"{part} FAILED:\n{traceback.format_exc()}")
+        self.write()
+
+
+class TooSlow(RuntimeError):
+    """A run projected past its time cap, stopped after 1,000 steps."""
+
+
+def cifar_run(model: str, args, compile_mode, out: Path) -> dict:
+    """One paper-schedule training through the engine; its wall time, step time and validation accuracy."""
+    marks: dict[int, float] = {}
+    cap = dict((k, float(v)) for k, _, v in (pair.partition("=") for pair in args.max_run_s.split(",") if pair)
+               ).get(model)
+
+    def on_step(step: int, _model) -> None:
+        if step == 1 or step % 1000 == 0:
+            marks[step] = time.perf_counter()
+        if step == 1000 and cap:  # a run that cannot end in time leaves the time to the others
+            projected = (marks[1000] - marks[1]) / 999 * (args.iterations or 64000) + (marks[1] - start)
+            if projected > cap:
+                raise TooSlow(f"{model}: 1,000 steps at {999 * 128 / (marks[1000] - marks[1]):.0f} images/s project "
+                              f"{projected:.0f} s for the run, over its cap of {cap:g} s (--max-run-s)")
+
+    start = time.perf_counter()
+    last = train(TrainOptions(model=model, out=out, data=args.data, recipe="paper-cifar", device=args.device,
+                              iterations=args.iterations, val_size=args.val_size, amp=args.amp, channels_last=True,
+                              compile=compile_mode is not None,
+                              compile_mode=None if compile_mode in (None, "default") else compile_mode,
+                              evaluations=args.evaluations, seed=0, progress=False, log=sys.stdout,
+                              on_step=on_step))
+    wall = time.perf_counter() - start
+    end = time.perf_counter()
+    rows = read_metrics(out)
+    iterations = rows[-1]["step"]
+    batch = json.loads((out / "config.json").read_text())["recipe"]["batch_size"]
+    first = marks.get(1, start)
+    steps_s = end - first
+    # the steady pace: the engine's own images/s of each evaluation window after the first (which compiles)
+    windows = [row["images_per_sec"] for row in rows[1:]] or [rows[-1]["images_per_sec"]]
+    return dict(time_s=round(wall, 1), steps_s=round(steps_s, 1), first_step_s=round(first - start, 1),
+                images_per_s=round(statistics.median(windows), 1), iterations=iterations, batch_size=batch,
+                val_top1=last.get("val_top1"), val_n=last.get("val_n"),
+                best_val_top1=max((row.get("val_top1") or 0.0) for row in rows),
+                final_train_error=round(last["train_error"], 2),
+                split=f"{args.val_size} validation images carved from the zip (seed 0)",
+                compile_mode=compile_mode or "off", amp=args.amp, channels_last=True, run_dir=str(out),
+                curve=[dict(step=row["step"], val_top1=row.get("val_top1"), images_per_s=row["images_per_sec"],
+                            train_error=round(row["train_error"], 2)) for row in rows])
+
+
+def resnet50_part(args, device: torch.device, results: Results) -> None:
+    ns = argparse.Namespace(model=args.r50_model, device=args.device, batch_size=args.r50_batch_size,
+                            image_size=args.r50_image_size, steps=args.r50_steps, amp=args.amp,
+                            channels_last=True, compile=args.compile_mode != "none", workers=0)
+    train_row = results.doc["resnet50_train"]
+    train_row.update(model=ns.model, batch_size=ns.batch_size, image_size=ns.image_size, amp=ns.amp,
+                     timed_steps=ns.steps, cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+    measures = [
+        ("eager_images_per_s", lambda: r50.eager_baseline(ns, device, ns.amp, channels_last=False)),
+        ("eager_channels_last_images_per_s", lambda: r50.eager_baseline(ns, device, ns.amp, channels_last=True)),
+        ("images_per_s", lambda: r50.engine(ns, f"synthetic:{ns.image_size}x{ns.image_size}:1000:"
+                                                f"{4 * ns.batch_size}", "small")),
+    ]
+    for key, measure in measures:
+        try:
+            train_row[key] = round(measure(), 1)
+            log(f"resnet50 train {key}: {train_row[key]}")
+        except Exception:
+            results.failed(f"resnet50_train.{key}")
+        results.write()
+    infer_row = results.doc["resnet50_infer"]
+    infer_row.update(model=ns.model, batch_size=ns.batch_size, image_size=ns.image_size, amp=ns.amp, channels_last=True)
+    for key, compiled in (("eager_images_per_s", False), ("images_per_s", ns.compile)):
+        try:
+            infer_row[key] = round(r50.inference(argparse.Namespace(**{**vars(ns), "compile": compiled}), device),
+                                   1)
+            log(f"resnet50 inference {key}: {infer_row[key]}")
+        except Exception:
+            results.failed(f"resnet50_infer.{key}")
+        results.write()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the CIFAR-10 training zip")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/gpu.json"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/gpu-suite"), help="where the training runs go")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--parts", default="cifar:resnet20,resnet50,cifar:resnet56",
+                        help="the parts in order: cifar:MODEL and resnet50")
+    parser.add_argument("--iterations", type=int, help="shorter than the paper's 64k (smoke runs)")
+    parser.add_argument("--val-size", type=int, default=5000, help="validation images (the paper's 5,000)")
+    parser.add_argument("--evaluations", type=int, default=16)
+    parser.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "off"])
+    parser.add_argument("--compile-mode", default="reduce-overhead",
+                        choices=["reduce-overhead", "default", "max-autotune", "none"])
+    parser.add_argument("--max-run-s", default="resnet20=300,resnet56=480",
+                        help="MODEL=SECONDS,...: stop a CIFAR run whose first 1,000 steps project it past its cap")
+    parser.add_argument("--r50-model", default="resnet50", help="the 224-px network (smoke runs: a smaller one)")
+    parser.add_argument("--r50-batch-size", type=int, default=256)
+    parser.add_argument("--r50-image-size", type=int, default=224)
+    parser.add_argument("--r50-steps", type=int, default=20, help="timed steps, after as many warm-up steps")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # for every part alike, the plain loops too
+    started = time.perf_counter()
+    results = Results(args.json, dict(
+        device=device_name(device), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+        command=" ".join(["python benchmarks/gpu_suite.py", *(argv if argv is not None else sys.argv[1:])])))
+    results.write()
+    log(f"{results.doc['device']}, torch {torch.__version__}")
+
+    # decode the zip once (into the decoded-image cache) so that no timed run pays for it
+    try:
+        start = time.perf_counter()
+        build_loaders(args.data, batch_size=128, val_size=args.val_size, seed=0, device="cpu")
+        results.doc["data_decode_s"] = round(time.perf_counter() - start, 1)
+        log(f"data ready in {results.doc['data_decode_s']} s")
+    except Exception:
+        results.failed("data")
+        return 1
+
+    compile_mode = None if args.compile_mode == "none" else args.compile_mode
+    for part in args.parts.split(","):
+        kind, _, model = part.partition(":")
+        if kind == "resnet50":
+            resnet50_part(args, device, results)
+        elif kind == "cifar":
+            log(f"{model}: paper schedule, compile {compile_mode}")
+            try:
+                row = cifar_run(model, args, compile_mode, args.runs / model)
+            except TooSlow:
+                results.failed(f"cifar_paper_schedule.{model}")
+                continue
+            except Exception:
+                results.failed(f"cifar_paper_schedule.{model}")
+                if compile_mode not in (None, "default"):
+                    compile_mode = "default"  # the next runs without CUDA graphs
+                continue
+            results.doc["cifar_paper_schedule"][model] = row
+            log(f"{model}: {json.dumps({k: v for k, v in row.items() if k != 'curve'})}")
+        else:
+            parser.error(f"unknown part {part!r}")
+        results.doc["elapsed_s"] = round(time.perf_counter() - started, 1)
+        results.write()
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""benchmarks/gpu_suite.py on the CPU: the same code paths as its GPU run (the engine's paper-schedule runs,
+the ResNet-50 engine and plain loops, inference), at toy sizes; the JSON it writes part by part, and a
+failing part recorded while the next one runs."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+TINY = ["--device", "cpu", "--iterations", "2", "--val-size", "500", "--evaluations", "1", "--amp", "off",
+        "--compile-mode", "none", "--r50-model", "resnet18", "--r50-batch-size", "2", "--r50-image-size", "32",
+        "--r50-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("gpu_suite", None)
+    sys.modules.pop("resnet50_throughput", None)
+
+
+def test_every_part_lands_in_the_json(suite, tmp_path, capsys):
+    from resnets.data.sources import sample_path
+
+    out = tmp_path / "gpu.json"
+    assert suite.main(["--data", str(sample_path()), "--json", str(out), "--runs", str(tmp_path / "runs"),
+                       "--parts", "cifar:resnet20,resnet50", *TINY]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["failures"] == []
+    assert doc["torch"] and doc["date"] and "gpu_suite.py" in doc["command"]
+    row = doc["cifar_paper_schedule"]["resnet20"]
+    assert row["iterations"] == 2 and row["batch_size"] == 128 and row["val_n"] == 500
+    assert 0 <= row["val_top1"] <= 100 and row["images_per_s"] > 0
+    assert 0 < row["steps_s"] <= row["time_s"]
+    assert (tmp_path / "runs" / "resnet20" / "last.safetensors").is_file()
+    train, infer = doc["resnet50_train"], doc["resnet50_infer"]
+    for key in ("images_per_s", "eager_images_per_s", "eager_channels_last_images_per_s"):
+        assert train[key] > 0, key
+    assert train["batch_size"] == 2 and train["model"] == "resnet18"
+    assert infer["images_per_s"] > 0 and infer["eager_images_per_s"] > 0 and infer["batch_size"] == 2
+    assert "resnet20: {" in capsys.readouterr().out
+
+
+def test_a_failing_part_is_recorded_and_the_next_runs(suite, tmp_path):
+    from resnets.data.sources import sample_path
+
+    out = tmp_path / "gpu.json"
+    suite.main(["--data", str(sample_path()), "--json", str(out), "--runs", str(tmp_path / "runs"),
+                "--parts", "cifar:resnet7,cifar:resnet20", *TINY])
+    doc = json.loads(out.read_text())
+    assert [f["part"] for f in doc["failures"]] == ["cifar_paper_schedule.resnet7"]
+    assert "resnet7" in doc["failures"][0]["error"]
+    assert list(doc["cifar_paper_schedule"]) == ["resnet20"]

@@ -322,3 +322,20 @@ def test_progress_lines_say_how_long_is_left(tmp_path, monkeypatch):
     assert left[0] > 0 and left[1] * 2 == pytest.approx(left[0], abs=2)
     assert lines[2].endswith("images/s")  # finished: nothing left to estimate
     assert [progress.format_duration(s) for s in (12, 270, 7500)] == ["12s", "4m30s", "2h05m"]
+
+
+def test_compiled_training_asks_for_static_shapes(tmp_path, monkeypatch):
+    """--compile-mode compiles the model with dynamic=False: every batch has one shape, and without it a
+    second network trained in the same process got a dynamic-shape graph (seen on a GPU). torch.compile is
+    replaced by a recorder here, so the test takes no compile time."""
+    calls = []
+
+    def recorder(module, **kwargs):
+        calls.append(kwargs)
+        return module
+
+    monkeypatch.setattr(torch, "compile", recorder)
+    train(TrainOptions(model="resnet20", out=tmp_path / "run", data=SYNTHETIC, iterations=2, batch_size=32,
+                       evaluations=1, val_size=64, compile_mode="reduce-overhead", progress=False, log=io.StringIO()))
+    assert calls == [dict(mode="reduce-overhead", dynamic=False)]
+    assert read_sessions(tmp_path / "run")[0]["compile_mode"] == "reduce-overhead"

@@ -50,7 +50,7 @@ class Teacher:
     def compile(self, mode: Optional[str] = None) -> "Teacher":
         """Run the teacher through ``torch.compile`` (with ``--compile``): its forward pass is a third
         to a half of a distilled step, and compiled it runs about 1.4x faster on a CPU (resnet56, bf16)."""
-        self._forward = torch.compile(self.model, mode=mode)
+        self._forward = torch.compile(self.model, mode=mode, dynamic=False)  # one batch shape, as the student's
         return self
 
     def to(self, device: torch.device, channels_last: bool = False) -> "Teacher":

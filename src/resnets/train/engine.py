@@ -210,7 +210,10 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                                                      batch_size=recipe.batch_size, seed=seed)
     net = dist.wrap(trained) if trained is model else trained
     if options.compile or options.compile_mode:
-        net = torch.compile(net, mode=options.compile_mode)
+        # every training batch has one shape (drop_last): static kernels, and no dynamic-shape graph where one
+        # process trains several networks (torch.compile marks dimensions dynamic once a function sees a second
+        # shape; a second network in one process did so on a GPU)
+        net = torch.compile(net, mode=options.compile_mode, dynamic=False)
         if teacher is not None:
             teacher.compile(options.compile_mode)
     metadata = dict(run=str(out), recipe=record["recipe_name"], data=record["data"], split=info.split,

@@ -137,7 +137,9 @@ def resnet50_part(args, device: torch.device, results: Results) -> None:
         # the engine's defaults (bf16 where native, channels-last; not compiled)
         ("images_per_s", lambda: r50.engine(ns, synthetic, "small")),
     ]
-    if args.r50_compile and compiles:  # compiled: slower than eager at 224 px on an H200 (2026-11-28), and 2 min
+    # compiled: about 2 minutes of compilation; on 2026-11-28 (H200) it was slower than eager, but compiled with
+    # the dynamic shapes the CIFAR run before it had left behind (no reset between parts then)
+    if args.r50_compile and compiles:
         measures.append(("compiled_images_per_s",
                          lambda: r50.engine(argparse.Namespace(**{**vars(ns), "compile": True}), synthetic, "small")))
     for key, measure in measures:

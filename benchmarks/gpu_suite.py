@@ -11,7 +11,8 @@ CIFAR-10: the paper's recipe (``paper-cifar``: 64k iterations of 128, lr 0.1 / 1
 45k or 50k images), bf16 autocast, channels-last, ``torch.compile`` (``reduce-overhead`` replays CUDA
 graphs; if a compiled run fails, the next ones fall back to the default mode). ``time_s`` is the
 whole ``train()`` call (compilation, evaluations and checkpoints included); ``steps_s`` the time from
-the end of the first step (compilation) to the last one.
+the end of the first step (compilation) to the last one; ``profile`` the wall and GPU-busy time per step
+over 50 profiled steps (``--profile``).
 
 ResNet-50: the plain eager loop (bf16 autocast; NCHW, then channels-last: the strongest plain PyTorch
 peer) against the resnets engine with its defaults on synthetic images held on the device (``--r50-compile``
@@ -76,6 +77,60 @@ class Results:
         self.write()
 
 
+class StepProfile:
+    """``torch.profiler`` over ``count`` steps of a run from the end of step ``first``, started and stopped from
+    the engine's ``on_step`` callback: the wall time per step and, on a GPU, its busy time per step (the sum of
+    its kernels' durations) and kernel count, which tell a step bound by host work (busy well under wall) from
+    one bound by its kernels. Profiling slows the steps it covers a little. It never stops the run: an error is
+    recorded instead."""
+
+    def __init__(self, first: int, count: int, device: torch.device):
+        self.first, self.count, self.device = first, count, device
+        self.profiler = None
+        self.result: dict = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_step(self, step: int) -> None:
+        try:
+            if step == self.first:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if self.device.type == "cuda":
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self._sync()
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+                self.start = time.perf_counter()
+            elif step == self.first + self.count and self.profiler is not None:
+                self._sync()
+                wall = time.perf_counter() - self.start
+                self.profiler.__exit__(None, None, None)
+                self.result = self.summary(self.profiler.events(), wall)
+                self.profiler = None
+        except Exception:
+            self.result = dict(error=traceback.format_exc(limit=-3))
+            self.profiler = None
+
+    def summary(self, events, wall: float) -> dict:
+        """Per step: wall milliseconds and, from the profiler's CUDA events, busy milliseconds, kernels and the
+        eight kernels that took longest in all."""
+        kernels: dict[str, list] = {}
+        for event in events:
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                entry = kernels.setdefault(event.name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += event.time_range.elapsed_us()
+        busy_us = sum(total for _, total in kernels.values())
+        top = sorted(kernels.items(), key=lambda item: -item[1][1])[:8]
+        return dict(steps=self.count, after_step=self.first, wall_ms_per_step=round(1e3 * wall / self.count, 3),
+                    gpu_busy_ms_per_step=round(busy_us / 1e3 / self.count, 3) if kernels else None,
+                    kernels_per_step=round(sum(n for n, _ in kernels.values()) / self.count, 1),
+                    top_kernels=[dict(name=name[:120], calls_per_step=round(n / self.count, 1),
+                                      ms_per_step=round(total / 1e3 / self.count, 4)) for name, (n, total) in top])
+
+
 class TooSlow(RuntimeError):
     """A run projected past its time cap, stopped after 1,000 steps."""
 
@@ -86,7 +141,11 @@ def cifar_run(model: str, args, compile_mode, out: Path) -> dict:
     cap = dict((k, float(v)) for k, _, v in (pair.partition("=") for pair in args.max_run_s.split(",") if pair)
                ).get(model)
 
+    profile = StepProfile(*args.profile, torch.device(args.device)) if args.profile[1] > 0 else None
+
     def on_step(step: int, _model) -> None:
+        if profile is not None:
+            profile.on_step(step)
         if step == 1 or step % 1000 == 0:
             marks[step] = time.perf_counter()
         if step == 1000 and cap:  # a run that cannot end in time leaves the time to the others
@@ -118,6 +177,7 @@ def cifar_run(model: str, args, compile_mode, out: Path) -> dict:
                 final_train_error=round(last["train_error"], 2),
                 split=f"{args.val_size} validation images carved from the zip (seed 0)",
                 compile_mode=compile_mode or "off", amp=args.amp, channels_last=True, run_dir=str(out),
+                profile=profile.result if profile is not None else None,
                 curve=[dict(step=row["step"], val_top1=row.get("val_top1"), images_per_s=row["images_per_sec"],
                             train_error=round(row["train_error"], 2)) for row in rows])
 
@@ -175,6 +235,8 @@ def main(argv=None) -> int:
     parser.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "off"])
     parser.add_argument("--compile-mode", default="reduce-overhead",
                         choices=["reduce-overhead", "default", "max-autotune", "none"])
+    parser.add_argument("--profile", type=lambda text: tuple(int(v) for v in text.split(":")), default=(2000, 50),
+                        help="FIRST:COUNT: profile COUNT steps of each CIFAR run after step FIRST (0:0: none)")
     parser.add_argument("--max-run-s", default="resnet20=300,resnet56=480",
                         help="MODEL=SECONDS,...: stop a CIFAR run whose first 1,000 steps project it past its cap")
     parser.add_argument("--r50-model", default="resnet50", help="the 224-px network (smoke runs: a smaller one)")

@@ -12,7 +12,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
 TINY = ["--device", "cpu", "--iterations", "2", "--val-size", "500", "--evaluations", "1", "--amp", "off",
         "--compile-mode", "none", "--r50-model", "resnet18", "--r50-batch-size", "2", "--r50-image-size", "32",
-        "--r50-steps", "1"]
+        "--r50-steps", "1", "--profile", "1:1"]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,9 @@ def test_every_part_lands_in_the_json(suite, tmp_path, capsys):
     assert 0 <= row["val_top1"] <= 100 and row["images_per_s"] > 0
     assert 0 < row["steps_s"] <= row["time_s"]
     assert (tmp_path / "runs" / "resnet20" / "last.safetensors").is_file()
+    profile = row["profile"]  # step 2 profiled; no GPU here, so no kernels
+    assert profile["steps"] == 1 and profile["wall_ms_per_step"] > 0, profile
+    assert profile["gpu_busy_ms_per_step"] is None and profile["kernels_per_step"] == 0
     train, infer = doc["resnet50_train"], doc["resnet50_infer"]
     for key in ("images_per_s", "eager_images_per_s", "eager_channels_last_images_per_s"):
         assert train[key] > 0, key
@@ -58,3 +61,23 @@ def test_a_failing_part_is_recorded_and_the_next_runs(suite, tmp_path):
     assert [f["part"] for f in doc["failures"]] == ["cifar_paper_schedule.resnet7"]
     assert "resnet7" in doc["failures"][0]["error"]
     assert list(doc["cifar_paper_schedule"]) == ["resnet20"]
+
+
+def test_profile_summary_adds_up_the_kernels_of_a_step(suite):
+    """The GPU side of the step profile, from events shaped as torch.profiler's (no GPU here): busy time is the
+    sum of the CUDA events' durations, CPU events do not count, figures are per step."""
+    from types import SimpleNamespace
+
+    import torch
+
+    def event(name, device, microseconds):
+        return SimpleNamespace(name=name, device_type=device,
+                               time_range=SimpleNamespace(elapsed_us=lambda: microseconds))
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [event("conv", cuda, 300.0), event("conv", cuda, 100.0), event("bn", cuda, 100.0),
+              event("aten::conv2d", cpu, 5000.0)]
+    summary = suite.StepProfile(10, 2, torch.device("cuda")).summary(events, wall=0.004)
+    assert summary["wall_ms_per_step"] == 2.0 and summary["gpu_busy_ms_per_step"] == 0.25
+    assert summary["kernels_per_step"] == 1.5
+    assert summary["top_kernels"][0] == dict(name="conv", calls_per_step=1.0, ms_per_step=0.2)

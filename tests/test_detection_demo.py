@@ -1,25 +1,17 @@
 """benchmarks/detection_demo.py: its generated scenes (reproducible, boxes inside the image, held-out
 scenes from other objects and backgrounds) and a few training steps of its Faster R-CNN."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_demo.py"
+from script_helpers import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("detection_demo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["detection_demo"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("detection_demo", None)
+    with benchmark_module("detection_demo") as module:
+        yield module
 
 
 @pytest.fixture

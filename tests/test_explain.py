@@ -102,14 +102,10 @@ def test_faithfulness_hides_the_pixels_the_model_reads():
 def _validation_batch(datasets, model, count: int):
     """The images the figure and the faithfulness benchmark use: benchmarks/explain_faithfulness.py's own
     seeded shuffle of the training recipes' validation split."""
-    import importlib.util
-    from pathlib import Path
+    from script_helpers import benchmark_module
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "explain_faithfulness.py"
-    spec = importlib.util.spec_from_file_location("explain_faithfulness", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    batch, _ = benchmark.validation_batch(model, count, datasets / "cifar10-jpeg-train.zip")
+    with benchmark_module("explain_faithfulness") as benchmark:
+        batch, _ = benchmark.validation_batch(model, count, datasets / "cifar10-jpeg-train.zip")
     return batch
 
 

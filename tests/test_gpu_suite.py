@@ -2,14 +2,12 @@
 the ResNet-50 engine and plain loops, inference), at toy sizes; the JSON it writes part by part, and a
 failing part recorded while the next one runs."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.py"
+from script_helpers import benchmark_module
+
 TINY = ["--device", "cpu", "--iterations", "2", "--val-size", "500", "--evaluations", "1", "--amp", "off",
         "--compile-mode", "none", "--r50-model", "resnet18", "--r50-batch-size", "2", "--r50-image-size", "32",
         "--r50-steps", "1", "--profile", "1:1"]
@@ -17,13 +15,8 @@ TINY = ["--device", "cpu", "--iterations", "2", "--val-size", "500", "--evaluati
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("gpu_suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_suite"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("gpu_suite", None)
-    sys.modules.pop("resnet50_throughput", None)
+    with benchmark_module("gpu_suite", "resnet50_throughput") as module:
+        yield module
 
 
 def test_every_part_lands_in_the_json(suite, tmp_path, capsys):

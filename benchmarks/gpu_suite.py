@@ -14,6 +14,9 @@ whole ``train()`` call (compilation, evaluations and checkpoints included); ``st
 the end of the first step (compilation) to the last one; ``profile`` the wall and GPU-busy time per step
 over 50 profiled steps (``--profile``).
 
+``cifar:MODEL:RECIPE`` trains with another recipe on the same split (into ``cifar_recipes``): weights to
+ship, e.g. ``cifar:resnet56:cifar-cosine``.
+
 ResNet-50: the plain eager loop (bf16 autocast; NCHW, then channels-last: the strongest plain PyTorch
 peer) against the resnets engine with its defaults on synthetic images held on the device (``--r50-compile``
 adds the engine compiled), and inference at batch 256, eager and compiled. Each part compiles afresh
@@ -46,6 +49,9 @@ import resnet50_throughput as r50  # noqa: E402  (a benchmark beside this one)
 from resnets.data import build_loaders  # noqa: E402
 from resnets.train import TrainOptions, train  # noqa: E402
 from resnets.train.checkpoint import read_metrics  # noqa: E402
+from resnets.train.recipe import load_recipe  # noqa: E402
+
+PAPER = "paper-cifar"
 
 
 def log(message: str) -> None:
@@ -135,11 +141,14 @@ class TooSlow(RuntimeError):
     """A run projected past its time cap, stopped after 1,000 steps."""
 
 
-def cifar_run(model: str, args, compile_mode, out: Path) -> dict:
-    """One paper-schedule training through the engine; its wall time, step time and validation accuracy."""
+def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) -> dict:
+    """One training through the engine (the paper's schedule unless ``recipe`` names another); its wall
+    time, step time and validation accuracy."""
     marks: dict[int, float] = {}
     cap = dict((k, float(v)) for k, _, v in (pair.partition("=") for pair in args.max_run_s.split(",") if pair)
                ).get(model)
+    settings = load_recipe(recipe)
+    total = args.iterations or settings.iterations or round(settings.epochs * (args.train_size // settings.batch_size))
 
     profile = StepProfile(*args.profile, torch.device(args.device)) if args.profile[1] > 0 else None
 
@@ -149,13 +158,13 @@ def cifar_run(model: str, args, compile_mode, out: Path) -> dict:
         if step == 1 or step % 1000 == 0:
             marks[step] = time.perf_counter()
         if step == 1000 and cap:  # a run that cannot end in time leaves the time to the others
-            projected = (marks[1000] - marks[1]) / 999 * (args.iterations or 64000) + (marks[1] - start)
+            projected = (marks[1000] - marks[1]) / 999 * total + (marks[1] - start)
             if projected > cap:
                 raise TooSlow(f"{model}: 1,000 steps at {999 * 128 / (marks[1000] - marks[1]):.0f} images/s project "
                               f"{projected:.0f} s for the run, over its cap of {cap:g} s (--max-run-s)")
 
     start = time.perf_counter()
-    last = train(TrainOptions(model=model, out=out, data=args.data, recipe="paper-cifar", device=args.device,
+    last = train(TrainOptions(model=model, out=out, data=args.data, recipe=recipe, device=args.device,
                               iterations=args.iterations, val_size=args.val_size, amp=args.amp, channels_last=True,
                               compile=compile_mode is not None,
                               compile_mode=None if compile_mode in (None, "default") else compile_mode,
@@ -228,7 +237,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu-suite"), help="where the training runs go")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--parts", default="cifar:resnet20,cifar:resnet56,resnet50",
-                        help="the parts in order: cifar:MODEL and resnet50")
+                        help="the parts in order: cifar:MODEL (the paper's schedule), cifar:MODEL:RECIPE (another "
+                             "recipe, e.g. weights to ship) and resnet50")
     parser.add_argument("--iterations", type=int, help="shorter than the paper's 64k (smoke runs)")
     parser.add_argument("--val-size", type=int, default=5000, help="validation images (the paper's 5,000)")
     parser.add_argument("--evaluations", type=int, default=16)
@@ -260,7 +270,8 @@ def main(argv=None) -> int:
     # decode the zip once (into the decoded-image cache) so that no timed run pays for it
     try:
         start = time.perf_counter()
-        build_loaders(args.data, batch_size=128, val_size=args.val_size, seed=0, device="cpu")
+        _, _, info = build_loaders(args.data, batch_size=128, val_size=args.val_size, seed=0, device="cpu")
+        args.train_size = info.train_size
         results.doc["data_decode_s"] = round(time.perf_counter() - start, 1)
         log(f"data ready in {results.doc['data_decode_s']} s")
     except Exception:
@@ -276,18 +287,23 @@ def main(argv=None) -> int:
         if kind == "resnet50":
             resnet50_part(args, device, results)
         elif kind == "cifar":
-            log(f"{model}: paper schedule, compile {compile_mode}")
+            model, _, recipe = model.partition(":")
+            recipe = recipe or PAPER
+            # the paper's schedule under its model's name; other recipes (weights to ship) as MODEL:RECIPE
+            section, key = (("cifar_paper_schedule", model) if recipe == PAPER
+                            else ("cifar_recipes", f"{model}:{recipe}"))
+            log(f"{model}: {recipe}, compile {compile_mode}")
             try:
-                row = cifar_run(model, args, compile_mode, args.runs / model)
+                row = cifar_run(model, args, compile_mode, args.runs / key.replace(":", "-"), recipe)
             except TooSlow:
-                results.failed(f"cifar_paper_schedule.{model}")
+                results.failed(f"{section}.{key}")
                 continue
             except Exception:
-                results.failed(f"cifar_paper_schedule.{model}")
+                results.failed(f"{section}.{key}")
                 if compile_mode not in (None, "default"):
                     compile_mode = "default"  # the next runs without CUDA graphs
                 continue
-            results.doc["cifar_paper_schedule"][model] = row
+            results.doc.setdefault(section, {})[key] = dict(row, recipe=recipe)
             log(f"{model}: {json.dumps({k: v for k, v in row.items() if k != 'curve'})}")
         else:
             parser.error(f"unknown part {part!r}")

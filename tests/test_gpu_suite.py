@@ -44,16 +44,21 @@ def test_every_part_lands_in_the_json(suite, tmp_path, capsys):
     assert "resnet20: {" in capsys.readouterr().out
 
 
-def test_a_failing_part_is_recorded_and_the_next_runs(suite, tmp_path):
+def test_a_failing_part_is_recorded_and_the_next_runs_with_another_recipe(suite, tmp_path):
     from resnets.data.sources import sample_path
 
     out = tmp_path / "gpu.json"
     suite.main(["--data", str(sample_path()), "--json", str(out), "--runs", str(tmp_path / "runs"),
-                "--parts", "cifar:resnet7,cifar:resnet20", *TINY])
+                "--parts", "cifar:resnet7,cifar:resnet20:cifar-cosine", *TINY])
     doc = json.loads(out.read_text())
     assert [f["part"] for f in doc["failures"]] == ["cifar_paper_schedule.resnet7"]
     assert "resnet7" in doc["failures"][0]["error"]
-    assert list(doc["cifar_paper_schedule"]) == ["resnet20"]
+    assert doc["cifar_paper_schedule"] == {}
+    # another recipe than the paper's goes to its own section, under MODEL:RECIPE, into its own run directory
+    row = doc["cifar_recipes"]["resnet20:cifar-cosine"]
+    assert row["recipe"] == "cifar-cosine" and row["iterations"] == 2
+    config = json.loads((tmp_path / "runs" / "resnet20-cifar-cosine" / "config.json").read_text())
+    assert config["recipe_name"] == "cifar-cosine" and config["recipe"]["nesterov"] is True
 
 
 def test_profile_summary_adds_up_the_kernels_of_a_step(suite):

@@ -138,7 +138,7 @@ class StepProfile:
 
 
 class TooSlow(RuntimeError):
-    """A run projected past its time cap, stopped after 1,000 steps."""
+    """A run projected past its time cap, stopped after --cap-after steps."""
 
 
 def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) -> dict:
@@ -148,6 +148,7 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
     cap = dict((k, float(v)) for k, _, v in (pair.partition("=") for pair in args.max_run_s.split(",") if pair)
                ).get(model)
     settings = load_recipe(recipe)
+    after = max(2, args.cap_after)
     total = args.iterations or settings.iterations or round(settings.epochs * (args.train_size // settings.batch_size))
 
     profile = StepProfile(*args.profile, torch.device(args.device)) if args.profile[1] > 0 else None
@@ -155,12 +156,13 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
     def on_step(step: int, _model) -> None:
         if profile is not None:
             profile.on_step(step)
-        if step == 1 or step % 1000 == 0:
+        if step == 1 or step % 1000 == 0 or step == after:
             marks[step] = time.perf_counter()
-        if step == 1000 and cap:  # a run that cannot end in time leaves the time to the others
-            projected = (marks[1000] - marks[1]) / 999 * total + (marks[1] - start)
+        if step == after and cap:  # a run that cannot end in time leaves the time to the others
+            projected = (marks[after] - marks[1]) / (after - 1) * total + (marks[1] - start)
             if projected > cap:
-                raise TooSlow(f"{model}: 1,000 steps at {999 * 128 / (marks[1000] - marks[1]):.0f} images/s project "
+                pace = (after - 1) * settings.batch_size / (marks[after] - marks[1])
+                raise TooSlow(f"{model}: {after:,} steps at {pace:.0f} images/s project "
                               f"{projected:.0f} s for the run, over its cap of {cap:g} s (--max-run-s)")
 
     start = time.perf_counter()
@@ -248,7 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", type=lambda text: tuple(int(v) for v in text.split(":")), default=(2000, 50),
                         help="FIRST:COUNT: profile COUNT steps of each CIFAR run after step FIRST (0:0: none)")
     parser.add_argument("--max-run-s", default="resnet20=300,resnet56=480",
-                        help="MODEL=SECONDS,...: stop a CIFAR run whose first 1,000 steps project it past its cap")
+                        help="MODEL=SECONDS,...: stop a CIFAR run whose first --cap-after steps project it past "
+                             "its cap")
+    parser.add_argument("--cap-after", type=int, default=1000, help="the step at which --max-run-s is checked")
     parser.add_argument("--r50-model", default="resnet50", help="the 224-px network (smoke runs: a smaller one)")
     parser.add_argument("--r50-compile", action="store_true",
                         help="also time the engine's ResNet-50 step compiled (about 2 minutes of compilation)")

@@ -79,3 +79,17 @@ def test_profile_summary_adds_up_the_kernels_of_a_step(suite):
     assert summary["wall_ms_per_step"] == 2.0 and summary["gpu_busy_ms_per_step"] == 0.25
     assert summary["kernels_per_step"] == 1.5
     assert summary["top_kernels"][0] == dict(name="conv", calls_per_step=1.0, ms_per_step=0.2)
+
+
+def test_a_run_projected_past_its_cap_stops_early_and_the_next_runs(suite, tmp_path):
+    from resnets.data.sources import sample_path
+
+    out = tmp_path / "gpu.json"
+    suite.main(["--data", str(sample_path()), "--json", str(out), "--runs", str(tmp_path / "runs"),
+                "--parts", "cifar:resnet20,cifar:plain20", *TINY, "--iterations", "4", "--cap-after", "2",
+                "--max-run-s", "resnet20=0.001"])
+    doc = json.loads(out.read_text())
+    assert [f["part"] for f in doc["failures"]] == ["cifar_paper_schedule.resnet20"]
+    assert "over its cap of 0.001 s" in doc["failures"][0]["error"]
+    assert list(doc["cifar_paper_schedule"]) == ["plain20"]  # no cap named for it
+    assert not (tmp_path / "runs" / "resnet20" / "last.json").exists()  # stopped before its one evaluation

@@ -137,6 +137,11 @@ class StepProfile:
                                       ms_per_step=round(total / 1e3 / self.count, 4)) for name, (n, total) in top])
 
 
+def seconds_by_model(text: str) -> dict[str, float]:
+    """``MODEL=SECONDS,...`` as a dict."""
+    return {model: float(seconds) for model, _, seconds in (pair.partition("=") for pair in text.split(",") if pair)}
+
+
 class TooSlow(RuntimeError):
     """A run projected past its time cap, stopped after --cap-after steps."""
 
@@ -145,8 +150,7 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
     """One training through the engine (the paper's schedule unless ``recipe`` names another); its wall
     time, step time and validation accuracy."""
     marks: dict[int, float] = {}
-    cap = dict((k, float(v)) for k, _, v in (pair.partition("=") for pair in args.max_run_s.split(",") if pair)
-               ).get(model)
+    cap = args.max_run_s.get(model)
     settings = load_recipe(recipe)
     after = max(2, args.cap_after)
     total = args.iterations or settings.iterations or round(settings.epochs * (args.train_size // settings.batch_size))
@@ -156,7 +160,7 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
     def on_step(step: int, _model) -> None:
         if profile is not None:
             profile.on_step(step)
-        if step == 1 or step % 1000 == 0 or step == after:
+        if step in (1, after):
             marks[step] = time.perf_counter()
         if step == after and cap:  # a run that cannot end in time leaves the time to the others
             projected = (marks[after] - marks[1]) / (after - 1) * total + (marks[1] - start)
@@ -168,21 +172,17 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
     start = time.perf_counter()
     last = train(TrainOptions(model=model, out=out, data=args.data, recipe=recipe, device=args.device,
                               iterations=args.iterations, val_size=args.val_size, amp=args.amp, channels_last=True,
-                              compile=compile_mode is not None,
-                              compile_mode=None if compile_mode in (None, "default") else compile_mode,
+                              compile_mode=compile_mode,
                               evaluations=args.evaluations, seed=0, progress=False, log=sys.stdout,
                               on_step=on_step))
-    wall = time.perf_counter() - start
     end = time.perf_counter()
     rows = read_metrics(out)
-    iterations = rows[-1]["step"]
-    batch = json.loads((out / "config.json").read_text())["recipe"]["batch_size"]
     first = marks.get(1, start)
-    steps_s = end - first
     # the steady pace: the engine's own images/s of each evaluation window after the first (which compiles)
     windows = [row["images_per_sec"] for row in rows[1:]] or [rows[-1]["images_per_sec"]]
-    return dict(time_s=round(wall, 1), steps_s=round(steps_s, 1), first_step_s=round(first - start, 1),
-                images_per_s=round(statistics.median(windows), 1), iterations=iterations, batch_size=batch,
+    return dict(time_s=round(end - start, 1), steps_s=round(end - first, 1), first_step_s=round(first - start, 1),
+                images_per_s=round(statistics.median(windows), 1), iterations=rows[-1]["step"],
+                batch_size=settings.batch_size,
                 val_top1=last.get("val_top1"), val_n=last.get("val_n"),
                 best_val_top1=max((row.get("val_top1") or 0.0) for row in rows),
                 final_train_error=round(last["train_error"], 2),
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
                         choices=["reduce-overhead", "default", "max-autotune", "none"])
     parser.add_argument("--profile", type=lambda text: tuple(int(v) for v in text.split(":")), default=(2000, 50),
                         help="FIRST:COUNT: profile COUNT steps of each CIFAR run after step FIRST (0:0: none)")
-    parser.add_argument("--max-run-s", default="resnet20=300,resnet56=480",
+    parser.add_argument("--max-run-s", type=seconds_by_model, default=seconds_by_model("resnet20=300,resnet56=480"),
                         help="MODEL=SECONDS,...: stop a CIFAR run whose first --cap-after steps project it past "
                              "its cap")
     parser.add_argument("--cap-after", type=int, default=1000, help="the step at which --max-run-s is checked")

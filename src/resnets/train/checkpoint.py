@@ -10,7 +10,8 @@ A run directory holds::
     checkpoints/step-<N>.safetensors the weights (with preprocessing and class names)
     checkpoints/step-<N>.state.pt    optimiser, step, RNG states, EMA, data position
     last.json                        which checkpoint is the last complete one
-    last.safetensors, best.safetensors   the weights a user takes away
+    last.safetensors, best.safetensors   the weights a user takes away (a run that averages its weights,
+                                     EMA or SWA: the average, as the metrics score it)
 
 Every file is written atomically and ``last.json`` is replaced only after both halves of a
 checkpoint are on disk, so a run killed at any moment resumes from a complete checkpoint.
@@ -75,8 +76,10 @@ def _step_name(step: int, suffix: str) -> str:
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, step: int,
-                    classes: list[str], metadata: dict[str, Any]) -> Path:
-    """Write the weights and the training state of ``step``, then point ``last.json`` at them."""
+                    classes: list[str], metadata: dict[str, Any], link_last: bool = True) -> Path:
+    """Write the weights and the training state of ``step``, then point ``last.json`` at them (and
+    ``last.safetensors``, unless ``link_last`` is False: a run that averages its weights writes its
+    average there with :func:`save_last`)."""
     folder = run_dir / "checkpoints"
     weights = folder / _step_name(step, ".safetensors")
     state_path = folder / _step_name(step, ".state.pt")
@@ -95,7 +98,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: dict[str, Any], *, s
             weights.unlink(missing_ok=True)
             state_path.unlink(missing_ok=True)
         raise
-    _link(weights, run_dir / "last.safetensors")
+    if link_last:
+        _link(weights, run_dir / "last.safetensors")
     if previous is not None and previous["step"] != step:
         for key in ("weights", "state"):
             (run_dir / previous[key]).unlink(missing_ok=True)
@@ -177,6 +181,10 @@ def load_checkpoint_state(run_dir: Path, record: dict) -> tuple[dict[str, torch.
     except (SafetensorError, OSError, ValueError) as error:
         raise RunDirError(f"checkpoint {weights} is corrupt: {error}") from None
     return tensors, state
+
+
+def save_last(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: dict[str, Any]) -> None:
+    save_weights(model, run_dir / "last.safetensors", classes=classes, metadata=metadata)
 
 
 def save_best(run_dir: Path, model: nn.Module, *, classes: list[str], metadata: dict[str, Any]) -> None:

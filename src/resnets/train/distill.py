@@ -109,19 +109,20 @@ def class_notice(teacher: Teacher, classes: Sequence[str]) -> Optional[str]:
             "check that they are the same classes")
 
 
-def split_notice(teacher: Teacher, split: Optional[dict]) -> Optional[str]:
-    """A warning when the teacher was trained on the same data with another validation split: its
-    training images may then include this run's validation images, whose accuracy would be
-    optimistic. None where the splits agree, or the teacher's data is other data or unrecorded."""
-    info = getattr(teacher.model, "checkpoint_info", None)
+def split_notice(model: nn.Module, split: Optional[dict], who: str = "the teacher") -> Optional[str]:
+    """A warning when trained weights that a run learns from (``who``: its teacher, or the weights it starts
+    from) were trained on the same data with another validation split: their training images may then
+    include this run's validation images, whose accuracy would be optimistic. None where the splits agree,
+    or the weights' data is other data or unrecorded."""
+    info = getattr(model, "checkpoint_info", None)
     own = info.metadata.get("split") if info is not None else None
     if not isinstance(own, dict) or not split or not split.get("val_size"):
         return None
     if own.get("fingerprint") != split.get("fingerprint") or own.get("val_digest") == split.get("val_digest"):
         return None
-    return ("warning: the teacher was trained on this data with another validation split (seed "
+    return (f"warning: {who} was trained on this data with another validation split (seed "
             f"{own.get('seed')}, {own.get('val_size')} images); it may have seen this run's validation images, "
-            "so validation accuracy can be optimistic: use the teacher's split (--seed) for honest numbers")
+            f"so validation accuracy can be optimistic: use its split (--seed, --val-size) for honest numbers")
 
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "Teacher", "class_notice", "distillation_loss", "load_teacher",

@@ -9,13 +9,13 @@ Variations (fine-tuning) plug in through a :class:`~resnets.train.hooks.TrainHoo
 
 Exact resume: the learning rate is a function of the step, the data order and augmentation
 of a batch are functions of (seed, epoch, batch index), mixup draws are functions of
-(seed, step), and the optimiser, EMA and metric accumulators are saved with the weights.
+(seed, step), and the optimiser, the averaged weights (EMA or SWA) and the metric accumulators are
+saved with the weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import datetime
 import math
@@ -35,9 +35,10 @@ from ..errors import ResnetsError, UsageError
 from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
+from .averaging import WeightAverage
 from .checkpoint import (append_metrics, append_session, clean_run_dir, keep_snapshot, last_checkpoint,
                          load_checkpoint_state, read_metrics, save_best, save_checkpoint, save_initial_snapshot,
-                         truncate_metrics, write_config)
+                         save_last, truncate_metrics, write_config)
 from .distributed import Distributed
 from .evaluate import evaluate
 from .hooks import TrainHook
@@ -97,9 +98,17 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     device = dist.device
     hook = options.hook or TrainHook()
     record, checkpoint = resolve_run(options, dist.world_size, device)
+    if options.hook is None and record.get("transfer"):
+        # resumed without the options that made the variation (train --init-weights): the recorded one
+        from ..transfer.hook import Transfer  # built on this module: imported on use
+
+        hook = Transfer(**record["transfer"])
     if record.get("distillation") is not None and not hook.feeds_images():
         raise UsageError("distillation needs the images themselves, and this run trains on cached features "
                          "(a linear probe); leave out --teacher or train more than the classifier")
+    if record["recipe"].get("swa_start") is not None and not hook.feeds_images():
+        raise UsageError("weight averaging (swa_start) recomputes BatchNorm statistics from images, and this run "
+                         "trains on cached features (a linear probe); use a recipe without swa_start")
     amp, channels_last = record["amp"], record["channels_last"]
     warn_if_emulated(amp, device)  # asked for, or recorded by a run started on other hardware
     writer_class = _tensorboard_writer() if options.tensorboard else None
@@ -160,7 +169,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     model = initial if initial is not None else create_model(options.model, num_classes=info.num_classes,
                                                              **record["model_kwargs"])
     _check_input_channels(model, options.model, info.channels, record["data"])
-    model = hook.setup(model, num_classes=info.num_classes, total_steps=total_steps, world_size=dist.world_size)
+    model = hook.setup(model, num_classes=info.num_classes, total_steps=total_steps, world_size=dist.world_size,
+                       classes=list(info.classes))
     model.preprocessing = dataclasses.replace(model.preprocessing, mean=tuple(info.mean), std=tuple(info.std),
                                               input_size=(info.channels, *info.image_size))
     model.classes = list(info.classes)
@@ -181,17 +191,17 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                                 momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 fused=True if device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if recipe.ema_decay > 0 else None
+    average = WeightAverage.from_recipe(model, recipe, steps_per_epoch=steps_per_epoch, steps_per_unit=steps_per_unit)
 
-    # resume: weights, optimiser, EMA and RNG state of the last complete checkpoint
+    # resume: weights, optimiser, averaged weights and RNG state of the last complete checkpoint
     start_step, best_top1 = 0, None
     if checkpoint is not None:
         weights, state = load_checkpoint_state(out, checkpoint)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        if average is not None:
+            average.load_state_dict(state["ema"])
         start_step, best_top1 = state["step"], state["best_top1"]
         torch.set_rng_state(state["torch_rng"])
     leftovers: list = []
@@ -250,7 +260,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                          f", alpha {distillation['alpha']:g}, T {distillation['temperature']:g})" if teacher else "")
                       + (f", already finished at step {start_step}: nothing left to train" if start_step >= total_steps
                          else f", resuming at step {start_step}" if start_step else ""))
-        notices = (split_notice(teacher, info.split), class_notice(teacher, info.classes)) if teacher else ()
+        notices = (split_notice(teacher.model, info.split), class_notice(teacher, info.classes)) if teacher else ()
+        if initial is not None:
+            notices += (split_notice(initial, info.split, "the network it starts from"),)
         for notice in notices:
             if notice:
                 progress.line(notice)
@@ -285,9 +297,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     meter.add(loss, logits, y)
                 scaler.step(optimizer)
                 scaler.update()
-                if ema is not None:
-                    _update_ema(ema, model, recipe.ema_decay)
                 step += 1
+                if average is not None:
+                    average.update(model, step)
                 if options.on_step is not None:
                     options.on_step(step, model)
                 meter.step_done(len(labels) * dist.world_size)
@@ -305,9 +317,13 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                                train_error=100.0 - 100.0 * meter.correct / meter.seen,
                                images_per_sec=round(meter.images_per_sec, 1))
                     if dist.is_main:
+                        # the averaged weights where the recipe keeps them (SWA's with fresh BatchNorm statistics)
+                        evaluated = model if average is None or not average.ready else average.module(
+                            train_loader.epoch_batches(epoch), autocast_context(device, amp))
                         row, best_top1 = _evaluate_and_save(
-                            out, row, model, ema, trained, val_loader, info, options, amp, best_top1, metadata,
-                            state=_training_state(optimizer, scaler, ema))
+                            out, row, model, evaluated, trained, val_loader, info, options, amp, best_top1,
+                            {**metadata, "averaged": average.describe()} if evaluated is not model else metadata,
+                            state=_training_state(optimizer, scaler, average), metadata_raw=metadata)
                         progress.line(_format_row(row, total_steps, meter.seconds_left(total_steps - step)))
                         if writer is not None:
                             for key, value in row.items():
@@ -318,8 +334,11 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     meter.start_window()
                 if interrupted and step < total_steps:  # at the last step, the run is complete anyway
                     if not evaluate_now and dist.is_main:  # an evaluation step was just checkpointed
-                        save_checkpoint(out, model, {**_training_state(optimizer, scaler, ema), "best_top1": best_top1},
-                                        step=step, classes=list(info.classes), metadata=metadata)
+                        # last.safetensors stays the last evaluation's averaged weights where the run averages
+                        save_checkpoint(out, model, {**_training_state(optimizer, scaler, average),
+                                                     "best_top1": best_top1},
+                                        step=step, classes=list(info.classes), metadata=metadata,
+                                        link_last=average is None)
                     progress.close()
                     raise TrainingInterrupted(f"interrupted at step {step} of {total_steps}; its checkpoint is in "
                                               f"{out}: resume with --resume (the same command)")
@@ -334,10 +353,11 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     return last_eval
 
 
-def _training_state(optimizer, scaler, ema: Optional[nn.Module]) -> dict:
-    """What a checkpoint keeps beside the weights for an exact resume."""
+def _training_state(optimizer, scaler, average: Optional[WeightAverage]) -> dict:
+    """What a checkpoint keeps beside the weights for an exact resume (the averaged weights under "ema", the
+    key of the runs that could only keep an EMA)."""
     return dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                ema=ema.state_dict() if ema is not None else None, torch_rng=torch.get_rng_state())
+                ema=average.state_dict() if average is not None else None, torch_rng=torch.get_rng_state())
 
 
 def _tensorboard_writer():
@@ -402,14 +422,15 @@ def _format_row(row: dict, total_steps: int, seconds_left: float) -> str:
     return text + (f" | {format_duration(seconds_left)} left" if row["step"] < total_steps else "")
 
 
-def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.Module], trained: nn.Module,
+def _evaluate_and_save(out: Path, row: dict, model: nn.Module, evaluated: nn.Module, trained: nn.Module,
                        val_loader, info, options: TrainOptions, amp: str, best_top1: Optional[float], metadata: dict,
-                       state: dict) -> tuple[dict, Optional[float]]:
-    """Evaluate on the validation split, append the metrics line, write the checkpoint
-    (and ``best.safetensors`` when the validation accuracy improved; with no validation split,
-    the latest weights). Rank 0 only. When the steps run through a part of the model
-    (``trained``, on cached features), that part is what is evaluated."""
-    evaluated = ema if ema is not None else model
+                       state: dict, metadata_raw: dict) -> tuple[dict, Optional[float]]:
+    """Evaluate ``evaluated`` (the model, or its averaged weights) on the validation split, append the
+    metrics line, write the checkpoint (the model's own weights, ``metadata_raw``) and
+    ``last.safetensors`` (the evaluated weights, ``metadata``), and ``best.safetensors`` when the
+    validation accuracy improved (with no validation split, the latest weights). Rank 0 only. When the
+    steps run through a part of the model (``trained``, on cached features), that part is what is
+    evaluated."""
     if val_loader is not None:
         net = evaluated if trained is model else trained
         result = evaluate(net, val_loader.epoch_batches(0), info.num_classes, amp=amp)
@@ -423,7 +444,9 @@ def _evaluate_and_save(out: Path, row: dict, model: nn.Module, ema: Optional[nn.
         best_top1 = score if best_top1 is None else max(best_top1, score)
     # the checkpoint first: a kill between the two leaves best.safetensors one step behind, never ahead
     weights = save_checkpoint(out, model, {**state, "best_top1": best_top1}, step=row["step"], classes=classes,
-                              metadata=metadata)
+                              metadata=metadata_raw, link_last=evaluated is model)
+    if evaluated is not model:  # the weights the metrics line describes
+        save_last(out, evaluated, classes=classes, metadata={**metadata, "step": row["step"]})
     if options.keep_snapshots:
         keep_snapshot(out, weights)
     if improved:
@@ -459,11 +482,3 @@ def _bn_statistics_frozen(model: nn.Module, frozen: bool):
     finally:
         for m in norms:
             m.track_running_stats = True
-
-
-@torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)

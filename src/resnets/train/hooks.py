@@ -37,8 +37,9 @@ class TrainHook:
         the pipeline); None: a fresh, seeded model."""
         return None
 
-    def setup(self, model: nn.Module, *, num_classes: int, total_steps: int, world_size: int) -> nn.Module:
-        """Adapt the model to the data (a new head, frozen parts); returns the model to train."""
+    def setup(self, model: nn.Module, *, num_classes: int, total_steps: int, world_size: int,
+              classes: Optional[list] = None) -> nn.Module:
+        """Adapt the model to the data's ``classes`` (a new head, frozen parts); returns the model to train."""
         return model
 
     def lr_multipliers(self) -> dict[str, float]:

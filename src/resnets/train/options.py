@@ -58,6 +58,12 @@ class TrainOptions:
                                 flag="--model-arg")
     num_workers: Optional[int] = option(help="data loader workers (large images)", low=0)
     cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
+    # a warm start (timm's --initial-checkpoint): every weight from a trained network, the classifier too where
+    # its classes are the data's; the recipe then runs from its first step (e.g. SWA from trained weights)
+    init_weights: Optional[str] = option(help="start from these weights instead of fresh ones: named (cifar10), a "
+                                              "file, a URL or hf-hub:ORG/NAME; the classifier is kept where its "
+                                              "classes are the data's (to adapt weights to new classes: resnets "
+                                              "finetune)")
     # knowledge distillation: a trained teacher's softened predictions as a second target
     teacher: Optional[str] = option(help="distil from this trained model (e.g. resnet56), its weights from "
                                          "--teacher-weights")
@@ -102,6 +108,15 @@ class TrainOptions:
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.init_weights is not None and not getattr(self.hook, "keep_classifier", False):  # once (replace())
+            if self.hook is not None:
+                raise UsageError("init_weights is a warm start of its own; it does not combine with another "
+                                 "training hook (fine-tuning takes --weights)")
+            from ..transfer.hook import Transfer  # the transfer package builds on the engine: imported on use
+            from ..weights.named import weights_tag
+
+            # named weights by tag, so that a resume with `cifar10` or `resnet56.cifar10` is the same run
+            self.hook = Transfer(init_weights=str(weights_tag(self.model, self.init_weights)), keep_classifier=True)
 
     def _take_weights_name(self) -> None:
         """A model named with weights (``resnet56.cifar10``): training starts from fresh parameters, so it is

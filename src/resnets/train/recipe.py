@@ -24,7 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
-SECTIONS = ("optimizer", "schedule", "regularization", "data", "evaluation")
+SECTIONS = ("optimizer", "schedule", "regularization", "averaging", "data", "evaluation")
 
 
 class RecipeError(UsageError):
@@ -60,7 +60,14 @@ class Recipe:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha); 0: off
     cutmix: float = 0.0
-    ema_decay: float = 0.0  # exponential moving average of the weights; 0: off
+    ema_decay: float = 0.0  # exponential moving average of the weights (and BatchNorm statistics); 0: off
+    # stochastic weight averaging (Izmailov et al., 2018): from swa_start (in the run's unit) on, the weights at
+    # the end of every epoch are averaged with equal weights, at a constant swa_lr (left out: the schedule's);
+    # the average's BatchNorm statistics are recomputed over swa_bn_batches training batches before it is
+    # evaluated and saved. The average is what the evaluations score and last/best.safetensors hold.
+    swa_start: Optional[float] = None
+    swa_lr: Optional[float] = None
+    swa_bn_batches: int = 50
     # data
     val_size: Optional[int] = None  # images carved out of train for validation
     val_fraction: float = 0.1
@@ -97,7 +104,7 @@ class Recipe:
         for key in ("image_size", "train_image_size"):
             if getattr(self, key) is not None and not 8 <= getattr(self, key) <= 4096:
                 raise RecipeError(f"recipe {self.name!r}: {key} must lie in [8, 4096] pixels, got {getattr(self, key)}")
-        for key in ("batch_size", "evaluations"):
+        for key in ("batch_size", "evaluations", "swa_bn_batches"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "warmup", "min_lr"):
@@ -111,6 +118,16 @@ class Recipe:
         if late:  # a schedule that never happens is a recipe written for another length
             raise RecipeError(f"recipe {self.name!r}: milestone {late[0]:g} lies at or beyond the end of the run "
                               f"({length:g} {unit}); milestones are in the run's unit and must fall inside it")
+        if self.swa_start is not None:
+            if not 0 <= self.swa_start < length:
+                raise RecipeError(f"recipe {self.name!r}: swa_start {self.swa_start:g} must lie in [0, {length:g}) "
+                                  f"{unit}: averaging starts inside the run, in the run's unit")
+            if self.ema_decay > 0:
+                raise RecipeError(f"recipe {self.name!r}: ema_decay and swa_start are two ways of averaging the "
+                                  f"weights; keep one")
+        if self.swa_lr is not None and (self.swa_start is None or self.swa_lr < 0):
+            raise RecipeError(f"recipe {self.name!r}: swa_lr needs swa_start and must not be negative, got "
+                              f"{self.swa_lr}")
         if self.warmup >= length:
             raise RecipeError(f"recipe {self.name!r}: warmup {self.warmup:g} takes the whole run ({length:g} "
                               f"{unit}) or more; it is in the run's unit and must be shorter")
@@ -143,6 +160,7 @@ class Recipe:
         return dataclasses.replace(
             self, iterations=iterations, epochs=epochs,
             milestones=[m * scale for m in self.milestones],
+            swa_start=None if self.swa_start is None else self.swa_start * scale,
             # the deep-net warm-up is a fixed number of iterations in the paper; it keeps its
             # length unless it would take more than a tenth of the shorter run
             warmup=min(self.warmup, 0.1 * new_length) if self.warmup_mode == "constant" else self.warmup * scale)
@@ -235,6 +253,8 @@ def load_recipe(name_or_path: Union[str, Path]) -> Recipe:
 def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_unit: float, depth: int = 0) -> float:
     """The learning rate of optimizer step ``step`` (0-based): a pure function of the step,
     so a resumed run needs no scheduler state."""
+    if recipe.swa_lr is not None and step >= swa_start_step(recipe, steps_per_unit):
+        return recipe.swa_lr
     warmup_steps = recipe.warmup * steps_per_unit
     if warmup_steps > 0 and step < warmup_steps and depth >= recipe.warmup_min_depth:
         if recipe.warmup_mode == "constant":
@@ -249,3 +269,8 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int, steps_per_unit: f
     start = warmup_steps if depth >= recipe.warmup_min_depth else 0
     progress = min(1.0, max(0.0, (step - start) / max(1.0, total_steps - start)))
     return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def swa_start_step(recipe: Recipe, steps_per_unit: float) -> Optional[float]:
+    """The step from which a recipe averages its weights (and runs at ``swa_lr``); None: no averaging."""
+    return None if recipe.swa_start is None else recipe.swa_start * steps_per_unit

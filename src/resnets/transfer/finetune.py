@@ -64,6 +64,7 @@ class FinetuneOptions(TrainOptions):
                                  low_open=True)
     image_size: Optional[int] = option(help="input side (default: the weights' own preprocessing)", low=8,
                                        high=MAX_INPUT_SIDE)
+    init_weights: Optional[str] = option(cli=False)  # --weights is fine-tuning's start
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -82,7 +82,8 @@ def test_ema_keeps_batchnorm_statistics_with_its_weights_and_is_what_last_holds(
     recipe = write_recipe(tmp_path / "ema.toml", ema_decay=0.5)
     out = tmp_path / "run"
     train(TrainOptions(model="resnet20", out=out, recipe=str(recipe), **COMMON))
-    last, raw = load_file(str(out / "last.safetensors")), load_file(str(out / "checkpoints" / "step-00000008.safetensors"))
+    last = load_file(str(out / "last.safetensors"))
+    raw = load_file(str(out / "checkpoints" / "step-00000008.safetensors"))
     assert metadata(out / "last.safetensors")["averaged"] == {"kind": "ema", "decay": 0.5}
     assert "averaged" not in metadata(out / "checkpoints" / "step-00000008.safetensors")
     for key in (k for k in last if k.endswith("running_var")):

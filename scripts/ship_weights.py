@@ -94,10 +94,14 @@ def main(argv=None) -> int:
     target = files / f"{stem}.safetensors"
     model = create_model(model_name, weights=str(args.run_dir / "last.safetensors"))
     metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
-                if key in ("split", "seed", "step", "depth", "recipe", "distilled_from")}
+                if key in ("split", "seed", "step", "depth", "recipe", "distilled_from", "averaged")}
     distillation = named_teacher(config.get("distillation"))
     if distillation:
         metadata["distilled_from"] = distillation
+    started_from = (config.get("transfer") or {}).get("init_weights")
+    if started_from:  # a warm start (train --init-weights): named by the shipped weights it was, where it was one
+        started_from = shipped_name(model_name, started_from)
+        metadata["started_from"] = started_from
     metadata["data"] = args.data_name
     if args.eval_size or args.crop_pct:
         from dataclasses import replace
@@ -133,8 +137,10 @@ def main(argv=None) -> int:
             "split": config["split"], "recipe_name": config.get("recipe_name"), "recipe": recipe,
             "command": args.command or (f"resnets train {model_name} --data {args.data_name} "
                                         f"--recipe {config.get('recipe_name')} --seed {config['seed']}"
+                                        + (f" --init-weights {started_from}" if started_from else "")
                                         + _teacher_flags(distillation)),
-            "distilled_from": distillation,
+            "distilled_from": distillation, "started_from": started_from,
+            "averaged": model.checkpoint_info.metadata.get("averaged"),
             "iterations": last["step"], "epochs": last["epoch"],
             "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
             "wall_time_s": round(facts["train_seconds"]), "machine": machine(),
@@ -153,21 +159,29 @@ def main(argv=None) -> int:
 def named_teacher(distillation):
     """The run's distillation record, its teacher file named by the shipped weights that hold the same tensors
     (a path on the training machine means nothing to a user; the name does). Unchanged where none match."""
+    if not distillation or not distillation.get("weights"):
+        return distillation
+    return {**distillation, "weights": shipped_name(distillation["teacher"], distillation["weights"])}
+
+
+def shipped_name(model_name: str, weights: str) -> str:
+    """A weights file of ``model_name`` named by the tag of the shipped weights holding the same tensors;
+    unchanged where it is not a file or none match."""
     from safetensors.torch import load_file
 
     from resnets.weights.named import weights_for
 
-    path = Path(str((distillation or {}).get("weights") or "")).expanduser()
+    path = Path(str(weights)).expanduser()
     if not path.is_file():
-        return distillation
+        return weights
     tensors = load_file(str(path))
-    for weights in weights_for(distillation["teacher"]):
-        if not weights.file:
+    for named in weights_for(model_name):
+        if not named.file:
             continue
-        shipped = load_file(weights.location)
+        shipped = load_file(named.location)
         if shipped.keys() == tensors.keys() and all(torch.equal(shipped[k], tensors[k]) for k in tensors):
-            return {**distillation, "weights": weights.tag}
-    return distillation
+            return named.tag
+    return weights
 
 
 def _teacher_flags(distillation) -> str:
@@ -182,6 +196,13 @@ def _teacher_flags(distillation) -> str:
 def _distilled_row(distillation: dict) -> str:
     return (f"| distilled from | {distillation['teacher']} ({distillation.get('weights') or 'its default weights'}), "
             f"alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
+
+
+def _averaged_row(averaged: dict) -> str:
+    if averaged.get("kind") == "swa":
+        return (f"| weights | the average of {averaged['averaged']} epoch-end weights (SWA, from epoch "
+                f"{averaged['start']:g}), BatchNorm statistics recomputed on {averaged['bn_batches']} training batches |")
+    return f"| weights | exponential moving average, decay {averaged.get('decay')} |"
 
 
 def _sessions_row(sessions: list) -> str:
@@ -209,7 +230,10 @@ def markdown_card(card: dict) -> str:
         f"| measured with | `{val['command']}` |",
         f"| training data | {training['data']}: {training['train_images']:,} training images |",
         f"| recipe | `{training['recipe_name']}` (`resnets train --recipe {training['recipe_name']}`) |",
+        *([f"| started from | `{training['started_from']}` (`--init-weights`) |"] if training.get("started_from")
+          else []),
         *([_distilled_row(training["distilled_from"])] if training.get("distilled_from") else []),
+        *([_averaged_row(training["averaged"])] if training.get("averaged") else []),
         f"| command | `{training['command']}` |",
         f"| length | {training['iterations']:,} iterations, {training['epochs']:g} epochs |",
         *([_sessions_row(training["sessions"])] if training.get("sessions") else []),

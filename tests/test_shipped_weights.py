@@ -228,3 +228,28 @@ def test_eval_on_a_folder_of_some_classes_scores_them_by_name(tmp_path):
     refused = run_main("eval", "resnet20", "--weights", "cifar10", "--data", str(tmp_path / "photos"))
     assert refused.returncode == 2 and "1 class(es) that cifar10 was not trained on: ['kitten']" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
+
+
+def test_ship_script_cards_a_warm_started_averaged_run(tmp_path):
+    """A run started from shipped weights (their file, copied) with weight averaging: the card names the weights
+    it started from by their tag, carries the average's description and gives the command's --init-weights."""
+    start = tmp_path / "start.safetensors"
+    resnets.save_weights(resnets.create_model("resnet20", weights="cifar10"), start, metadata={"note": "a copy"})
+    recipe = tmp_path / "swa.toml"
+    recipe.write_text('iterations = 4\nbatch_size = 32\nlr = 0.01\nschedule = "constant"\nevaluations = 1\n'
+                      '[averaging]\nswa_start = 0\nswa_bn_batches = 1\n')
+    run, data = tmp_path / "run", "synthetic:32x32:10:96"
+    result = run_main("train", "resnet20", "--init-weights", str(start), "--recipe", str(recipe), "--data", data,
+                      "--val-size", "32", "--out", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    code, err = _ship(str(run), "--tag", "synthetic", "--data-name", "synthetic", "--files-dir", str(tmp_path / "f"),
+                      "--cards-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    card = json.loads((tmp_path / "f" / "resnet20-synthetic.json").read_text())
+    assert card["training"]["started_from"] == "cifar10" and "--init-weights cifar10" in card["training"]["command"]
+    assert card["training"]["averaged"]["kind"] == "swa" and card["training"]["averaged"]["averaged"] == 2
+    markdown = (tmp_path / "c" / "resnet20-synthetic.md").read_text()
+    assert "| started from | `cifar10` (`--init-weights`) |" in markdown
+    assert "| weights | the average of 2 epoch-end weights (SWA, from epoch 0)" in markdown
+    shipped = resnets.create_model("resnet20", weights=str(tmp_path / "f" / "resnet20-synthetic.safetensors"))
+    assert shipped.checkpoint_info.metadata["averaged"]["kind"] == "swa"

@@ -106,9 +106,10 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     if record.get("distillation") is not None and not hook.feeds_images():
         raise UsageError("distillation needs the images themselves, and this run trains on cached features "
                          "(a linear probe); leave out --teacher or train more than the classifier")
-    if record["recipe"].get("swa_start") is not None and not hook.feeds_images():
-        raise UsageError("weight averaging (swa_start) recomputes BatchNorm statistics from images, and this run "
-                         "trains on cached features (a linear probe); use a recipe without swa_start")
+    if (record["recipe"].get("swa_start") is not None or record["recipe"].get("ema_decay", 0) > 0) \
+            and not hook.feeds_images():
+        raise UsageError("averaged weights (ema_decay, swa_start) are whole networks scored on images, and this run "
+                         "trains a classifier on cached features (a linear probe); use a recipe without them")
     amp, channels_last = record["amp"], record["channels_last"]
     warn_if_emulated(amp, device)  # asked for, or recorded by a run started on other hardware
     writer_class = _tensorboard_writer() if options.tensorboard else None

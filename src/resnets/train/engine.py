@@ -48,6 +48,7 @@ from .precision import autocast_context, warn_if_emulated
 from .progress import Meter, Progress, format_duration
 from .recipe import Recipe, learning_rate
 from .rundir import resolve_run, run_lock
+from .warmstart import WarmStart
 
 
 class TrainingDiverged(ResnetsError, RuntimeError):
@@ -98,11 +99,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     device = dist.device
     hook = options.hook or TrainHook()
     record, checkpoint = resolve_run(options, dist.world_size, device)
-    if options.hook is None and record.get("transfer"):
-        # resumed without the options that made the variation (train --init-weights): the recorded one
-        from ..transfer.hook import Transfer  # built on this module: imported on use
-
-        hook = Transfer(**record["transfer"])
+    if options.hook is None and WarmStart.from_record(record.get("transfer")):
+        hook = WarmStart.from_record(record["transfer"])  # resumed without --init-weights: the recorded one
     if record.get("distillation") is not None and not hook.feeds_images():
         raise UsageError("distillation needs the images themselves, and this run trains on cached features "
                          "(a linear probe); leave out --teacher or train more than the classifier")

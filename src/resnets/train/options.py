@@ -11,10 +11,11 @@ from torch import nn
 
 from .._options import MAX_SEED, check_bounds, option, option_fields, required
 from ..errors import UsageError
-from ..weights.named import split_weights_name, take_weights_name
+from ..weights.named import split_weights_name, take_weights_name, weights_tag
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
 from .recipe import list_recipes
+from .warmstart import WarmStart
 
 PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
@@ -108,15 +109,12 @@ class TrainOptions:
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
-        if self.init_weights is not None and not getattr(self.hook, "keep_classifier", False):  # once (replace())
+        if self.init_weights is not None and not isinstance(self.hook, WarmStart):  # once (replace() re-runs this)
             if self.hook is not None:
                 raise UsageError("init_weights is a warm start of its own; it does not combine with another "
                                  "training hook (fine-tuning takes --weights)")
-            from ..transfer.hook import Transfer  # the transfer package builds on the engine: imported on use
-            from ..weights.named import weights_tag
-
             # named weights by tag, so that a resume with `cifar10` or `resnet56.cifar10` is the same run
-            self.hook = Transfer(init_weights=str(weights_tag(self.model, self.init_weights)), keep_classifier=True)
+            self.hook = WarmStart(str(weights_tag(self.model, self.init_weights)))
 
     def _take_weights_name(self) -> None:
         """A model named with weights (``resnet56.cifar10``): training starts from fresh parameters, so it is

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..factory import create_model
 from ..weights.named import take_weights_name
 from ..train.precision import resolve_channels_last
-from .pretrained import load_pretrained
+from ..train.warmstart import load_pretrained
 
 
 def _stage_output(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:

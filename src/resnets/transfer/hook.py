@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -15,7 +14,7 @@ from ..models import freeze_batchnorm
 from ..train.engine import under_prefix
 from ..train.hooks import TrainHook
 from .features import cached_feature_loaders
-from .pretrained import load_pretrained
+from ..train.warmstart import load_pretrained
 
 
 @dataclass
@@ -29,8 +28,7 @@ class Transfer(TrainHook):
     leaves them alone, so a frozen module is frozen entirely.
     """
 
-    init_weights: Optional[str] = None  # checkpoint of any supported format; its classifier is replaced, unless:
-    keep_classifier: bool = False  # keep the file's classifier where its classes are the data's (a warm start)
+    init_weights: Optional[str] = None  # checkpoint of any supported format; its classifier is replaced
     trainable: Optional[list] = None
     unfreeze: list = field(default_factory=list)
     lr_mult: dict = field(default_factory=dict)  # {prefix: learning-rate multiplier}, e.g. {"fc": 10.0}
@@ -64,7 +62,7 @@ class Transfer(TrainHook):
         if world_size > 1 and (self.cache_features or self.unfreeze):
             raise UsageError("a linear probe on cached features and gradual unfreezing run in one process, "
                              "not under torchrun")
-        if self.init_weights and not (self.keep_classifier and self._classifier_fits(model, num_classes, classes)):
+        if self.init_weights:
             model.reset_classifier(num_classes)
             if "num_classes" in model.arch_kwargs:  # the file's head size would otherwise be recorded
                 model.arch_kwargs = {**model.arch_kwargs, "num_classes": num_classes}
@@ -75,18 +73,6 @@ class Transfer(TrainHook):
         for name, p in model.named_parameters():
             p.requires_grad_(self._starts[name] is not None)
         return model
-
-    def _classifier_fits(self, model: nn.Module, num_classes: int, classes: Optional[list]) -> bool:
-        """Whether the file's classifier scores the data's classes: as many, and the same names in the same
-        order where the file records names. Otherwise a notice says that a new classifier is trained."""
-        own = getattr(model, "classes", None)
-        if model.num_classes == num_classes and (not own or classes is None or list(own) == list(classes)):
-            return True
-        what = f"classes {list(own)[:4]}{'...' if len(own) > 4 else ''}" if own else f"{model.num_classes} classes"
-        warnings.warn(f"{self.init_weights}: its classifier ({what}) does not score the data's {num_classes} classes"
-                      f"{' ' + str(list(classes)[:4]) if classes else ''}; it is replaced by a new, untrained one",
-                      stacklevel=2)
-        return False
 
     def lr_multipliers(self) -> dict[str, float]:
         return dict(self.lr_mult)

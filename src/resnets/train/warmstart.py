@@ -1,0 +1,78 @@
+"""Starting from trained weights: the network and how its inputs were prepared (:func:`load_pretrained`,
+which fine-tuning uses too), and :class:`WarmStart`, the hook of ``train --init-weights``: every weight
+from the file, the classifier too where its classes are the data's."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from torch import nn
+
+from ..errors import UsageError
+from ..factory import create_model
+from ..models import Preprocessing
+from .hooks import TrainHook
+
+
+def load_pretrained(name: str, weights: str, *, image_size: Optional[int] = None, **model_kwargs: Any) -> nn.Module:
+    """``name`` with ``weights`` (any supported format) loaded, classifier included.
+
+    ``model.preprocessing`` is the one recorded in the file where it has one (our checkpoints
+    store the mean/std the network was trained with), else the model's default (ImageNet
+    statistics for torchvision and timm files); ``image_size`` replaces its input side.
+    A file of another architecture raises :class:`resnets.CheckpointError` naming the keys
+    that do not fit and what the file looks like.
+    """
+    model = create_model(name, weights=weights, **model_kwargs)
+    recorded = model.checkpoint_info.metadata.get("preprocessing")
+    if isinstance(recorded, dict):
+        known = {f.name for f in dataclasses.fields(Preprocessing)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in known}
+        model.preprocessing = dataclasses.replace(model.preprocessing, **values)
+    if image_size is not None:
+        if image_size < 8:
+            raise UsageError(f"image size {image_size} is too small; expected at least 8 pixels")
+        channels = model.preprocessing.input_size[0]
+        model.preprocessing = dataclasses.replace(model.preprocessing, input_size=(channels, image_size, image_size))
+    return model
+
+
+@dataclass
+class WarmStart(TrainHook):
+    """Train from ``init_weights`` (any supported format) instead of fresh weights, as timm's
+    ``--initial-checkpoint``: every parameter trains, and the file's classifier is kept where it scores
+    the data's classes (as many, and the same names in the same order where the file records names);
+    otherwise a new one replaces it, with a notice."""
+
+    init_weights: str
+
+    def record(self) -> dict:
+        return {"warm_start": True, "init_weights": self.init_weights}
+
+    def checkpoint_metadata(self) -> dict:
+        return {"pretrained": self.init_weights}
+
+    def initial_model(self, arch: str, model_kwargs: dict) -> Optional[nn.Module]:
+        return load_pretrained(arch, self.init_weights, **model_kwargs)
+
+    def setup(self, model: nn.Module, *, num_classes: int, total_steps: int, world_size: int,
+              classes: Optional[list] = None) -> nn.Module:
+        own = getattr(model, "classes", None)
+        if model.num_classes == num_classes and (not own or classes is None or list(own) == list(classes)):
+            return model
+        what = f"classes {list(own)[:4]}{'...' if len(own) > 4 else ''}" if own else f"{model.num_classes} classes"
+        warnings.warn(f"{self.init_weights}: its classifier ({what}) does not score the data's {num_classes} classes"
+                      f"{' ' + str(list(classes)[:4]) if classes else ''}; it is replaced by a new, untrained one",
+                      stacklevel=2)
+        model.reset_classifier(num_classes)
+        if "num_classes" in model.arch_kwargs:  # the file's head size would otherwise be recorded
+            model.arch_kwargs = {**model.arch_kwargs, "num_classes": num_classes}
+        return model
+
+    @classmethod
+    def from_record(cls, record: Optional[dict]) -> Optional["WarmStart"]:
+        """The hook a run recorded (config.json's ``transfer``), where it was a warm start."""
+        return cls(record["init_weights"]) if record and record.get("warm_start") else None

@@ -201,7 +201,8 @@ def _distilled_row(distillation: dict) -> str:
 def _averaged_row(averaged: dict) -> str:
     if averaged.get("kind") == "swa":
         return (f"| weights | the average of {averaged['averaged']} epoch-end weights (SWA, from epoch "
-                f"{averaged['start']:g}), BatchNorm statistics recomputed on {averaged['bn_batches']} training batches |")
+                f"{averaged['start']:g}), BatchNorm statistics recomputed on {averaged['bn_batches']} training "
+                f"batches |")
     return f"| weights | exponential moving average, decay {averaged.get('decay')} |"
 
 

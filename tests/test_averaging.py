@@ -173,3 +173,20 @@ def test_init_weights_and_a_fine_tuning_hook_do_not_combine(tmp_path):
     with pytest.raises(UsageError, match="does not combine"):
         TrainOptions(model="resnet20", out=tmp_path / "run", init_weights="x.safetensors",
                      hook=Transfer(init_weights="y.safetensors"), log=io.StringIO())
+
+
+@pytest.mark.slow
+def test_averaging_leaves_the_training_batches_of_the_large_pipeline_alone(tmp_path):
+    """The BatchNorm batches of SWA come from a loader of their own: the training's DataLoader (persistent
+    workers, a shared sampler) would be reset by a second iteration in the middle of an epoch. The raw weights
+    and losses of a run that averages are those of the same run that does not."""
+    common = dict(COMMON, pipeline="large", num_workers=1)
+    for name, averaging in (("swa", dict(swa_start=0, swa_bn_batches=1)), ("plain", {})):
+        train(TrainOptions(model="resnet20", out=tmp_path / name, recipe=str(write_recipe(
+            tmp_path / f"{name}.toml", **averaging)), **common))
+    swa, plain = (load_file(str(tmp_path / name / "checkpoints" / "step-00000008.safetensors"))
+                  for name in ("swa", "plain"))
+    assert all(torch.equal(swa[k], plain[k]) for k in plain)
+    assert [r["train_loss"] for r in read_metrics(tmp_path / "swa")] == \
+        [r["train_loss"] for r in read_metrics(tmp_path / "plain")]
+    assert metadata(tmp_path / "swa" / "last.safetensors")["averaged"]["averaged"] == 4

@@ -31,6 +31,13 @@ class EpochBatches:
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
+    def side_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` (as ``epoch_batches`` gives them), drawn without disturbing an
+        ``epoch_batches`` iteration in progress: for a look at the training data in the middle of an
+        epoch (the BatchNorm statistics of averaged weights). Here the two are the same: a loader whose
+        iterations share state overrides it."""
+        return self.epoch_batches(epoch)
+
     @property
     def num_samples(self) -> int:
         """Images this rank sees per epoch (padded by repetition to the same count on every rank)."""

@@ -170,7 +170,24 @@ class ImageLoader(EpochBatches):
             raise UsageError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         self.sampler.set_epoch(epoch)
         self.sampler.start = start_batch * cfg.batch_size
-        for images, labels, bad in self.loader:
+        return self._device_batches(self.loader)
+
+    def side_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from a one-off DataLoader with a sampler of its own: the training's
+        loader (its sampler and persistent workers) is shared state, which a second iteration would reset."""
+        sampler = ResumableSampler(len(self.dataset), seed=self.sampler.seed, shuffle=self.sampler.shuffle,
+                                   rank=self.sampler.rank, world_size=self.sampler.world_size)
+        sampler.set_epoch(epoch)
+        loader = self.loader
+        workers = loader.num_workers
+        return self._device_batches(DataLoader(
+            self.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=workers,
+            collate_fn=loader.collate_fn, drop_last=loader.drop_last,
+            prefetch_factor=self.config.prefetch_factor if workers > 0 else None))
+
+    def _device_batches(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.config
+        for images, labels, bad in loader:
             if bad:
                 self._report(bad)
             if images is None:

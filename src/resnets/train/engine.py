@@ -318,7 +318,7 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
                     if dist.is_main:
                         # the averaged weights where the recipe keeps them (SWA's with fresh BatchNorm statistics)
                         evaluated = model if average is None or not average.ready else average.module(
-                            train_loader.epoch_batches(epoch), autocast_context(device, amp))
+                            train_loader.side_batches(epoch), autocast_context(device, amp))
                         row, best_top1 = _evaluate_and_save(
                             out, row, model, evaluated, trained, val_loader, info, options, amp, best_top1,
                             {**metadata, "averaged": average.describe()} if evaluated is not model else metadata,

@@ -175,18 +175,18 @@ def test_init_weights_and_a_fine_tuning_hook_do_not_combine(tmp_path):
                      hook=Transfer(init_weights="y.safetensors"), log=io.StringIO())
 
 
-@pytest.mark.slow
-def test_averaging_leaves_the_training_batches_of_the_large_pipeline_alone(tmp_path):
-    """The BatchNorm batches of SWA come from a loader of their own: the training's DataLoader (persistent
-    workers, a shared sampler) would be reset by a second iteration in the middle of an epoch. The raw weights
-    and losses of a run that averages are those of the same run that does not."""
-    common = dict(COMMON, pipeline="large", num_workers=1)
-    for name, averaging in (("swa", dict(swa_start=0, swa_bn_batches=1)), ("plain", {})):
-        train(TrainOptions(model="resnet20", out=tmp_path / name, recipe=str(write_recipe(
-            tmp_path / f"{name}.toml", **averaging)), **common))
-    swa, plain = (load_file(str(tmp_path / name / "checkpoints" / "step-00000008.safetensors"))
-                  for name in ("swa", "plain"))
-    assert all(torch.equal(swa[k], plain[k]) for k in plain)
-    assert [r["train_loss"] for r in read_metrics(tmp_path / "swa")] == \
-        [r["train_loss"] for r in read_metrics(tmp_path / "plain")]
-    assert metadata(tmp_path / "swa" / "last.safetensors")["averaged"]["averaged"] == 4
+def test_side_batches_leave_an_epoch_of_the_large_pipeline_alone():
+    """SWA's BatchNorm batches come from ``side_batches``: in the large pipeline the training's DataLoader
+    (persistent workers, a shared sampler) would be reset by a second iteration in the middle of an epoch.
+    An epoch interrupted by side batches yields exactly the batches of an uninterrupted one."""
+    train_loader, _, _ = build_loaders(DATA, batch_size=16, seed=0, device=torch.device("cpu"), val_size=32,
+                                       augment=True, drop_last=True, pipeline="large", num_workers=1)
+    whole = [labels.clone() for _, labels in train_loader.epoch_batches(1)]
+    interrupted = []
+    for index, (_, labels) in enumerate(train_loader.epoch_batches(1)):
+        interrupted.append(labels.clone())
+        if index == 1:
+            side = [labels for _, labels in train_loader.side_batches(1)]
+            assert all(torch.equal(a, b) for a, b in zip(side, whole)) and len(side) == len(whole)
+    assert len(interrupted) == len(whole) == 4
+    assert all(torch.equal(a, b) for a, b in zip(interrupted, whole))

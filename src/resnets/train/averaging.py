@@ -68,11 +68,6 @@ class WeightAverage:
         """Whether there is an average to use yet (SWA: from the first epoch end after ``swa_start``)."""
         return self.ema is not None or int(self.swa.n_averaged) > 0
 
-    @property
-    def count(self) -> int:
-        """Weights averaged so far (SWA), or the steps the moving average has seen (EMA: not counted)."""
-        return int(self.swa.n_averaged) if self.swa is not None else 0
-
     def module(self, bn_batches: Iterable, autocast) -> nn.Module:
         """The averaged network, ready to evaluate and save: for SWA with its BatchNorm statistics
         recomputed on ``bn_batches`` ((images, labels) pairs; the first ``swa_bn_batches`` are used)
@@ -87,7 +82,7 @@ class WeightAverage:
         """For the metadata of the weights the average is saved as."""
         if self.ema is not None:
             return {"kind": "ema", "decay": self.recipe.ema_decay}
-        return {"kind": "swa", "averaged": self.count, "start": self.recipe.swa_start, "lr": self.recipe.swa_lr,
+        return {"kind": "swa", "averaged": int(self.swa.n_averaged), "start": self.recipe.swa_start, "lr": self.recipe.swa_lr,
                 "bn_batches": self.recipe.swa_bn_batches}
 
     def state_dict(self) -> dict:

@@ -99,8 +99,9 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
     device = dist.device
     hook = options.hook or TrainHook()
     record, checkpoint = resolve_run(options, dist.world_size, device)
-    if options.hook is None and WarmStart.from_record(record.get("transfer")):
-        hook = WarmStart.from_record(record["transfer"])  # resumed without --init-weights: the recorded one
+    recorded = WarmStart.from_record(record.get("transfer")) if options.hook is None else None
+    if recorded is not None:
+        hook = recorded  # resumed without --init-weights: the recorded one
     if record.get("distillation") is not None and not hook.feeds_images():
         raise UsageError("distillation needs the images themselves, and this run trains on cached features "
                          "(a linear probe); leave out --teacher or train more than the classifier")

@@ -284,3 +284,20 @@ def test_large_pipeline_workers_resume_and_shards(tmp_path):
     assert len(labels[0]) == len(labels[1]) == 12
     order = [shard.sampler.order(0) for shard in shards]
     assert {i for part in order for i, _ in part} == set(range(24))
+
+
+def test_large_pipeline_without_a_model_size_keeps_the_images_size(tmp_path):
+    """A CIFAR-family net trained from scratch gives no input size: the large pipeline, like the small one,
+    trains at the images' own size and evaluates them whole (it used to upsample them to 224 px)."""
+    write_tree(tmp_path / "tiny", {"a": 12, "b": 12}, size=(32, 32))
+    train, val, info = build_loaders(tmp_path / "tiny", pipeline="large", batch_size=4, val_size=4, num_workers=0,
+                                     cache_dir=tmp_path)
+    assert info.pipeline == "large" and info.image_size == (32, 32)
+    assert next(train.epoch_batches(0))[0].shape == (4, 3, 32, 32)
+    images = torch.cat([x for x, _ in val])
+    assert images.shape == (4, 3, 32, 32)
+    # evaluation is the whole image, normalised: the small pipeline's evaluation batches, up to its statistics
+    _, small_val, small = build_loaders(tmp_path / "tiny", pipeline="small", batch_size=4, val_size=4,
+                                        cache_dir=tmp_path, mean=info.mean, std=info.std)
+    assert small.split == info.split
+    torch.testing.assert_close(images, torch.cat([x for x, _ in small_val]), atol=1e-5, rtol=0)

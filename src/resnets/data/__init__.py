@@ -41,7 +41,7 @@ from .cache import DecodedImages, decode_to_tensor
 from .download import CIFAR_ARCHIVES, cifar_archive
 from .large import ImageLoader, ImageLoaderConfig, ResumableSampler, build_transform
 from .loaders import Loader, decode_small, loader_for, rows_of
-from .pipeline import DataConfig, choose_pipeline, large_transform
+from .pipeline import DataConfig, choose_pipeline, large_transform, with_data_size
 from .small import DeviceLoader, DeviceLoaderConfig
 from .sources import (SYNTHETIC_SYNTAX, BadImageError, BadInputWarning, FileTreeSource, ImageSource, SyntheticSource,
                       TensorSource, check_policy, decode_bytes, load_cifar, load_folder, load_zip, resolve_source,
@@ -154,6 +154,7 @@ def _build_small(cfg: DataConfig, train_source: ImageSource, val_source: Optiona
 
 
 def _build_large(cfg: DataConfig, train_source: ImageSource, val_source: Optional[ImageSource], split: Split):
+    cfg = with_data_size(cfg, train_source)  # validation images at the training images' size
     train, _ = loader_for(train_source, cfg, train=True, indices=split.train_indices)
     if val_source is not None:
         val_set, val_indices = val_source, np.arange(len(val_source))

@@ -15,7 +15,8 @@ import torch
 from ..errors import UsageError
 from .cache import DecodedImages, decode_to_tensor
 from .large import ImageLoader
-from .pipeline import DataConfig, choose_pipeline, default_num_workers, given_statistics, input_side, large_transform
+from .pipeline import (DataConfig, choose_pipeline, default_num_workers, given_statistics, input_side, large_transform,
+                       with_data_size)
 from .small import DeviceLoader
 from .sources import ImageSource
 
@@ -94,7 +95,7 @@ def loader_for(source: ImageSource, config: DataConfig, *, train: bool, indices:
                               random_erasing=config.random_erasing if augment else 0.0, **batching)
         return loader, served
     indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
-    transform = large_transform(config)
+    transform = large_transform(with_data_size(config, source))
     if train and config.train_image_size:
         transform["image_size"] = config.train_image_size
     if source.channels != len(transform["mean"]):

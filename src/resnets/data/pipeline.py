@@ -7,7 +7,7 @@ evaluation and ``resnets features`` all get their loaders from it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -24,7 +24,7 @@ from .sources import ImageSource
 # images no larger than this (longest side, pixels) are held on the device: CIFAR's 32, downsampled ImageNet's 64
 SMALL_IMAGE_MAX_SIDE = 64
 SMALL_IMAGE_MAX_BYTES = 4 << 30  # ... when the whole set, as uint8, also fits in this
-DEFAULT_IMAGE_SIZE = 224  # large pipeline, when neither the caller nor a model's preprocessing gives one
+DEFAULT_IMAGE_SIZE = 224  # large_transform, when neither the config nor a source gives a size
 
 
 def default_num_workers() -> int:
@@ -45,7 +45,7 @@ class DataConfig:
     val_source: Optional[Union[str, ImageSource]] = None  # a separate validation set instead of a carved split
     device: Union[str, torch.device] = "cpu"
     pipeline: str = "auto"  # "auto", "small" or "large"
-    # default: the model's preprocessing, else the data's own (small) / 224
+    # default: the model's preprocessing, else the images' own (with_data_size in the large pipeline)
     image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
     # the large pipeline's training crops; default image_size
     train_image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
@@ -110,6 +110,17 @@ def given_statistics(config: DataConfig) -> tuple[Optional[Sequence[float]], Opt
     """(mean, std) given, else the preprocessing's; None where neither says."""
     return (config.mean or preprocessing_field(config.preprocessing, "mean"),
             config.std or preprocessing_field(config.preprocessing, "std"))
+
+
+def with_data_size(config: DataConfig, source: ImageSource) -> DataConfig:
+    """``config``, with the size of ``source``'s images where neither ``image_size`` nor the preprocessing
+    gives an input size (a CIFAR-family net trained from scratch): the first image's longer side, evaluated
+    whole (crop 1.0), as the small pipeline decodes at the images' own size."""
+    if input_side(config) is not None:
+        return config
+    side = max(probe_size(source, config.bad_input))
+    given = {key: preprocessing_field(config.preprocessing, key) for key in ("mean", "std", "interpolation")}
+    return replace(config, preprocessing={**given, "input_size": (source.channels, side, side), "crop_pct": 1.0})
 
 
 def large_transform(config: DataConfig) -> dict:

@@ -82,8 +82,8 @@ class WeightAverage:
         """For the metadata of the weights the average is saved as."""
         if self.ema is not None:
             return {"kind": "ema", "decay": self.recipe.ema_decay}
-        return {"kind": "swa", "averaged": int(self.swa.n_averaged), "start": self.recipe.swa_start, "lr": self.recipe.swa_lr,
-                "bn_batches": self.recipe.swa_bn_batches}
+        return {"kind": "swa", "averaged": int(self.swa.n_averaged), "start": self.recipe.swa_start,
+                "lr": self.recipe.swa_lr, "bn_batches": self.recipe.swa_bn_batches}
 
     def state_dict(self) -> dict:
         return (self.ema if self.ema is not None else self.swa).state_dict()

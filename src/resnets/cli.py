@@ -257,7 +257,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        which = {"val": "the validation split recorded in the weights", "all": "every image (of its train part)"}.get(
+        which = {"val": "the validation split recorded in the weights", "all": "every image of the train part"}.get(
             result["split"], f"its {result['split']} folder" if result["split"].endswith("/") else
             f"its {result['split']!r} split")
         print(f"evaluating on {which} of {args.data}: {result['n']} images ({result['split_reason']})",

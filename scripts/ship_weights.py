@@ -95,13 +95,18 @@ def main(argv=None) -> int:
     model = create_model(model_name, weights=str(args.run_dir / "last.safetensors"))
     metadata = {key: value for key, value in model.checkpoint_info.metadata.items()
                 if key in ("split", "seed", "step", "depth", "recipe", "distilled_from", "averaged")}
+    digests = config.get("weights_sha256") or {}  # the bytes the run read (recorded by runs since it was)
     distillation = named_teacher(config.get("distillation"))
     if distillation:
+        if digests.get("teacher_weights"):
+            distillation = {**distillation, "sha256": digests["teacher_weights"]}
         metadata["distilled_from"] = distillation
     started_from = (config.get("transfer") or {}).get("init_weights")
     if started_from:  # a warm start (train --init-weights): named by the shipped weights it was, where it was one
         started_from = shipped_name(model_name, started_from)
         metadata["started_from"] = started_from
+        if digests.get("init_weights"):
+            metadata["started_from_sha256"] = digests["init_weights"]
     metadata["data"] = args.data_name
     if args.eval_size or args.crop_pct:
         from dataclasses import replace
@@ -140,6 +145,7 @@ def main(argv=None) -> int:
                                         + (f" --init-weights {started_from}" if started_from else "")
                                         + _teacher_flags(distillation)),
             "distilled_from": distillation, "started_from": started_from,
+            "started_from_sha256": digests.get("init_weights") if started_from else None,
             "averaged": model.checkpoint_info.metadata.get("averaged"),
             "iterations": last["step"], "epochs": last["epoch"],
             "final_train_error": round(last["train_error"], 2), "final_val_top1_in_training": last.get("val_top1"),
@@ -194,8 +200,14 @@ def _teacher_flags(distillation) -> str:
 
 
 def _distilled_row(distillation: dict) -> str:
-    return (f"| distilled from | {distillation['teacher']} ({distillation.get('weights') or 'its default weights'}), "
-            f"alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
+    digest = f"; file sha256 `{distillation['sha256']}`" if distillation.get("sha256") else ""
+    return (f"| distilled from | {distillation['teacher']} ({distillation.get('weights') or 'its default weights'}"
+            f"{digest}), alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
+
+
+def _file_digest(training: dict) -> str:
+    digest = training.get("started_from_sha256")
+    return f"; file sha256 `{digest}`" if digest else ""
 
 
 def _averaged_row(averaged: dict) -> str:
@@ -231,8 +243,8 @@ def markdown_card(card: dict) -> str:
         f"| measured with | `{val['command']}` |",
         f"| training data | {training['data']}: {training['train_images']:,} training images |",
         f"| recipe | `{training['recipe_name']}` (`resnets train --recipe {training['recipe_name']}`) |",
-        *([f"| started from | `{training['started_from']}` (`--init-weights`) |"] if training.get("started_from")
-          else []),
+        *([f"| started from | `{training['started_from']}` (`--init-weights`" + _file_digest(training) + ") |"]
+          if training.get("started_from") else []),
         *([_distilled_row(training["distilled_from"])] if training.get("distilled_from") else []),
         *([_averaged_row(training["averaged"])] if training.get("averaged") else []),
         f"| command | `{training['command']}` |",

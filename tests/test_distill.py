@@ -3,6 +3,7 @@ record, resume with, and refuse teachers."""
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,33 @@ def test_a_distilled_run_records_its_teacher_and_resumes_exactly(tmp_path):
     with pytest.raises(RunDirError, match="distillation"):
         train(_options(halves, iterations=8, evaluations=2, resume=True, teacher="resnet20", teacher_weights=teacher,
                        distill_alpha=0.5))
+
+
+def test_a_resume_whose_starting_or_teacher_weights_changed_is_refused(tmp_path):
+    from resnets._io import sha256_file
+
+    teacher, start = _teacher_file(tmp_path), tmp_path / "start.safetensors"
+    resnets.save_weights(randomise_bn(resnets.create_model("resnet20")), start)
+    run = tmp_path / "run"
+    given = dict(iterations=4, evaluations=2, teacher="resnet20", teacher_weights=teacher, init_weights=str(start))
+    with pytest.raises(_Stop):
+        train(_options(run, **given, on_step=_stop_at(3)))
+    config, sessions = (run / "config.json").read_text(), (run / "sessions.jsonl").read_text()
+    assert json.loads(config)["weights_sha256"] == {"init_weights": sha256_file(start),
+                                                    "teacher_weights": sha256_file(teacher)}
+    # the same paths, other bytes (a file overwritten, or named weights of a later package): refused, nothing written
+    for path, words in ((teacher, "distils from"), (start, "started from")):
+        kept = Path(path).read_bytes()
+        resnets.save_weights(randomise_bn(resnets.create_model("resnet20")), path)
+        with pytest.raises(RunDirError, match=f"{words} {path}, which now holds other weights") as refused:
+            train(_options(run, resume=True, **given))
+        assert len(str(refused.value).splitlines()) == 1
+        assert (run / "config.json").read_text() == config and (run / "sessions.jsonl").read_text() == sessions
+        Path(path).write_bytes(kept)
+    # the bytes it started with: it resumes and finishes
+    train(_options(run, resume=True, **given))
+    assert json.loads((run / "last.json").read_text())["step"] == 4
+    assert json.loads((run / "config.json").read_text())["weights_sha256"] == json.loads(config)["weights_sha256"]
 
 
 class _Stop(Exception):

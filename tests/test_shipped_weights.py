@@ -172,7 +172,10 @@ def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path
     assert "resnet20.sample" in markdown
     assert card["training"]["distilled_from"]["teacher"] == "resnet20"
     assert f"--teacher resnet20 --teacher-weights {teacher} --distill-alpha 0.5" in card["training"]["command"]
-    assert f"| distilled from | resnet20 ({teacher}), alpha 0.5, temperature 4 |" in markdown
+    # with the sha256 of the teacher's bytes the run read (recorded in its config.json)
+    assert card["training"]["distilled_from"]["sha256"] == sha256_file(teacher)
+    digest = sha256_file(teacher)
+    assert f"| distilled from | resnet20 ({teacher}; file sha256 `{digest}`), alpha 0.5, temperature 4 |" in markdown
     (session,) = card["training"]["sessions"]  # the run's one start, from its sessions.jsonl
     assert session["from_step"] == 0 and f"| sessions | 1: from step 0 on {session['started'][:10]} (" in markdown
     model = resnets.create_model("resnet20", weights=str(tmp_path / "files" / "resnet20-sample.safetensors"))
@@ -249,7 +252,8 @@ def test_ship_script_cards_a_warm_started_averaged_run(tmp_path):
     assert card["training"]["started_from"] == "cifar10" and "--init-weights cifar10" in card["training"]["command"]
     assert card["training"]["averaged"]["kind"] == "swa" and card["training"]["averaged"]["averaged"] == 2
     markdown = (tmp_path / "c" / "resnet20-synthetic.md").read_text()
-    assert "| started from | `cifar10` (`--init-weights`) |" in markdown
+    assert card["training"]["started_from_sha256"] == sha256_file(start)
+    assert f"| started from | `cifar10` (`--init-weights`; file sha256 `{sha256_file(start)}`) |" in markdown
     assert "| weights | the average of 2 epoch-end weights (SWA, from epoch 0)" in markdown
     shipped = resnets.create_model("resnet20", weights=str(tmp_path / "f" / "resnet20-synthetic.safetensors"))
     assert shipped.checkpoint_info.metadata["averaged"]["kind"] == "swa"

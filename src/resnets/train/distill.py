@@ -39,6 +39,7 @@ class Teacher:
         # a frozen teacher's BatchNorms are fixed affine maps: folded into the convolutions before them
         # (a copy; logits within 1e-5), its forward pass runs 1.3x faster (resnet56, fp32 CPU)
         self.model = fold_batchnorm(model).requires_grad_(False)
+        self.checkpoint_info = getattr(model, "checkpoint_info", None)  # the file it was read from
         own = model.preprocessing
         student_mean, student_std = torch.tensor(mean), torch.tensor(std)
         teacher_mean, teacher_std = torch.tensor(own.mean), torch.tensor(own.std)

@@ -47,7 +47,7 @@ from .distill import class_notice, distillation_loss, load_teacher, split_notice
 from .precision import autocast_context, warn_if_emulated
 from .progress import Meter, Progress, format_duration
 from .recipe import Recipe, learning_rate
-from .rundir import resolve_run, run_lock
+from .rundir import resolve_run, run_lock, weights_digests
 from .warmstart import WarmStart
 
 
@@ -186,6 +186,8 @@ def _train(options: TrainOptions, dist: Distributed) -> dict:
         teacher = load_teacher(distillation["teacher"], distillation["weights"], num_classes=info.num_classes,
                                channels=info.channels, mean=info.mean, std=info.std,
                                classes=info.classes).to(device, channels_last)
+    record["weights_sha256"] = weights_digests(out, record, checkpoint is not None, init_weights=initial,
+                                               teacher_weights=teacher)
     # on CUDA the fused kernel: one launch per parameter group instead of several per step
     optimizer = torch.optim.SGD(_param_groups(model, recipe, hook.lr_multipliers()), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov,

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
 
 import torch
 
+from .._io import sha256_file
 from .checkpoint import RunDirError, last_checkpoint, read_config
 from .distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .options import TrainOptions
@@ -107,6 +108,26 @@ def _shown(value):
     if isinstance(value, list):
         return "[" + ", ".join(str(_shown(v)) for v in value) + "]"
     return repr(value)
+
+
+def weights_digests(out: Path, record: dict, resumed: bool, **models) -> dict:
+    """The sha256 of each file a run starts from or distils from (``init_weights=``, ``teacher_weights=``: a
+    model read from a file, or None), for config.json's ``weights_sha256``. A resumed run must read the same
+    bytes: a name that now resolves to another file (named weights of a later package, a file overwritten
+    since) would silently train on with other weights, and is refused in one line."""
+    digests = {key: sha256_file(model.checkpoint_info.path) for key, model in models.items()
+               if getattr(model, "checkpoint_info", None) is not None}
+    recorded = record.get("weights_sha256") or {}  # runs of before it was recorded: what they read now
+    changed = [key for key, digest in digests.items() if key in recorded and recorded[key] != digest]
+    if resumed and changed:
+        key = changed[0]
+        name = (record.get("transfer") or {}).get("init_weights") if key == "init_weights" else \
+            (record.get("distillation") or {}).get("weights")
+        raise RunDirError(f"--resume: {out} {'started from' if key == 'init_weights' else 'distils from'} {name}, "
+                          f"which now holds other weights (sha256 {digests[key][:12]}..., the run read "
+                          f"{recorded[key][:12]}...); resume it where those weights are or start a new --out",
+                          [f"{key} (recorded sha256 {recorded[key]}, found {digests[key]})"])
+    return {**recorded, **digests}
 
 
 def distillation_record(options: TrainOptions) -> Optional[dict]:

@@ -200,13 +200,13 @@ def _teacher_flags(distillation) -> str:
 
 
 def _distilled_row(distillation: dict) -> str:
-    digest = f"; file sha256 `{distillation['sha256']}`" if distillation.get("sha256") else ""
     return (f"| distilled from | {distillation['teacher']} ({distillation.get('weights') or 'its default weights'}"
-            f"{digest}), alpha {distillation['alpha']:g}, temperature {distillation['temperature']:g} |")
+            f"{_file_digest(distillation.get('sha256'))}), alpha {distillation['alpha']:g}, "
+            f"temperature {distillation['temperature']:g} |")
 
 
-def _file_digest(training: dict) -> str:
-    digest = training.get("started_from_sha256")
+def _file_digest(digest) -> str:
+    """``; file sha256 `...``` for a card row, where the run recorded the bytes it read; else nothing."""
     return f"; file sha256 `{digest}`" if digest else ""
 
 
@@ -243,7 +243,8 @@ def markdown_card(card: dict) -> str:
         f"| measured with | `{val['command']}` |",
         f"| training data | {training['data']}: {training['train_images']:,} training images |",
         f"| recipe | `{training['recipe_name']}` (`resnets train --recipe {training['recipe_name']}`) |",
-        *([f"| started from | `{training['started_from']}` (`--init-weights`" + _file_digest(training) + ") |"]
+        *([f"| started from | `{training['started_from']}` (`--init-weights`"
+           + _file_digest(training.get("started_from_sha256")) + ") |"]
           if training.get("started_from") else []),
         *([_distilled_row(training["distilled_from"])] if training.get("distilled_from") else []),
         *([_averaged_row(training["averaged"])] if training.get("averaged") else []),

@@ -173,8 +173,8 @@ def test_ship_script_refuses_an_unfinished_run_and_ships_a_finished_one(tmp_path
     assert card["training"]["distilled_from"]["teacher"] == "resnet20"
     assert f"--teacher resnet20 --teacher-weights {teacher} --distill-alpha 0.5" in card["training"]["command"]
     # with the sha256 of the teacher's bytes the run read (recorded in its config.json)
-    assert card["training"]["distilled_from"]["sha256"] == sha256_file(teacher)
     digest = sha256_file(teacher)
+    assert card["training"]["distilled_from"]["sha256"] == digest
     assert f"| distilled from | resnet20 ({teacher}; file sha256 `{digest}`), alpha 0.5, temperature 4 |" in markdown
     (session,) = card["training"]["sessions"]  # the run's one start, from its sessions.jsonl
     assert session["from_step"] == 0 and f"| sessions | 1: from step 0 on {session['started'][:10]} (" in markdown

@@ -121,11 +121,11 @@ def weights_digests(out: Path, record: dict, resumed: bool, **models) -> dict:
     changed = [key for key, digest in digests.items() if key in recorded and recorded[key] != digest]
     if resumed and changed:
         key = changed[0]
-        name = (record.get("transfer") or {}).get("init_weights") if key == "init_weights" else \
-            (record.get("distillation") or {}).get("weights")
-        raise RunDirError(f"--resume: {out} {'started from' if key == 'init_weights' else 'distils from'} {name}, "
-                          f"which now holds other weights (sha256 {digests[key][:12]}..., the run read "
-                          f"{recorded[key][:12]}...); resume it where those weights are or start a new --out",
+        verb, name = {"init_weights": ("started from", (record.get("transfer") or {}).get("init_weights")),
+                      "teacher_weights": ("distils from", (record.get("distillation") or {}).get("weights"))}[key]
+        raise RunDirError(f"--resume: {out} {verb} {name}, which now holds other weights (sha256 "
+                          f"{digests[key][:12]}..., the run read {recorded[key][:12]}...); resume it where those "
+                          f"weights are or start a new --out",
                           [f"{key} (recorded sha256 {recorded[key]}, found {digests[key]})"])
     return {**recorded, **digests}
 

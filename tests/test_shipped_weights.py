@@ -257,3 +257,33 @@ def test_ship_script_cards_a_warm_started_averaged_run(tmp_path):
     assert "| weights | the average of 2 epoch-end weights (SWA, from epoch 0)" in markdown
     shipped = resnets.create_model("resnet20", weights=str(tmp_path / "f" / "resnet20-synthetic.safetensors"))
     assert shipped.checkpoint_info.metadata["averaged"]["kind"] == "swa"
+
+
+@needs_shipped
+def test_paired_accuracy_counts_the_images_each_weights_alone_gets_right(tmp_path, capsys):
+    """benchmarks/paired_accuracy.py on the packaged sample: resnet20.cifar10 against a copy whose classifier
+    favours one class, its counts checked against the two networks' predictions computed here."""
+    from resnets.data.evaluation import build_eval_loader
+    from script_helpers import benchmark_module
+
+    first = resnets.create_model("resnet20", weights="cifar10").eval()
+    second = resnets.create_model("resnet20", weights="cifar10").eval()
+    with torch.no_grad():
+        second.fc.bias[3] += 2.0  # more images called "cat": some right answers lost, a few gained
+    changed = tmp_path / "cat-biased.safetensors"
+    resnets.save_weights(second, changed, metadata={"split": first.checkpoint_info.metadata["split"]})
+    pre = first.preprocessing
+    loader, _ = build_eval_loader("sample:cifar10", split="all", mean=pre.mean, std=pre.std, preprocessing=pre)
+    with torch.no_grad():
+        pairs = [(first(x).argmax(1), second(x).argmax(1), y) for x, y in loader]
+    a, b, y = (torch.cat(column) for column in zip(*pairs))
+    only_a, only_b = int(((a == y) & (b != y)).sum()), int(((b == y) & (a != y)).sum())
+    assert only_a > 0  # the test needs the two to differ
+    with benchmark_module("paired_accuracy") as script:
+        assert script.main(["resnet20", "cifar10", str(changed), "--data", "sample:cifar10", "--split", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"n {len(y):,}, fp32" in out
+    assert f"right only with the first {only_a}, only with the second {only_b}; predictions differ on " \
+           f"{int((a != b).sum())};" in out
+    for predictions in (a, b):
+        assert f"top-1 {100 * (predictions == y).float().mean():.2f} %" in out

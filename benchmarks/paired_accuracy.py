@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     import resnets
     from resnets.data.evaluation import build_eval_loader
 
-    torch.set_grad_enabled(False)
     nets = [resnets.create_model(args.model, weights=w).eval() for w in (args.first, args.second)]
     if args.teacher_model:
         nets.append(resnets.create_model(args.teacher_model, weights=args.teacher).eval())
@@ -46,10 +45,11 @@ def main(argv=None) -> int:
     loader, _ = build_eval_loader(args.data, split=args.split, recorded_split=nets[0].checkpoint_info.metadata.get(
         "split"), mean=pre.mean, std=pre.std, preprocessing=pre)
     predictions, labels = [[] for _ in nets], []
-    for x, y in loader:
-        for out, net in zip(predictions, nets):
-            out.append(net(x).argmax(1))
-        labels.append(y)
+    with torch.no_grad():
+        for x, y in loader:
+            for out, net in zip(predictions, nets):
+                out.append(net(x).argmax(1))
+            labels.append(y)
     y = torch.cat(labels)
     first, second, *teacher = [torch.cat(p) for p in predictions]
     right_a, right_b = first == y, second == y

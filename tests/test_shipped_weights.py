@@ -281,6 +281,7 @@ def test_paired_accuracy_counts_the_images_each_weights_alone_gets_right(tmp_pat
     assert only_a > 0  # the test needs the two to differ
     with benchmark_module("paired_accuracy") as script:
         assert script.main(["resnet20", "cifar10", str(changed), "--data", "sample:cifar10", "--split", "all"]) == 0
+    assert torch.is_grad_enabled()  # the script leaves the process's autograd as it found it
     out = capsys.readouterr().out
     assert f"n {len(y):,}, fp32" in out
     assert f"right only with the first {only_a}, only with the second {only_b}; predictions differ on " \

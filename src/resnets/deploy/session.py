@@ -90,11 +90,6 @@ class InferenceSession:
         self.config = config or SessionConfig(backend=backend, precision=precision,
                                               device=str(resolve_device(device)), compile=compile)
         config = self.config
-        if config.backend == "int8":
-            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
-                             "'openvino')")
-        if config.backend not in BACKENDS:
-            raise UsageError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
         if config.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
         if config.device != "cpu" and config.backend not in ("auto", "torch"):

@@ -129,6 +129,7 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     for name in ("resnets.create_model", "resnets.load_weights", "resnets.InferenceSession",
                  "resnets.train.TrainOptions", "resnets.transfer.finetune"):
         assert f'id="{name}"' in api, name
+    assert ":class:" not in api and ":func:" not in api   # the docstrings' Sphinx roles shown as code
     home = (site / "index.html").read_text(encoding="utf-8")
     assert 'id="quick-start"' in home and 'href="models.html"' in home and 'href="docs/' not in home
     assert "Benchmark results" in (site / "results.html").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """The documentation runs: every ```python block of README.md and docs/*.md is executed (each page's blocks in
 order, in one namespace, in a temporary directory), unless the line before it is a marker saying why it cannot
-run here, ``<!-- not-run: REASON -->``; and the site builds with ``mkdocs build --strict``."""
+run here, ``<!-- not-run: REASON -->``; the site builds with ``mkdocs build --strict``; and the models page's parameter counts are counted again."""
 
 from __future__ import annotations
 
@@ -136,3 +136,19 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     # nothing fetched when a page is read: no web fonts, no scripts or styles from elsewhere
     for html in site.rglob("*.html"):
         assert not re.search(r'(src|href)="https?://[^"]*\.(css|js|woff2?)"', html.read_text(encoding="utf-8")), html
+
+
+def test_the_parameter_counts_on_the_models_page_are_the_models():
+    """docs/models.md's table of parameters: each row is counted again (networks built on the meta device)."""
+    import torch
+
+    import resnets
+
+    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\w+)([^|]*)\| ([\d,]+) \| [\d.]+ [MG] \|$", text, flags=re.MULTILINE)
+    assert len(rows) >= 10, rows
+    for name, extra, count in rows:
+        options = dict(re.findall(r'(\w+)="(\w+)"', extra))
+        with torch.device("meta"):
+            model = resnets.create_model(name, **options)
+        assert sum(p.numel() for p in model.parameters()) == int(count.replace(",", "")), (name, options)

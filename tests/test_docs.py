@@ -1,6 +1,7 @@
 """The documentation runs: every ```python block of README.md and docs/*.md is executed (each page's blocks in
 order, in one namespace, in a temporary directory), unless the line before it is a marker saying why it cannot
-run here, ``<!-- not-run: REASON -->``; the site builds with ``mkdocs build --strict``; and the models page's parameter counts are counted again."""
+run here, ``<!-- not-run: REASON -->``; the site builds with ``mkdocs build --strict``; and the models page's
+parameter counts are counted again."""
 
 from __future__ import annotations
 

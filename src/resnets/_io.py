@@ -12,7 +12,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .errors import DiskFullError, ResnetsError, UsageError
 
@@ -59,12 +59,24 @@ def _umask() -> int:
     return mask
 
 
-def disk_full_error(path: Union[str, os.PathLike]) -> DiskFullError:
-    """The one line of a write that found no room (a full disk, a quota, a file-size limit)."""
+def _too_large(error: Optional[BaseException]) -> bool:
+    while error is not None:
+        if (isinstance(error, OSError) and error.errno == errno.EFBIG) or "File too large" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: Union[str, os.PathLike], error: Optional[BaseException] = None) -> DiskFullError:
+    """The one line of a write that found no room: a full disk or quota, or (``error`` an EFBIG) a file over
+    the file system's or the process's file-size limit."""
     path = Path(path)
+    kept = f"nothing was replaced, the previous {path.name} (if any) is intact"
+    if _too_large(error):
+        return DiskFullError(f"{path}: the file is larger than the file system or the file-size limit (ulimit -f) "
+                             f"allows; {kept}; raise the limit or choose another place to write it, and run again")
     return DiskFullError(f"{path}: the disk is full (no room left to write on the device holding {path.parent}); "
-                         f"nothing was replaced, the previous {path.name} (if any) is intact; free some space or "
-                         f"choose another place to write it, and run again")
+                         f"{kept}; free some space or choose another place to write it, and run again")
 
 
 def fsync_dir(directory: Union[str, os.PathLike]) -> None:
@@ -93,7 +105,7 @@ def atomic_path(path: Union[str, os.PathLike], keep_suffix: bool = False) -> Ite
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as error:  # no room even for an empty file (no free inode): named by the target, not the temp
         if is_disk_full(error):
-            raise disk_full_error(path) from None
+            raise disk_full_error(path, error) from None
         raise
     os.close(fd)
     tmp_path = Path(tmp)
@@ -109,7 +121,7 @@ def atomic_path(path: Union[str, os.PathLike], keep_suffix: bool = False) -> Ite
     except Exception as error:
         # an input refused mid-write (ResnetsError) is never taken for a full disk, however little space is left
         if not isinstance(error, ResnetsError) and is_disk_full(error, path.parent):
-            raise disk_full_error(path) from None
+            raise disk_full_error(path, error) from None
         raise
     finally:
         if tmp_path.exists():

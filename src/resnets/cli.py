@@ -703,7 +703,7 @@ def _run(args: argparse.Namespace) -> int:
         if error.filename is None:  # goes, a full disk): the user's to fix; an OSError with no path is a bug
             raise
         if is_disk_full(error):
-            print(f"resnets {args.command}: error: {disk_full_error(error.filename)}", file=sys.stderr)
+            print(f"resnets {args.command}: error: {disk_full_error(error.filename, error)}", file=sys.stderr)
         elif error.errno in (errno.EEXIST, errno.ENOTDIR):
             print(f"resnets {args.command}: error: {error.filename} is a file where a directory is needed; choose "
                   f"another path", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import socket
 import threading
@@ -40,6 +41,29 @@ from .session import InferenceSession, check_finite
 RAW_CONTENT_TYPES = ("application/octet-stream",)
 # seconds a client told 503 (busy, or no decoding memory free now) is asked to wait before trying again
 RETRY_AFTER_S = 1
+
+
+# after decoding an image this large, freed memory is handed back to the system (see _give_back_memory)
+GIVE_BACK_ABOVE = 16 * 1024 * 1024
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Return the free memory of every malloc arena to the system. Pillow decodes in 16 MiB blocks, which
+    glibc serves from per-thread arenas once its mmap threshold has grown: freed, they stayed resident (a
+    server 600 MB larger after one 8000x8000 image); trimmed, the process is back to its size before."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class DecodeBudget:
@@ -289,6 +313,8 @@ def create_app(session: InferenceSession, config: Optional[ServerConfig] = None)
                 return preprocess(decode_image(data, source=source), session.preprocessing)
             finally:  # in the worker: the memory is free only once decoding ends, whoever awaits it
                 budget.release(needed)
+                if needed >= GIVE_BACK_ABOVE:
+                    _give_back_memory()
 
         try:
             return await run_in_threadpool(work)

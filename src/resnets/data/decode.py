@@ -140,11 +140,13 @@ def read_image_file(path: Union[str, os.PathLike], where: Optional[str] = None) 
 # multi-frame images: the first frame, said once per loop
 
 _first_frames: list[str] = []  # this process's multi-frame files since the last take_first_frames()
+_MAX_NOTES = 100_000  # a process that decodes without ever taking them keeps this many names at most
 
 
 def note_first_frame(path: str) -> None:
     """Record that only the first frame of ``path`` was decoded."""
-    _first_frames.append(path)
+    if len(_first_frames) < _MAX_NOTES:
+        _first_frames.append(path)
 
 
 def take_first_frames() -> list[str]:
@@ -267,7 +269,7 @@ def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
                 warnings.simplefilter("ignore", _pillow().DecompressionBombWarning)
                 pil.load()  # the first frame only
                 array = np.asarray(pil_to_8bit(pil, "RGB" if channels == 3 else "L"), dtype=np.uint8)
-            multi = multi or bool(getattr(pil, "is_animated", False))
+            multi = multi or (bool(getattr(pil, "is_animated", False)) and pil.format != "MPO")
         except Exception as pil_error:  # Pillow raises many types for bad files; all mean "not decodable"
             raise BadImageError(path, f"cannot decode ({_first_line(pil_error)})") from None
     finally:

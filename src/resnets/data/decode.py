@@ -37,10 +37,12 @@ MAX_IMAGE_PIXELS = 64_000_000
 # refused from its size alone, without being opened
 MAX_IMAGE_BYTES = 256 * 2**20
 
-# formats torchvision.io decodes (2-5x faster than Pillow) when the image has one frame; the rest go through Pillow.
-# MPO is how Pillow names a JPEG with a second, embedded image (phone photos' depth or gain maps): the first
-# image is the photo, so it is decoded as the JPEG it is
-_TORCHVISION_FORMATS = frozenset({"JPEG", "MPO", "PNG"})
+# formats torchvision.io decodes (2-5x faster than Pillow for JPEG) when the image has one frame; the rest go
+# through Pillow. Not PNG: torchvision 0.29's PNG decoder crashes the process (a segmentation fault, not an
+# error) on a PNG whose compressed data fails its checksum, which one flipped byte does; Pillow names it. MPO is
+# how Pillow names a JPEG with a second, embedded image (phone photos' depth or gain maps): the first image is
+# the photo, so it is decoded as the JPEG it is
+_TORCHVISION_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 class BadImageError(UsageError):
@@ -282,12 +284,12 @@ def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
 
 
 def _torchvision_decode(data: bytes, channels: int) -> Optional[torch.Tensor]:
-    """torchvision.io's decoding of a one-frame JPEG or PNG whose size is checked, or None where it fails (Pillow
-    then decodes it, or names why not)."""
+    """torchvision.io's decoding of a JPEG whose size is checked, or None where it fails (Pillow then decodes it,
+    or names why not)."""
     try:
-        # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec. They decode JPEG and PNG 2-5x
-        # faster than Pillow here (the same pixels), so they stay first while they exist; without them (a
-        # torchvision that dropped them) Pillow decodes everything
+        # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec. Its JPEG decoder is 2-5x faster
+        # than Pillow here (the same pixels), so it stays first while it exists; without it (a torchvision that
+        # dropped it) Pillow decodes everything
         from torchvision.io import ImageReadMode, decode_image
     except ImportError:
         return None

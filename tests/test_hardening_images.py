@@ -404,3 +404,21 @@ def test_a_png_failing_its_checksum_is_named_not_a_crash(tmp_path):
                            timeout=120)
     assert child.returncode == 0, child.stderr[-500:]
     assert child.stdout.startswith("bad.png: cannot decode")
+
+
+def test_a_strip_in_a_data_folder_is_skipped_from_its_header(tmp_path):
+    """Evaluation resizes the shorter side: a 1x40000 strip would become 292 x 11.7 million pixels."""
+    root = tmp_path / "data"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "ok.png").write_bytes(_png(60, (16, 16)))
+    buffer = io.BytesIO()
+    Image.new("RGB", (40000, 1)).save(buffer, "PNG")
+    (root / "a" / "strip.png").write_bytes(buffer.getvalue())
+    with pytest.raises(BadImageError, match=r"strip\.png: 40000x1 pixels has an aspect ratio of 40000:1, over the "
+                                            r"limit of 20:1"):
+        decode_bytes(buffer.getvalue(), str(root / "a" / "strip.png"))
+    with pytest.warns(UserWarning, match="strip.png"):
+        train, _, info = build_loaders(str(root), batch_size=2, val_size=0, pipeline="large", num_workers=0,
+                                       image_size=16, use_cache=False, drop_last=False, augment=False)
+        assert sum(len(labels) for _, labels in train.epoch_batches(0)) == 2

@@ -2,7 +2,7 @@
 
 An image is measured twice before its pixels are: the file's byte size (``os.stat``, before it is
 opened; a zip member's declared size) against MAX_IMAGE_BYTES, and the width and height its header
-declares (Pillow opens lazily, reading the header alone) against MAX_IMAGE_PIXELS. A multi-frame
+declares (Pillow opens lazily, reading the header alone) against MAX_IMAGE_PIXELS and MAX_IMAGE_ASPECT. A multi-frame
 image (animated GIF, PNG or WebP, multi-page TIFF) gives its first frame; the files this happened to
 are collected (:func:`take_first_frames`) so that a loop over a data set says so once, with the count.
 16-bit and 32-bit integer images keep their top byte of 16 bits; 32-bit float images are scaled from
@@ -33,6 +33,10 @@ _WARN_LIMIT = 10  # files named in one warning; the rest are counted
 # the largest image decoded (about 8k x 8k), read from the header before any pixel is: the inference side's
 # MAX_PIXELS is this value
 MAX_IMAGE_PIXELS = 64_000_000
+# resizing the shorter side to S makes the longer one aspect * S: evaluation's resize of a 1x40000 strip to 292 px
+# would be 11.7 M x 292 pixels (10 GB). Past 20:1 the center crop keeps under 5% of the image, so it is refused
+# as the inference side refuses it (its MAX_ASPECT_RATIO is this value)
+MAX_IMAGE_ASPECT = 20
 # the largest image file read: an uncompressed 8k x 8k RGB image is 192 MB; a 10 GB (sparse) file named .jpg is
 # refused from its size alone, without being opened
 MAX_IMAGE_BYTES = 256 * 2**20
@@ -111,6 +115,9 @@ def pixels_problem(width: int, height: int) -> Optional[str]:
     if width * height > MAX_IMAGE_PIXELS:
         return (f"{width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS:,} pixels "
                 f"(resnets.data.decode.MAX_IMAGE_PIXELS); scale the image down first")
+    if max(width, height) > MAX_IMAGE_ASPECT * min(width, height):
+        return (f"{width}x{height} pixels has an aspect ratio of {max(width, height) / min(width, height):.0f}:1, "
+                f"over the limit of {MAX_IMAGE_ASPECT}:1 (resnets.data.decode.MAX_IMAGE_ASPECT); crop it first")
     return None
 
 
@@ -306,6 +313,6 @@ def _torchvision_decode(data: bytes, channels: int) -> Optional[torch.Tensor]:
 
 
 __all__ = ["BAD_INPUT_POLICIES", "BadImageError", "BadInputPolicy", "BadInputWarning", "FirstFrameWarning",
-           "IMAGE_EXTENSIONS", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "bytes_problem", "check_policy", "decode_bytes",
+           "IMAGE_EXTENSIONS", "MAX_IMAGE_ASPECT", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "bytes_problem", "check_policy", "decode_bytes",
            "note_first_frame", "pil_to_8bit", "pixels_problem", "read_image_file", "report_first_frames",
            "report_skipped", "take_first_frames"]

@@ -23,7 +23,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.decode import (MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem, pil_to_8bit,
+from ..data.decode import (MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem, pil_to_8bit,
                            read_image_file, report_first_frames)
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
@@ -33,8 +33,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_PIXELS = MAX_IMAGE_PIXELS
 # resizing the shorter side to resize_size makes the longer one aspect * resize_size: a 121-byte
 # 1x20000 PNG became 256x5,120,000 (4 GB). Past 20:1 the center crop keeps under 5% of the image,
-# so a prediction means little; refusing bounds every resized image to 20 * resize_size**2 pixels.
-MAX_ASPECT_RATIO = 20
+# so a prediction means little; refusing bounds every resized image to 20 * resize_size**2 pixels (the data sets'
+# bound too)
+MAX_ASPECT_RATIO = MAX_IMAGE_ASPECT
 
 
 class ImageDecodeError(UsageError):

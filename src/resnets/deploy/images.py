@@ -23,8 +23,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.decode import (MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem, pil_to_8bit,
-                           read_image_file, report_first_frames)
+from ..data.decode import (MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem,
+                           pil_to_8bit, read_image_file, report_first_frames)
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 

@@ -249,6 +249,16 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def has_more_frames(pil) -> bool:
+    """Whether a decoded Pillow image has a second frame (an animated GIF, PNG or WebP, a multi-page TIFF). An
+    MPO's second image is a JPEG's embedded extra (a phone's depth map), not a frame; a second frame too broken
+    to be found is not one either: the first was decoded, and is the image."""
+    try:
+        return bool(getattr(pil, "is_animated", False)) and pil.format != "MPO"
+    except Exception:  # noqa: BLE001 - Pillow raises many types walking a corrupt file's frames
+        return False
+
+
 def _frames_in_header(pil) -> int:
     # PNG (acTL) and WebP say their frame count in the header; GIF and TIFF only when walked (after decoding)
     return int(getattr(pil, "n_frames", 1)) if pil.format in ("PNG", "WEBP") else 1
@@ -278,7 +288,7 @@ def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
                 warnings.simplefilter("ignore", _pillow().DecompressionBombWarning)
                 pil.load()  # the first frame only
                 array = np.asarray(pil_to_8bit(pil, "RGB" if channels == 3 else "L"), dtype=np.uint8)
-            multi = multi or (bool(getattr(pil, "is_animated", False)) and pil.format != "MPO")
+            multi = multi or has_more_frames(pil)
         except Exception as pil_error:  # Pillow raises many types for bad files; all mean "not decodable"
             raise BadImageError(path, f"cannot decode ({_first_line(pil_error)})") from None
     finally:
@@ -314,5 +324,5 @@ def _torchvision_decode(data: bytes, channels: int) -> Optional[torch.Tensor]:
 
 __all__ = ["BAD_INPUT_POLICIES", "BadImageError", "BadInputPolicy", "BadInputWarning", "FirstFrameWarning",
            "IMAGE_EXTENSIONS", "MAX_IMAGE_ASPECT", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "bytes_problem",
-           "check_policy", "decode_bytes", "note_first_frame", "pil_to_8bit", "pixels_problem", "read_image_file", "report_first_frames",
+           "check_policy", "decode_bytes", "has_more_frames", "note_first_frame", "pil_to_8bit", "pixels_problem", "read_image_file", "report_first_frames",
            "report_skipped", "take_first_frames"]

@@ -24,7 +24,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from ..data.decode import (MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem,
-                           pil_to_8bit, read_image_file, report_first_frames)
+                           has_more_frames, pil_to_8bit, read_image_file, report_first_frames)
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 
@@ -84,7 +84,7 @@ def _decode_image(data: Union[bytes, str, os.PathLike], source: str = "") -> tup
                 check_image_size(image.width, image.height, source)  # from the header, before decoding
                 image.load()  # decodes fully (the first frame): a truncated file fails here, not later
                 rgb = pil_to_8bit(image)  # 16-bit and float images as the training data's reader sees them
-                multi = bool(getattr(image, "is_animated", False)) and image.format != "MPO"
+                multi = has_more_frames(image)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{source}: not a recognised image format") from None
     except Image.DecompressionBombError as error:  # Pillow refuses to open it at all (over twice its limit)
@@ -92,10 +92,11 @@ def _decode_image(data: Union[bytes, str, os.PathLike], source: str = "") -> tup
         size = f"{int(found.group(1)):,} pixels" if found else "an image"
         raise ImageDecodeError(f"{source}: {size} is over the limit of {MAX_PIXELS} pixels (MAX_PIXELS); "
                                f"scale the image down first") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, ImageDecodeError):
-            raise
-        raise ImageDecodeError(f"{source}: cannot decode image ({error})") from None
+    except ImageDecodeError:
+        raise
+    except Exception as error:  # Pillow raises many types for corrupt files (IndexError, struct.error...)
+        raise ImageDecodeError(f"{source}: cannot decode image ({str(error).strip() or type(error).__name__})") \
+            from None
     array = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1), multi
 

@@ -261,7 +261,10 @@ def has_more_frames(pil) -> bool:
 
 def _frames_in_header(pil) -> int:
     # PNG (acTL) and WebP say their frame count in the header; GIF and TIFF only when walked (after decoding)
-    return int(getattr(pil, "n_frames", 1)) if pil.format in ("PNG", "WEBP") else 1
+    try:
+        return int(getattr(pil, "n_frames", 1)) if pil.format in ("PNG", "WEBP") else 1
+    except Exception:  # noqa: BLE001 - a header Pillow cannot count frames in: decoding says what is wrong
+        return 1
 
 
 def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:

@@ -373,3 +373,15 @@ def test_a_strip_in_a_data_folder_is_skipped_from_its_header(tmp_path):
         train, _, info = build_loaders(str(root), batch_size=2, val_size=0, pipeline="large", num_workers=0,
                                        image_size=16, use_cache=False, drop_last=False, augment=False)
         assert sum(len(labels) for _, labels in train.epoch_batches(0)) == 2
+
+
+def test_the_first_frame_notice_is_said_again_from_the_decoded_cache(tmp_path):
+    root = _tree_with_animations(tmp_path / "data")
+    for from_cache in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, _, info = build_loaders(str(root), batch_size=4, val_size=0, augment=False, pipeline="small",
+                                       cache_dir=tmp_path / "cache")
+        assert info.from_cache is from_cache
+        notices = _first_frame_warnings(caught)
+        assert len(notices) == 1 and "3 multi-frame" in notices[0] and "moving.gif" in notices[0]

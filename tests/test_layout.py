@@ -1,5 +1,5 @@
 """The package's import structure: no cycles (counting imports inside functions), and every
-import pointing down the layers the README draws."""
+import pointing down the layers docs/layout.md draws."""
 
 import ast
 from pathlib import Path
@@ -77,7 +77,7 @@ def _layer(module: str) -> int:
     for index, names in enumerate(LAYERS):
         if top in names:
             return index
-    raise AssertionError(f"{module} is in no layer; add its folder to LAYERS and to the README's drawing")
+    raise AssertionError(f"{module} is in no layer; add its folder to LAYERS and to the drawing in docs/layout.md")
 
 
 def test_the_graph_is_read_and_sees_imports_inside_functions():

@@ -21,7 +21,7 @@ from resnets.data import build_loaders, decode, resolve_source
 from resnets.data.decode import BadImageError, FirstFrameWarning, decode_bytes
 from resnets.deploy.calibration import load_images
 from resnets.deploy.images import ImageDecodeError, decode_image, read_images
-from resnets.errors import ResnetsError, UsageError
+from resnets.errors import UsageError
 from resnets.weights import CheckpointError, save_weights
 
 from cli_helpers import run_main

@@ -327,5 +327,5 @@ def _torchvision_decode(data: bytes, channels: int) -> Optional[torch.Tensor]:
 
 __all__ = ["BAD_INPUT_POLICIES", "BadImageError", "BadInputPolicy", "BadInputWarning", "FirstFrameWarning",
            "IMAGE_EXTENSIONS", "MAX_IMAGE_ASPECT", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "bytes_problem",
-           "check_policy", "decode_bytes", "has_more_frames", "note_first_frame", "pil_to_8bit", "pixels_problem", "read_image_file", "report_first_frames",
-           "report_skipped", "take_first_frames"]
+           "check_policy", "decode_bytes", "has_more_frames", "note_first_frame", "pil_to_8bit", "pixels_problem",
+           "read_image_file", "report_first_frames", "report_skipped", "take_first_frames"]

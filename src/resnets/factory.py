@@ -107,6 +107,7 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         options.update(arch_kwargs)
     file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
     options["num_classes"] = file_classes
+    _check_class_names(named.classes if named else info.classes, file_classes, source)
     stem = state_dict.get("conv1.weight")
     file_chans = int(stem.shape[1]) if stem is not None and stem.dim() == 4 else 3  # else the shape check names it
     if file_chans != 3:
@@ -210,6 +211,15 @@ def _check_file_options(name: str, options: dict, state_dict: dict, info) -> Non
         if tuple(given.shape) != shape:
             raise CheckpointError(f"{head} describes {key} of shape {shape}, but the file's tensor is "
                                   f"{tuple(given.shape)}")
+
+
+def _check_class_names(classes: Optional[Sequence[str]], file_classes: int, source: str) -> None:
+    """Refuse class names that cannot be the classifier's (one line, before the network is built): 1 or 1000
+    names for a 10-way head would label every prediction wrongly, or fail on the first of the classes past
+    the list's end."""
+    if classes is not None and file_classes and len(classes) != file_classes:
+        raise CheckpointError(f"{source}: {len(classes)} class name(s) for a classifier of {file_classes} outputs "
+                              f"(fc.weight); the names (metadata 'classes') must be one per output, in order")
 
 
 def _adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch.Tensor:

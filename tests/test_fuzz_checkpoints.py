@@ -1,0 +1,89 @@
+"""The checkpoint readers against mutated, truncated and made-up files (hypothesis): whatever the bytes, the
+result is a state dict or a ResnetsError, never another exception. Longer runs: scripts/fuzz_readers.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resnets.weights import load_checkpoint, read_metadata, save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FUZZ = settings(max_examples=600, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _fuzz_module():
+    spec = importlib.util.spec_from_file_location("fuzz_readers", ROOT / "scripts" / "fuzz_readers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FUZZ_READERS = _fuzz_module()  # the long-running script's seeds and readers, shared with this short run
+SEEDS = FUZZ_READERS.seeds()
+_DIRECTORY = Path(tempfile.mkdtemp(prefix="resnets-fuzz-"))
+
+
+def read_any(data: bytes, suffix: str = ".bin") -> None:
+    """Every reader on ``data``: a result, or a ResnetsError (anything else escapes and fails the test)."""
+    FUZZ_READERS.read_any(data, _DIRECTORY, suffix)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=4), max_leaves=12)
+_entry = st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F16", "I64", "U8", "F8_E4M3", "BOOL", "X"])
+                                | _json,
+                                "shape": st.lists(st.integers(-2, 2**40), max_size=4) | _json,
+                                "data_offsets": st.lists(st.integers(-2, 2**40), min_size=0, max_size=3) | _json})
+
+
+@settings(FUZZ, max_examples=2000)
+@given(seed=st.sampled_from(sorted(SEEDS)), cut=st.integers(0, 4096),
+       flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6))
+def test_mutated_and_truncated_checkpoints_give_a_result_or_a_resnets_error(seed, cut, flips):
+    data = bytearray(SEEDS[seed])
+    for position, value in flips:
+        if position < len(data):
+            data[position] = value
+    read_any(bytes(data[: max(cut, 1)] if cut < len(data) else data))
+
+
+@FUZZ
+@given(header=st.dictionaries(st.text(max_size=12), _entry | _json, max_size=4),
+       metadata=st.none() | _json | st.dictionaries(st.text(max_size=8), st.text(max_size=8) | _json, max_size=3),
+       length_delta=st.sampled_from([0, 0, 0, -1, 1, 2**40, 2**63]), data_size=st.integers(0, 2048))
+def test_made_up_safetensors_headers_give_a_result_or_a_resnets_error(header, metadata, length_delta, data_size):
+    if metadata is not None:
+        header = {**header, "__metadata__": metadata}
+    raw = json.dumps(header).encode()
+    length = (len(raw) + length_delta) % 2**64
+    read_any(struct.pack("<Q", length) + raw + bytes(data_size), ".safetensors")
+
+
+@FUZZ
+@given(data=st.binary(max_size=512), prefix=st.sampled_from([b"", b"PK\x03\x04", SEEDS["torch_legacy"][:14],
+                                                             struct.pack("<Q", 40) + b"{"]))
+def test_random_bytes_give_a_result_or_a_resnets_error(data, prefix):
+    read_any(prefix + data)
+
+
+def test_a_seed_itself_loads(tmp_path):
+    """The seeds are real checkpoints (the mutations start from files that load)."""
+    for name, data in SEEDS.items():
+        path = tmp_path / f"seed-{name}"
+        path.write_bytes(data)
+        state_dict, info = load_checkpoint(path)
+        assert info.format == name and set(state_dict) == set(FUZZ_READERS.tiny_state_dict())
+    # and our own writer's file, with a whole network, too
+    import resnets
+    save_weights(resnets.create_model("resnet20"), tmp_path / "r20.safetensors")
+    assert read_metadata(tmp_path / "r20.safetensors")["arch"] == "resnet20"

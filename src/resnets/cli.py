@@ -38,7 +38,7 @@ from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
 
-def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
+def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False, high_open: bool = False):
     """An argparse ``type`` for a ``kind`` (int or float) number in [low, high] ((low, high] with
     ``low_open``): a value outside is refused as argparse refuses a bad choice (usage, one error line, exit 2)."""
     def parse(text: str):
@@ -47,7 +47,7 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        problem = range_problem(value, low, high, low_open=low_open)
+        problem = range_problem(value, low, high, low_open=low_open, high_open=high_open)
         if problem:
             raise argparse.ArgumentTypeError(f"{problem}, got {text}")
         return value
@@ -185,7 +185,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                 kind = typing.get_args(kind)[0]
                 spec["nargs"] = "+"
             declared = bounds(f)
-            parse = _number(kind, declared[0], declared[1], low_open=declared[2]) if declared else \
+            parse = _number(kind, *declared[:2], low_open=declared[2], high_open=declared[3]) if declared else \
                 kind if kind in (int, float, Path) else str
             spec.update(type=parse, default=default, choices=meta.get("choices"))
             if meta.get("metavar"):

@@ -9,15 +9,16 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from .._options import MAX_SEED, check_bounds, option, option_fields, required
+from ..data.pipeline import PIPELINES, DataConfig
+from .._options import MAX_SEED, check_bounds, option, option_fields, required, same_as
 from ..errors import UsageError
 from ..weights.named import split_weights_name, take_weights_name, weights_tag
 from .hooks import TrainHook
 from .precision import AMP_CHOICES
-from .recipe import list_recipes
+from .config import Distillation
+from .recipe import Recipe, list_recipes
 from .warmstart import WarmStart
 
-PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
@@ -33,16 +34,14 @@ class TrainOptions:
                                         f"or a TOML file of your own")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     device: str = option("cpu", help="cpu or cuda")
-    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length",
-                                       low=1)
-    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", group="length",
-                                     low=0, low_open=True)
-    batch_size: Optional[int] = option(help="global batch size (split over processes)", low=1)
-    lr: Optional[float] = option(help="peak learning rate", low=0, low_open=True)
+    iterations: Optional[int] = same_as(Recipe, "iterations", group="length")
+    epochs: Optional[float] = same_as(Recipe, "epochs", group="length")
+    batch_size: Optional[int] = same_as(Recipe, "batch_size")
+    lr: Optional[float] = same_as(Recipe, "lr")
     seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)",
                                  low=0, high=MAX_SEED)
-    evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run", low=1)
-    val_size: Optional[int] = option(help="images carved out of train for validation", low=0)
+    evaluations: Optional[int] = same_as(Recipe, "evaluations")
+    val_size: Optional[int] = same_as(Recipe, "val_size")
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
                                    "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
     channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
@@ -50,8 +49,7 @@ class TrainOptions:
     compile: bool = option(False, help="torch.compile the model")
     compile_mode: Optional[str] = option(help="torch.compile mode (implies --compile); reduce-overhead replays "
                                               "CUDA graphs", choices=COMPILE_MODES)
-    pipeline: str = option("auto", help="data pipeline: on-device tensors (small images) or DataLoader workers "
-                                        "(large)", choices=PIPELINES)
+    pipeline: str = same_as(DataConfig, "pipeline", "auto")
     deterministic: bool = option(False, help="deterministic algorithms (bitwise resume)")
     micro_batches: Optional[int] = option(help="split each batch into N parts with averaged gradients", low=1)
     sync_bn: bool = option(False, help="SyncBatchNorm across processes")
@@ -70,10 +68,8 @@ class TrainOptions:
                                          "--teacher-weights")
     teacher_weights: Optional[str] = option(help="the teacher's weights: named (cifar10), a file, a URL or hf-hub: "
                                                  "(default: its default named weights)")
-    distill_alpha: Optional[float] = option(help="weight of the teacher's soft target in the loss (default 0.5)",
-                                            low=0, low_open=True, high=1)
-    distill_temperature: Optional[float] = option(help="softmax temperature of the soft targets (default 4)",
-                                                  low=0, low_open=True)
+    distill_alpha: Optional[float] = same_as(Distillation, "alpha")
+    distill_temperature: Optional[float] = same_as(Distillation, "temperature")
     tensorboard: bool = option(False, help="also write TensorBoard logs")
     # the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to the
     # checkpoint's weights, so no extra write), for studies of how a network changes as it trains
@@ -98,17 +94,12 @@ class TrainOptions:
         taken = sorted(why.keys() & set(self.model_kwargs or {}))
         if taken:
             raise UsageError(f"--model-arg {taken[0]}: {why[taken[0]]}")
-        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self._take_weights_name()
         if self.teacher is not None:  # a teacher named with its weights (resnet56.cifar10)
             self.teacher, self.teacher_weights = take_weights_name(self.teacher, self.teacher_weights)
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
                                                                  self.distill_temperature)):
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
-        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
-            raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.init_weights is not None and not isinstance(self.hook, WarmStart):  # once (replace() re-runs this)
             if self.hook is not None:
                 raise UsageError("init_weights is a warm start of its own; it does not combine with another "

@@ -22,8 +22,7 @@ from cli_helpers import cli_env, run_main
 from resnets import download
 from resnets.download import DownloadError, cache_entry, fetch
 from resnets.errors import ResnetsError
-from resnets.weights import CheckpointError, load_checkpoint, save_weights
-from resnets.weights import sizing
+from resnets.weights import CheckpointError, load_checkpoint, save_weights, sizing
 
 # the command line in a process whose address space is capped (bytes, the first argument): an allocation
 # of gigabytes fails there instead of swapping the machine

@@ -9,9 +9,11 @@ Formats are detected from a file's first bytes, never from its name:
 - ``torch_legacy``: the pickle layout ``torch.save`` wrote before 1.6 (as the
   pytorch_resnet_cifar10 checkpoints are).
 
-Everything is read without executing code: safetensors holds tensors only, and the torch
-formats go through ``torch.load(weights_only=True)``, which refuses any object outside a
-small allow-list. Key layouts are then mapped onto ours (torchvision's names): wrappers such
+Every checkpoint is sized from its header before it is read (``sizing``: header length and
+JSON depth, each tensor's and each zip member's bytes against the file and the limits, dtypes,
+the classifier's width). Everything is read without executing code: safetensors holds
+tensors only, and the torch formats go through ``torch.load(weights_only=True)``, which
+refuses any object outside a small allow-list. Key layouts are then mapped onto ours (torchvision's names): wrappers such
 as ``{"state_dict": ...}``, ``module.`` prefixes and the ``linear`` head of
 pytorch_resnet_cifar10 are undone.
 """
@@ -551,6 +553,6 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
 
 __all__ = [
     "REPOSITORY_PREFIXES", "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "apply_preprocessing",
-    "check_fit", "checkpoint_cache_dir", "describe_state_dict", "detect_format", "guess_architecture", "load_checkpoint",
-    "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
+    "check_fit", "checkpoint_cache_dir", "describe_state_dict", "detect_format", "guess_architecture",
+    "load_checkpoint", "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
 ]

@@ -5,7 +5,8 @@ after a complete read (the length the server announced, when it announced one) a
 matching hash (sha256 or md5, when known); the whole transfer is bounded in time and in
 size, and a transfer that stalls (less than STALL_BYTES in STALL_TIMEOUT_S, a silent server
 or one dripping a byte a second) is given up long before the total limit. Cache entries are
-keyed by the URL, so two URLs ending in one file name never share an entry. ``offline=True`` (or ``RESNETS_OFFLINE=1``) never touches the network.
+keyed by the URL, so two URLs ending in one file name never share an entry.
+``offline=True`` (or ``RESNETS_OFFLINE=1``) never touches the network.
 """
 
 from __future__ import annotations

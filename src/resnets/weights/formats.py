@@ -13,9 +13,9 @@ Every checkpoint is sized from its header before it is read (``sizing``: header 
 JSON depth, each tensor's and each zip member's bytes against the file and the limits, dtypes,
 the classifier's width). Everything is read without executing code: safetensors holds
 tensors only, and the torch formats go through ``torch.load(weights_only=True)``, which
-refuses any object outside a small allow-list. Key layouts are then mapped onto ours (torchvision's names): wrappers such
-as ``{"state_dict": ...}``, ``module.`` prefixes and the ``linear`` head of
-pytorch_resnet_cifar10 are undone.
+refuses any object outside a small allow-list. Key layouts are then mapped onto ours
+(torchvision's names): wrappers such as ``{"state_dict": ...}``, ``module.`` prefixes and
+the ``linear`` head of pytorch_resnet_cifar10 are undone.
 """
 
 from __future__ import annotations

@@ -24,13 +24,24 @@ from resnets.download import DownloadError, cache_entry, fetch
 from resnets.errors import ResnetsError
 from resnets.weights import CheckpointError, load_checkpoint, save_weights, sizing
 
-# the command line in a process whose address space is capped (bytes, the first argument): an allocation
-# of gigabytes fails there instead of swapping the machine
+# command lines (a JSON object of name -> arguments, the second argument) run in one process whose address
+# space is capped (bytes, the first argument): an allocation of gigabytes fails there instead of swapping the
+# machine. Prints {name: [exit code, stderr]}; an exception's traceback is its stderr, exit code 1.
 _CAPPED = """
-import resource, runpy, sys
-resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv.pop(1)), resource.getrlimit(resource.RLIMIT_AS)[1]))
-sys.argv[0] = "resnets"
-runpy.run_module("resnets", run_name="__main__")
+import contextlib, io, json, resource, sys, traceback
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_AS)[1]))
+from resnets.cli import main
+results = {}
+for name, args in json.loads(sys.argv[2]).items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(args)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results[name] = [code, err.getvalue()]
+print(json.dumps(results))
 """
 CAP = 4 << 30  # a resnet50 prediction runs in it, with about a gigabyte to spare
 
@@ -68,12 +79,6 @@ def _image(tmp_path: Path) -> str:
     return str(image)
 
 
-def _capped_predict(tmp_path: Path, model: str, weights: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _CAPPED, str(CAP), "predict", model, "--weights", str(weights),
-                           _image(tmp_path), "--backend", "torch"], capture_output=True, text=True, timeout=120,
-                          env=cli_env())
-
-
 @pytest.fixture(scope="module")
 def resnet20_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "r20.safetensors"
@@ -86,20 +91,76 @@ def _resnet20_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _fc_alone_250000_wide(directory: Path, resnet20_file: Path) -> Path:
+    return _safetensors(directory / "fc.safetensors", {"fc.weight": _entry("F32", [250_000, 1], 0)}, 1_000_000,
+                        data=b"\0" * 1_000_000)
+
+
+def _a_trillion_elements(directory: Path, resnet20_file: Path) -> Path:
+    return _safetensors(directory / "trillion.safetensors", {"fc.weight": _entry("U8", [10**6, 10**6], 0)}, 10**12)
+
+
+def _junk_beside_resnet20(directory: Path, resnet20_file: Path) -> Path:
+    from safetensors.torch import save_file
+    good = directory / "good.safetensors"
+    save_file(_resnet20_tensors(resnet20_file), str(good))
+    with open(good, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        data = f.read()
+    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+    header["junk"] = _entry("U8", [4_001_096_256], end)
+    return _safetensors(directory / "junk.safetensors", header, end + 4_001_096_256, data=data)
+
+
+def _resnet50_header(classes: int, dtype: str = "F32") -> dict:
+    shapes = {k: list(v.shape) for k, v in resnets.create_model("resnet50", num_classes=0).state_dict().items()}
+    shapes["fc.weight"], shapes["fc.bias"] = [classes, 2048], [classes]
+    header, offset = {}, 0
+    for key, shape in shapes.items():
+        header[key] = _entry("I64" if key.endswith("num_batches_tracked") else dtype, shape, offset)
+        offset = header[key]["data_offsets"][1]
+    return header
+
+
+def _resnet50_a_million_wide(directory: Path, resnet20_file: Path) -> Path:
+    header = _resnet50_header(1_000_000)
+    return _safetensors(directory / "wide.safetensors", header, header["fc.bias"]["data_offsets"][1])
+
+
+# name -> (model, the hostile file's maker): each predicted from in the capped process
+_CAPPED_ROWS = {"fc_alone_250000_wide": ("resnet50", _fc_alone_250000_wide),
+                "a_trillion_elements": ("resnet20", _a_trillion_elements),
+                "junk_beside_resnet20": ("resnet20", _junk_beside_resnet20),
+                "resnet50_a_million_wide": ("resnet50", _resnet50_a_million_wide)}
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory, resnet20_file) -> dict[str, subprocess.CompletedProcess]:
+    """Every row of _CAPPED_ROWS through `resnets predict` in one process capped at CAP (one start-up for all)."""
+    directory = tmp_path_factory.mktemp("capped")
+    image = _image(directory)
+    commands = {name: ["predict", model, "--weights", str(make(directory, resnet20_file)), image,
+                       "--backend", "torch"] for name, (model, make) in _CAPPED_ROWS.items()}
+    run = subprocess.run([sys.executable, "-c", _CAPPED, str(CAP), json.dumps(commands)], capture_output=True,
+                         text=True, timeout=300, env=cli_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    return {name: subprocess.CompletedProcess(commands[name], code, "", stderr)
+            for name, (code, stderr) in json.loads(run.stdout.splitlines()[-1]).items()}
+
+
 # -- safetensors: the header sized before safetensors reads it ----------------------------------------------
 
 
-def test_a_classifier_alone_250000_wide_is_refused_before_the_network_is_built(tmp_path):
+def test_a_classifier_alone_250000_wide_is_refused_before_the_network_is_built(capped):
     """fc.weight [250000, 1] is a 1 MB file; building resnet50 for it took 2.56 GB, over the cap, first."""
-    bad = _safetensors(tmp_path / "fc.safetensors", {"fc.weight": _entry("F32", [250_000, 1], 0)}, 1_000_000,
-                       data=b"\0" * 1_000_000)
-    result = _capped_predict(tmp_path, "resnet50", bad)
-    _one_line_refusal(result, "a classifier of 250,000 classes", "over the limit of 100,000")
+    _one_line_refusal(capped["fc_alone_250000_wide"], "a classifier of 250,000 classes", "over the limit of 100,000")
 
 
-def test_a_classifier_within_the_limit_but_of_the_wrong_shape_is_refused_before_the_network_is_built(tmp_path):
-    """Every shape is compared with the architecture on the meta device: fc.weight [20000, 1] is not resnet50's
-    [20000, 2048], and the 164 MB network is never built (nothing is allocated: the error comes first)."""
+def test_a_classifier_within_the_limit_but_of_the_wrong_shape_is_refused_before_the_network_is_built(
+        tmp_path, monkeypatch):
+    """Every shape is compared with the architecture on the meta device: fc.weight [20000, 1] is not resnet18's
+    [20000, 512], and the 86 MB network is never built: the error comes first."""
     weights = {k: v for k, v in resnets.create_model("resnet18", num_classes=0).state_dict().items()}
     weights["fc.weight"], weights["fc.bias"] = torch.zeros(20_000, 1), torch.zeros(20_000)
     path = tmp_path / "wrong.pth"
@@ -107,17 +168,14 @@ def test_a_classifier_within_the_limit_but_of_the_wrong_shape_is_refused_before_
     built = []
     real_build = resnets.factory.build_model
 
-    def build(*args, **kwargs):
-        built.append(torch.empty(0).device.type)  # the default device at the call: meta for the probe only
+    def build(*args, **kwargs):  # the real builder, noting the default device it was called under
+        built.append(torch.empty(0).device.type)
         return real_build(*args, **kwargs)
 
-    resnets.factory.build_model = build
-    try:
-        with pytest.raises(CheckpointError, match=r"fc.weight: file \(20000, 1\) vs model \(20000, 512\)"):
-            resnets.create_model("resnet18", weights=path)
-    finally:
-        resnets.factory.build_model = real_build
-    assert built == ["meta"]
+    monkeypatch.setattr(resnets.factory, "build_model", build)
+    with pytest.raises(CheckpointError, match=r"fc.weight: file \(20000, 1\) vs model \(20000, 512\)"):
+        resnets.create_model("resnet18", weights=path)
+    assert built == ["meta"]  # the probe only: the real network was never built
 
 
 def test_a_huge_header_length_is_one_line(tmp_path, capsys):
@@ -151,27 +209,15 @@ def test_a_deeply_nested_json_header_is_one_line(tmp_path, resnet20_file, where)
         resnets.read_metadata(bad)
 
 
-def test_a_trillion_declared_elements_in_a_sparse_file_are_refused_unread(tmp_path):
-    bad = _safetensors(tmp_path / "trillion.safetensors", {"fc.weight": _entry("U8", [10**6, 10**6], 0)}, 10**12)
-    result = _capped_predict(tmp_path, "resnet20", bad)
-    _one_line_refusal(result, "fc.weight declares shape (1000000, 1000000) of U8",
+def test_a_trillion_declared_elements_in_a_sparse_file_are_refused_unread(capped):
+    """A 1 TB sparse file (before: a MemoryError traceback)."""
+    _one_line_refusal(capped["a_trillion_elements"], "fc.weight declares shape (1000000, 1000000) of U8",
                       "over the limit of 1 GiB for one tensor")
 
 
-def test_a_4gb_sparse_junk_tensor_is_refused_unmapped(tmp_path, resnet20_file):
+def test_a_4gb_sparse_junk_tensor_is_refused_unmapped(capped):
     """Beside resnet20's own tensors, a 4,001,096,256-byte one: 'unable to mmap' or MemoryError before."""
-    from safetensors.torch import save_file
-    good = tmp_path / "good.safetensors"
-    save_file(_resnet20_tensors(resnet20_file), str(good))
-    with open(good, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-        data = f.read()
-    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
-    header["junk"] = _entry("U8", [4_001_096_256], end)
-    bad = _safetensors(tmp_path / "junk.safetensors", header, end + 4_001_096_256, data=data)
-    result = _capped_predict(tmp_path, "resnet20", bad)
-    _one_line_refusal(result, "junk declares shape (4001096256,) of U8")
+    _one_line_refusal(capped["junk_beside_resnet20"], "junk declares shape (4001096256,) of U8")
 
 
 def test_the_total_of_all_tensors_is_bounded_too(tmp_path, monkeypatch):
@@ -230,20 +276,11 @@ def test_a_zip_bomb_pth_is_refused_before_it_is_inflated(tmp_path):
     _one_line_refusal(result, f"its member {storage} expands to 1120 MiB from", "over the limit of 1 GiB")
 
 
-def test_a_resnet50_checkpoint_with_a_million_wide_classifier_is_refused(tmp_path):
+def test_a_resnet50_checkpoint_with_a_million_wide_classifier_is_refused(capped, tmp_path):
     """A sparse 8 GB file: fc.weight [1000000, 2048] is 8 GB of float32 (before: 8 GB asked for, a traceback)."""
-    shapes = {k: list(v.shape) for k, v in resnets.create_model("resnet50", num_classes=0).state_dict().items()}
-    shapes["fc.weight"], shapes["fc.bias"] = [1_000_000, 2048], [1_000_000]
-    header, offset = {}, 0
-    for key, shape in shapes.items():
-        header[key] = _entry("I64" if key.endswith("num_batches_tracked") else "F32", shape, offset)
-        offset = header[key]["data_offsets"][1]
-    bad = _safetensors(tmp_path / "wide.safetensors", header, offset)
-    result = _capped_predict(tmp_path, "resnet50", bad)
-    _one_line_refusal(result, "fc.weight declares shape (1000000, 2048) of F32")
-    # narrower, within the limit on one tensor, it is still over the limit on classes
-    header["fc.weight"] = _entry("F16", [200_000, 2048], header["fc.weight"]["data_offsets"][0])
-    header["fc.bias"] = _entry("F16", [200_000], header["fc.weight"]["data_offsets"][1])
+    _one_line_refusal(capped["resnet50_a_million_wide"], "fc.weight declares shape (1000000, 2048) of F32")
+    # narrower, within the limit on one tensor (800 MB of float16), it is still over the limit on classes
+    header = _resnet50_header(200_000, "F16")
     bad = _safetensors(tmp_path / "wide16.safetensors", header, header["fc.bias"]["data_offsets"][1])
     with pytest.raises(CheckpointError, match="a classifier of 200,000 classes"):
         resnets.create_model("resnet50", weights=bad)

@@ -1,7 +1,8 @@
 """Fuzz the checkpoint readers for a while: mutated, truncated and made-up files of every format
-(safetensors, torch.save's zip and legacy layouts), each read by ``load_checkpoint`` and ``read_metadata``.
-Whatever the bytes, the result must be a state dict or a ResnetsError; any other exception is a bug, and
-its input is saved under --out.
+(safetensors, torch.save's zip and legacy layouts), each read by ``load_checkpoint`` and ``read_metadata``,
+and well-formed files of resnet20's tensors with keys dropped, renamed, reshaped or retyped, each given to
+``create_model``. Whatever the bytes, the result must be a state dict (a network) or a ResnetsError; any
+other exception is a bug, and its input is saved under --out.
 
     python scripts/fuzz_readers.py --seconds 600 --memory-gb 4 --out fuzz-failures
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+import resnets
 from resnets.errors import ResnetsError
 from resnets.weights import load_checkpoint, read_metadata
 
@@ -67,6 +69,78 @@ def read_any(data: bytes, directory: Path, suffix: str = ".bin") -> None:
             pass
     finally:
         path.unlink()
+
+
+def resnet20_tensors() -> dict[str, tuple[str, list[int]]]:
+    """resnet20's tensors as (safetensors dtype, shape): what network mutations start from."""
+    with torch.device("meta"):
+        model = resnets.create_model("resnet20")
+    return {k: ("I64" if k.endswith("num_batches_tracked") else "F32", list(v.shape))
+            for k, v in model.state_dict().items()}
+
+
+_ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def shaped_safetensors(tensors: dict[str, tuple[str, list[int]]], metadata: "dict[str, str] | None" = None) -> bytes:
+    """A well-formed safetensors file of ``tensors`` (name -> (dtype, shape)), every value zero."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for key, (dtype, shape) in tensors.items():
+        size = _ITEM_SIZES[dtype]
+        for side in shape:
+            size *= side
+        header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
+def build_any(data: bytes, directory: Path) -> None:
+    """``create_model("resnet20", weights=...)`` on ``data``: a network, or a ResnetsError."""
+    path = directory / "network.safetensors"
+    path.write_bytes(data)
+    try:
+        resnets.create_model("resnet20", weights=path)
+    except ResnetsError:
+        pass
+    finally:
+        path.unlink()
+
+
+_SIDES = (0, 1, 2, 3, 10, 16, 64)
+
+
+def mutate_network(rng: random.Random, tensors: dict[str, tuple[str, list[int]]]) -> bytes:
+    """resnet20's tensors with a few keys dropped, renamed, reshaped (small sides) or retyped, as a file."""
+    tensors = dict(tensors)
+    for _ in range(rng.randrange(1, 4)):
+        key = rng.choice(sorted(tensors))
+        dtype, shape = tensors[key]
+        how = rng.randrange(4)
+        if how == 0 and len(tensors) > 1:
+            del tensors[key]
+        elif how == 1:
+            tensors[rng.choice(["module." + key, key.replace("fc.", "linear."), key + "x", "fc.weight"])] = \
+                tensors.pop(key)
+        elif how == 2:
+            shape = [rng.choice(_SIDES) for _ in range(rng.randrange(5))]
+            tensors[key] = (dtype, shape if _elements(shape) <= 2**20 else [1])
+        else:
+            tensors[key] = (rng.choice(sorted(_ITEM_SIZES)), shape)
+    metadata = None
+    if rng.random() < 0.3:
+        metadata = {"format": "resnets", "arch": rng.choice(["resnet20", "resnet32", "resnet50"]),
+                    "arch_kwargs": json.dumps(rng.choice([{}, {"shortcut": "B"}, {"width_per_group": 2}]))}
+    return shaped_safetensors(tensors, metadata)
+
+
+def _elements(shape: list[int]) -> int:
+    count = 1
+    for side in shape:
+        count *= side
+    return count
 
 
 def _random_json(rng: random.Random, depth: int = 0):
@@ -126,15 +200,19 @@ def main(argv=None) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     warnings.simplefilter("ignore")  # torch's notes on odd pickle protocols, thousands of them
     rng = random.Random(args.seed)
-    found = seeds()
+    found, network = seeds(), resnet20_tensors()
     failures: dict[str, int] = {}
     runs, deadline = 0, time.monotonic() + args.seconds
     with tempfile.TemporaryDirectory(prefix="resnets-fuzz-") as directory:
         while time.monotonic() < deadline:
-            data, suffix = mutate(rng, found)
+            as_network = rng.random() < 0.1  # a network is built for one input in ten (they take longer)
+            data, suffix = (mutate_network(rng, network), ".safetensors") if as_network else mutate(rng, found)
             runs += 1
             try:
-                read_any(data, Path(directory), suffix)
+                if as_network:
+                    build_any(data, Path(directory))
+                else:
+                    read_any(data, Path(directory), suffix)
             except Exception as error:  # noqa: BLE001 - every other exception is what this script looks for
                 where = traceback.extract_tb(error.__traceback__)[-1]
                 kind = f"{type(error).__name__} at {os.path.basename(where.filename)}:{where.lineno}"

@@ -9,6 +9,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from resnets.weights import load_checkpoint, read_metadata, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FUZZ = settings(max_examples=600, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=600, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -46,6 +47,7 @@ _entry = st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F16", "I64", "
                                 "data_offsets": st.lists(st.integers(-2, 2**40), min_size=0, max_size=3) | _json})
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on a mutated protocol byte
 @settings(FUZZ, max_examples=2000)
 @given(seed=st.sampled_from(sorted(SEEDS)), cut=st.integers(0, 4096),
        flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6))
@@ -74,6 +76,35 @@ def test_made_up_safetensors_headers_give_a_result_or_a_resnets_error(header, me
                                                              struct.pack("<Q", 40) + b"{"]))
 def test_random_bytes_give_a_result_or_a_resnets_error(data, prefix):
     read_any(prefix + data)
+
+
+_NETWORK = FUZZ_READERS.resnet20_tensors()
+_DTYPES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I8", "U8", "BOOL"]
+_change = st.tuples(st.sampled_from(sorted(_NETWORK)), st.sampled_from(["drop", "rename", "reshape", "retype"]),
+                    st.lists(st.sampled_from([0, 1, 2, 3, 16, 64]), max_size=4), st.sampled_from(_DTYPES))
+
+
+@settings(FUZZ, max_examples=60)
+@given(changes=st.lists(_change, min_size=1, max_size=4),
+       arch_kwargs=st.none() | st.sampled_from([{}, {"shortcut": "B"}, {"width_per_group": 2}, {"depth": 2}]))
+def test_mutated_networks_give_a_model_or_a_resnets_error(changes, arch_kwargs):
+    """Well-formed files whose tensors do not make resnet20 (a key dropped, renamed, reshaped, retyped): past the
+    readers, create_model refuses them in one ResnetsError or builds the network."""
+    tensors = dict(_NETWORK)
+    for key, how, shape, dtype in changes:
+        if key not in tensors:
+            continue
+        if how == "drop":
+            del tensors[key]
+        elif how == "rename":
+            tensors["module." + key] = tensors.pop(key)
+        elif how == "reshape":
+            tensors[key] = (tensors[key][0], shape)
+        else:
+            tensors[key] = (dtype, tensors[key][1])
+    metadata = None if arch_kwargs is None else {"format": "resnets", "arch": "resnet20",
+                                                 "arch_kwargs": json.dumps(arch_kwargs)}
+    FUZZ_READERS.build_any(FUZZ_READERS.shaped_safetensors(tensors, metadata), _DIRECTORY)
 
 
 def test_a_seed_itself_loads(tmp_path):

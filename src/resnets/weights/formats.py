@@ -342,7 +342,8 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     conv1 = shapes.get("conv1.weight")
     if conv1 is None or len(conv1) != 4:
         return []
-    num_classes = shapes["fc.weight"][0] if "fc.weight" in shapes else 0
+    fc = shapes.get("fc.weight")
+    num_classes = fc[0] if fc is not None and len(fc) == 2 else 0
     family = "imagenet" if conv1[-1] == 7 else "cifar"
     matches = []
     for name in list_models(family=family):
@@ -374,7 +375,8 @@ def shortcut_option(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     """A short description of what a state dict looks like: stem, blocks per stage, classes."""
     fc = state_dict.get("fc.weight")
-    head = f"{fc.shape[0]} classes" if fc is not None else "no classifier"
+    head = "no classifier" if fc is None else f"{fc.shape[0]} classes" if fc.dim() == 2 else \
+        f"a classifier of shape {tuple(fc.shape)}"
     matches = guess_architecture(state_dict)
     if matches:
         return f"{' or '.join(matches)} with {head}"
@@ -386,7 +388,8 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     conv1 = state_dict.get("conv1.weight")
     if conv1 is None and not stages:
         return f"not a ResNet (no conv1.weight and no layerN.M blocks; {len(state_dict)} tensor(s))"
-    stem = "no conv1" if conv1 is None else f"{tuple(conv1.shape)[-1]}x{tuple(conv1.shape)[-1]} stem"
+    stem = "no conv1" if conv1 is None else f"{conv1.shape[-1]}x{conv1.shape[-1]} stem" if conv1.dim() == 4 else \
+        f"conv1 of shape {tuple(conv1.shape)}"
     block = "bottleneck" if any(".conv3." in k for k in state_dict) else "basic"
     layers = tuple(len(stages[i]) for i in sorted(stages))
     return f"no registered model; a {stem}, {block} blocks {layers}, {head}"

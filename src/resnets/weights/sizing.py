@@ -207,8 +207,12 @@ def check_torch_archive(path: "str | Path") -> None:
 
 
 def check_classifier(shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
-    """A classifier (``fc.weight``) wider than MAX_NUM_CLASSES is refused before a network is built for it."""
+    """A classifier (``fc.weight``) that is not 2-D (classes, features), or wider than MAX_NUM_CLASSES, is
+    refused before a network is built for it."""
     fc = shapes.get("fc.weight")
+    if fc is not None and len(fc) != 2:
+        raise CheckpointError(f"{source}: fc.weight has shape {tuple(fc)}; a classifier's weight is 2-D (classes, "
+                              f"features): damaged, or not a ResNet's classifier")
     if fc and fc[0] > MAX_NUM_CLASSES:
         raise CheckpointTooLargeError(f"{source}: a classifier of {fc[0]:,} classes (fc.weight {tuple(fc)}), over "
                                       f"the limit of {MAX_NUM_CLASSES:,}: not a network resnets builds")

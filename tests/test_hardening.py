@@ -70,7 +70,7 @@ def test_eval_of_foreign_weights_scores_every_image(tmp_path, capsys):
     write_tree(tmp_path / "split" / "test", {f"c{i}": 1 for i in range(10)}, size=(16, 16), seed=5)
     code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(tmp_path / "split"))
     assert code == 0 and "its 'test' split" in err and "(test, 10 images, " in out
-    precision = "bf16 autocast" if resnets.train.precision.native_bf16(torch.device("cpu")) else "fp32"
+    precision = "bf16 autocast" if resnets._precision.native_bf16(torch.device("cpu")) else "fp32"
     assert f"images, {precision}): top-1" in out  # the precision that the default --amp auto chose, said
     # a folder without split folders has no test split: the way to score it is named
     code, out, err = _cli(capsys, "eval", "resnet20", "--weights", str(weights), "--data", str(folder),

@@ -81,9 +81,9 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     real_evaluate = engine._evaluate_and_save
     calls = []
 
-    def interrupt_resnet20_after_first_evaluation(out, row, *args, **kwargs):
-        result = real_evaluate(out, row, *args, **kwargs)
-        if Path(out).name == "resnet20" and row["step"] == 2:
+    def interrupt_resnet20_after_first_evaluation(run, row, *args, **kwargs):
+        result = real_evaluate(run, row, *args, **kwargs)
+        if run.out.name == "resnet20" and row["step"] == 2:
             raise KeyboardInterrupt  # as if killed right after the step-2 checkpoint
         return result
 
@@ -276,9 +276,9 @@ def test_budgets_and_overrides(tmp_path: Path):
     assert (quick.recipe, long.recipe, paper.recipe) == ("paper-cifar-warmup", "paper-cifar-warmup", "paper-cifar")
     assert (paper.iterations, paper.val_size, paper.batch_size) == (64000, 5000, 128)  # the paper's schedule
     assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
-    with pytest.raises(ValueError, match="--budget"):
-        DegradationConfig(out=tmp_path, data=DATA, budget="slow").resolved_budget()
-    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="budget must be one of quick, long, paper, got 'slow'"):
+        DegradationConfig(out=tmp_path, data=DATA, budget="slow")
+    with pytest.raises(ValueError, match="batch_size must be at least 1 and at most 1048576, got 0"):
         DegradationConfig(out=tmp_path, data=DATA, batch_size=0)
     with pytest.raises(ValueError, match="images must be at least 2, got 1"):
         ResponseConfig(out=tmp_path, runs_from=tmp_path, images=1)

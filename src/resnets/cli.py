@@ -31,9 +31,9 @@ from .models.summary import format_table, summarize
 from .weights.hub import is_repository
 from .weights.named import (default_weights, find_weights, get_weights, list_weights, split_weights_name,
                             take_weights_name)
-from .train import TrainOptions, train
+from .train import FusedResult, TrainingDiverged, TrainOptions, train
 from .train.plot import plot_runs
-from .train.precision import AMP_CHOICES
+from ._precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
@@ -209,19 +209,34 @@ def options_from_args(cls: type, args: argparse.Namespace, **given: Any):
 def _run_dir(args: argparse.Namespace, kind: str = "") -> Path:
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR, the directory of the run to continue")
-    return Path(args.out) if args.out else Path("runs") / f"{args.model}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = "fused" if "," in args.model or getattr(args, "seeds", None) else args.model
+    return Path(args.out) if args.out else Path("runs") / f"{name}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     out = _run_dir(args)
     result = train(options_from_args(TrainOptions, args, out=out))
-    if result and int(os.environ.get("RANK", "0")) == 0:
-        summary = f"finished {args.model}: run in {out}"
-        if "val_top1" in result:
-            summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
-                       f"on {result['val_n']} images"
-        print(summary)
+    if isinstance(result, FusedResult):
+        for name, member in result.members.items():
+            print(_train_summary(name, member.out, member))
+        if result.diverged:
+            print(f"{len(result.diverged)} of {len(result.members)} members diverged: {', '.join(result.diverged)} "
+                  f"(their last good checkpoints are kept)", file=sys.stderr)
+            return TrainingDiverged.exit_code
+        return 0
+    if result.main:
+        print(_train_summary(args.model, out, result))
     return 0
+
+
+def _train_summary(name: str, out: Path, result) -> str:
+    if result.diverged:
+        return f"{name}: diverged at step {result.step} of {result.total_steps}: run in {out}"
+    summary = f"finished {name}: run in {out}"
+    if "val_top1" in result:
+        summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
+                   f"on {result['val_n']} images"
+    return summary
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:

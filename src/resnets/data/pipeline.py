@@ -26,7 +26,9 @@ SMALL_IMAGE_MAX_SIDE = 64
 SMALL_IMAGE_MAX_BYTES = 4 << 30  # ... when the whole set, as uint8, also fits in this
 DEFAULT_IMAGE_SIZE = 224
 MIN_INPUT_SIDE = 8  # the smallest input a stride-32 ImageNet net or a stride-4 CIFAR net still pools
-PIPELINES = ("auto", "small", "large")  # large_transform, when neither the config nor a source gives a size
+PIPELINES = ("auto", "small", "large")
+MAX_BATCH_SIZE = 1 << 20
+MAX_WORKERS = 1024  # large_transform, when neither the config nor a source gives a size
 
 
 def default_num_workers() -> int:
@@ -38,9 +40,9 @@ def default_num_workers() -> int:
 class DataConfig:
     """Options of :func:`build_loaders` and :func:`loader_for` (every field is also a keyword argument)."""
 
-    batch_size: int = option(128, low=1)
-    eval_batch_size: Optional[int] = option(None, low=1)  # default: batch_size
-    seed: int = option(0, low=0, high=MAX_SEED)
+    batch_size: int = option(128, help="global batch size (split over processes)", low=1, high=MAX_BATCH_SIZE)
+    eval_batch_size: Optional[int] = option(None, low=1, high=MAX_BATCH_SIZE)  # default: batch_size
+    seed: int = option(0, help="seed of the initialisation, the split and the data order", low=0, high=MAX_SEED)
     # images carved out of train for validation; 0: none
     val_size: Optional[int] = option(None, help="images carved out of train for validation", low=0)
     # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
@@ -66,8 +68,9 @@ class DataConfig:
     trivial_augment: bool = False  # TrivialAugmentWide after crop and flip (training only)
     # probability of erasing a random box after normalisation (training only)
     random_erasing: float = option(0.0, help="probability of erasing a random box (training only)", low=0, high=1)
-    num_workers: Optional[int] = option(None, low=0)  # large pipeline; default default_num_workers()
-    rank: int = 0
+    # large pipeline; default default_num_workers()
+    num_workers: Optional[int] = option(None, help="data loader workers (large images)", low=0, high=MAX_WORKERS)
+    rank: int = option(0, low=0)
     world_size: int = option(1, low=1)
     bad_input: str = "skip"  # "skip": skip, count and warn naming the file; "error": refuse
     cache_dir: Optional[Union[str, Path]] = None  # default $RESNETS_CACHE or ~/.cache/resnets

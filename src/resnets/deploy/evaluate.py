@@ -17,8 +17,8 @@ from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
-from ..train.evaluate import evaluate
-from ..train.precision import resolve_amp, resolve_channels_last, warn_if_emulated
+from ..scoring import evaluate
+from .._precision import resolve_amp, resolve_channels_last, warn_if_emulated
 from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig
 

@@ -60,7 +60,7 @@ EMULATED_BF16 = "this CPU has no bf16 units: PyTorch would emulate bf16, slower 
 
 def _emulates_bf16(backend: str, precision: str) -> bool:
     """PyTorch at bf16 on a CPU without bf16 units: it emulates bf16, several times slower than fp32."""
-    from ..train.precision import native_bf16  # here: the training package is not a session's
+    from .._precision import native_bf16
 
     return backend == "torch" and precision == "bf16" and not native_bf16(torch.device("cpu"))
 
@@ -138,7 +138,7 @@ class InferenceSession:
                                            count=config.calibration_images).for_model(self.num_classes)
         self.candidates = self._candidates()
         if [backend for backend, _ in self.candidates] == ["torch"]:  # asked for; auto would time it against fp32
-            from ..train.precision import warn_if_emulated  # here: the training package is not a session's
+            from .._precision import warn_if_emulated
 
             warn_if_emulated(config.precision, torch.device(config.device))
         if config.precision == "auto":

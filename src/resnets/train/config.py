@@ -78,8 +78,6 @@ class RunConfig:
         for key in ("split", "pipeline", "classes"):
             if record[key] is None:
                 del record[key]
-        if not record["weights_sha256"]:
-            del record["weights_sha256"]
         return record
 
     @classmethod

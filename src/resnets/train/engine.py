@@ -42,12 +42,12 @@ from .checkpoint import (append_metrics, append_session, clean_run_dir, keep_sna
                          load_checkpoint_state, read_metrics, save_best, save_checkpoint, save_initial_snapshot,
                          save_last, truncate_metrics, write_config)
 from .distributed import Distributed
-from .evaluate import evaluate
-from .hooks import TrainHook
+from ..scoring import evaluate
+from .hooks import TrainHook, under_prefix
 from .config import RunConfig
 from .distill import class_notice, distillation_loss, load_teacher, split_notice
 from .options import TrainOptions
-from .precision import autocast_context, warn_if_emulated
+from .._precision import autocast_context, warn_if_emulated
 from .progress import Meter, Progress, format_duration
 from .recipe import Recipe, learning_rate, swa_start_step
 from .rundir import resolve_run, run_lock, weights_digests
@@ -82,6 +82,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # the last metrics.jsonl line
     best: Optional[dict] = None  # step, val_top1, val_loss of best.safetensors
     diverged: Optional[str] = None  # a member of a fused run that stopped alone: why
+    main: bool = True  # False in the processes of a distributed run other than rank 0, which report nothing
 
     @property
     def val_top1(self) -> Optional[float]:
@@ -552,7 +553,7 @@ def finish(run: Run) -> TrainResult:
         run.progress.line(f"best.safetensors: step {run.best['step']}, validation top-1 {run.best['val_top1']:.2f}% "
                           f"loss {run.best['val_loss']:.4f}; last.safetensors: step {run.last_eval.get('step')}")
     return TrainResult(out=run.out, step=run.step, total_steps=run.total_steps, metrics=dict(run.last_eval),
-                       best=run.best)
+                       best=run.best, main=run.dist.is_main)
 
 
 def _training_state(run: Run) -> dict:
@@ -586,11 +587,6 @@ def _param_groups(model: nn.Module, recipe: Recipe, lr_mult: Optional[dict] = No
                          if under_prefix(f"{module_name}.{name}" if module_name else name, [prefix])), 1.0)
             groups.setdefault((0.0 if no_decay else recipe.weight_decay, mult), []).append(p)
     return [{"params": params, "weight_decay": decay, "lr_mult": mult} for (decay, mult), params in groups.items()]
-
-
-def under_prefix(name: str, prefixes: list) -> bool:
-    """Whether a parameter or module name lies under one of the module ``prefixes``."""
-    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
 def _mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe, seed: int, step: int,

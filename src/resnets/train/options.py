@@ -14,7 +14,7 @@ from .._options import MAX_SEED, check_bounds, option, option_fields, required, 
 from ..errors import UsageError
 from ..weights.named import split_weights_name, take_weights_name, weights_tag
 from .hooks import TrainHook
-from .precision import AMP_CHOICES
+from .._precision import AMP_CHOICES
 from .config import Distillation
 from .recipe import Recipe, list_recipes
 from .warmstart import WarmStart
@@ -38,8 +38,12 @@ class TrainOptions:
     epochs: Optional[float] = same_as(Recipe, "epochs", group="length")
     batch_size: Optional[int] = same_as(Recipe, "batch_size")
     lr: Optional[float] = same_as(Recipe, "lr")
-    seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)",
-                                 low=0, high=MAX_SEED)
+    seed: Optional[int] = same_as(DataConfig, "seed", help="seed of the initialisation, the split and the data order "
+                                                           "(default 0)")
+    # several trainings in one process (resnets.train.fused): one member per seed, and per model where ``model``
+    # names several (resnet20,resnet32)
+    seeds: Optional[str] = option(help="train one member per seed, side by side in one process (e.g. 0,1,2,3,4): "
+                                       "each in OUT/MODEL-seedS, as if trained alone", metavar="S,S,...")
     evaluations: Optional[int] = same_as(Recipe, "evaluations")
     val_size: Optional[int] = same_as(Recipe, "val_size")
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
@@ -55,7 +59,7 @@ class TrainOptions:
     sync_bn: bool = option(False, help="SyncBatchNorm across processes")
     model_kwargs: dict = option(dict, help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)",
                                 flag="--model-arg")
-    num_workers: Optional[int] = option(help="data loader workers (large images)", low=0)
+    num_workers: Optional[int] = same_as(DataConfig, "num_workers")
     cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
     # a warm start (timm's --initial-checkpoint): every weight from a trained network, the classifier too where
     # its classes are the data's; the recipe then runs from its first step (e.g. SWA from trained weights)
@@ -84,6 +88,9 @@ class TrainOptions:
     def __post_init__(self) -> None:
         # wrong values are refused here, before anything is read or written
         self.out = Path(self.out)
+        self.seeds = _seed_list(self.seeds)
+        if self.seeds is not None and self.seed is not None:
+            raise UsageError("give --seed or --seeds, not both")
         if self.iterations is not None and self.epochs is not None:
             raise UsageError("give --iterations or --epochs, not both")
         check_bounds(self)
@@ -94,7 +101,8 @@ class TrainOptions:
         taken = sorted(why.keys() & set(self.model_kwargs or {}))
         if taken:
             raise UsageError(f"--model-arg {taken[0]}: {why[taken[0]]}")
-        self._take_weights_name()
+        if not self.fused:  # a fused run's members are checked as each is built (resnets.train.fused)
+            self._take_weights_name()
         if self.teacher is not None:  # a teacher named with its weights (resnet56.cifar10)
             self.teacher, self.teacher_weights = take_weights_name(self.teacher, self.teacher_weights)
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
@@ -107,6 +115,11 @@ class TrainOptions:
             # named weights by tag, so that a resume with `cifar10` or `resnet56.cifar10` is the same run
             self.hook = WarmStart(str(weights_tag(self.model, self.init_weights)))
 
+    @property
+    def fused(self) -> bool:
+        """Whether these options train several members (seeds or models) in one process."""
+        return self.seeds is not None or "," in self.model
+
     def _take_weights_name(self) -> None:
         """A model named with weights (``resnet56.cifar10``): training starts from fresh parameters, so it is
         refused, saying how to train that layout or to start from those weights."""
@@ -117,6 +130,21 @@ class TrainOptions:
         raise UsageError(f"{self.model} names trained weights, and training starts from fresh ones: give the model "
                          f"as {model}{layout}; to start from {tagged.name}, fine-tune: resnets finetune {model} "
                          f"--weights {tagged.tag}")
+
+
+def _seed_list(seeds) -> Optional[tuple]:
+    """``"0,1,2"`` (or a sequence of integers) as a tuple of seeds, each in the seeds' bounds."""
+    if seeds is None:
+        return None
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        values = tuple(int(item) for item in items if not isinstance(item, bool))
+    except (TypeError, ValueError):
+        raise UsageError(f"seeds must be integers separated by commas (e.g. 0,1,2), got {seeds!r}") from None
+    if len(values) != len(items) or not values or any(not 0 <= v <= MAX_SEED for v in values):
+        raise UsageError(f"seeds must be integers from 0 to {MAX_SEED} separated by commas (e.g. 0,1,2), "
+                         f"got {seeds!r}")
+    return values
 
 
 __all__ = ["AMP_CHOICES", "COMPILE_MODES", "PIPELINES", "TrainOptions", "option", "option_fields", "required"]

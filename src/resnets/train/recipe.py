@@ -37,7 +37,6 @@ class RecipeError(UsageError):
 # at batch 256; beyond, a typo (or an attack) would only be found when the kernel kills the process
 MAX_ITERATIONS = 10**8
 MAX_EPOCHS = 10**5
-MAX_BATCH_SIZE = 1 << 20
 MAX_EVALUATIONS = 10**5
 SCHEDULES = ("step", "cosine", "constant")
 WARMUP_MODES = ("linear", "constant")
@@ -57,7 +56,7 @@ class Recipe:
                                        high=MAX_ITERATIONS)
     epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", low=0, low_open=True,
                                      high=MAX_EPOCHS)
-    batch_size: int = option(128, help="global batch size (split over processes)", low=1, high=MAX_BATCH_SIZE)
+    batch_size: int = same_as(DataConfig, "batch_size", 128)
     # optimizer: SGD with momentum, as both papers
     lr: float = option(0.1, help="peak learning rate", low=0, low_open=True)
     momentum: float = option(0.9, low=0, high=1, high_open=True)

@@ -24,7 +24,7 @@ from .checkpoint import RunDirError, last_checkpoint, read_config
 from ..weights.named import default_weights, weights_tag
 from .config import Distillation, RunConfig
 from .options import TrainOptions
-from .precision import resolve_amp, resolve_channels_last
+from .._precision import resolve_amp, resolve_channels_last
 from .recipe import Recipe, load_recipe
 
 DEFAULT_DATA = "sample:cifar10"

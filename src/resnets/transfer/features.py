@@ -31,8 +31,8 @@ from .._io import atomic_path, atomic_write_text
 from ..errors import UsageError
 from ..factory import create_model
 from ..weights.named import take_weights_name
-from ..train.precision import resolve_channels_last
-from ..train.warmstart import load_pretrained
+from .._precision import resolve_channels_last
+from ..pretrained import load_pretrained
 
 
 def _stage_output(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,12 +29,12 @@ def _fuzz_module():
 
 FUZZ_READERS = _fuzz_module()  # the long-running script's seeds and readers, shared with this short run
 SEEDS = FUZZ_READERS.seeds()
-_DIRECTORY = Path(tempfile.mkdtemp(prefix="resnets-fuzz-"))
 
 
-def read_any(data: bytes, suffix: str = ".bin") -> None:
-    """Every reader on ``data``: a result, or a ResnetsError (anything else escapes and fails the test)."""
-    FUZZ_READERS.read_any(data, _DIRECTORY, suffix)
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory) -> Path:
+    """Where each input is written (and removed after it is read)."""
+    return tmp_path_factory.mktemp("fuzz")
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8),
@@ -51,31 +50,32 @@ _entry = st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F16", "I64", "
 @settings(FUZZ, max_examples=2000)
 @given(seed=st.sampled_from(sorted(SEEDS)), cut=st.integers(0, 4096),
        flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6))
-def test_mutated_and_truncated_checkpoints_give_a_result_or_a_resnets_error(seed, cut, flips):
+def test_mutated_and_truncated_checkpoints_give_a_result_or_a_resnets_error(directory, seed, cut, flips):
     data = bytearray(SEEDS[seed])
     for position, value in flips:
         if position < len(data):
             data[position] = value
-    read_any(bytes(data[: max(cut, 1)] if cut < len(data) else data))
+    FUZZ_READERS.read_any(bytes(data[: max(cut, 1)] if cut < len(data) else data), directory)
 
 
 @FUZZ
 @given(header=st.dictionaries(st.text(max_size=12), _entry | _json, max_size=4),
        metadata=st.none() | _json | st.dictionaries(st.text(max_size=8), st.text(max_size=8) | _json, max_size=3),
        length_delta=st.sampled_from([0, 0, 0, -1, 1, 2**40, 2**63]), data_size=st.integers(0, 2048))
-def test_made_up_safetensors_headers_give_a_result_or_a_resnets_error(header, metadata, length_delta, data_size):
+def test_made_up_safetensors_headers_give_a_result_or_a_resnets_error(directory, header, metadata, length_delta,
+                                                                      data_size):
     if metadata is not None:
         header = {**header, "__metadata__": metadata}
     raw = json.dumps(header).encode()
     length = (len(raw) + length_delta) % 2**64
-    read_any(struct.pack("<Q", length) + raw + bytes(data_size), ".safetensors")
+    FUZZ_READERS.read_any(struct.pack("<Q", length) + raw + bytes(data_size), directory, ".safetensors")
 
 
 @FUZZ
 @given(data=st.binary(max_size=512), prefix=st.sampled_from([b"", b"PK\x03\x04", SEEDS["torch_legacy"][:14],
                                                              struct.pack("<Q", 40) + b"{"]))
-def test_random_bytes_give_a_result_or_a_resnets_error(data, prefix):
-    read_any(prefix + data)
+def test_random_bytes_give_a_result_or_a_resnets_error(directory, data, prefix):
+    FUZZ_READERS.read_any(prefix + data, directory)
 
 
 _NETWORK = FUZZ_READERS.resnet20_tensors()
@@ -87,7 +87,7 @@ _change = st.tuples(st.sampled_from(sorted(_NETWORK)), st.sampled_from(["drop", 
 @settings(FUZZ, max_examples=60)
 @given(changes=st.lists(_change, min_size=1, max_size=4),
        arch_kwargs=st.none() | st.sampled_from([{}, {"shortcut": "B"}, {"width_per_group": 2}, {"depth": 2}]))
-def test_mutated_networks_give_a_model_or_a_resnets_error(changes, arch_kwargs):
+def test_mutated_networks_give_a_model_or_a_resnets_error(directory, changes, arch_kwargs):
     """Well-formed files whose tensors do not make resnet20 (a key dropped, renamed, reshaped, retyped): past the
     readers, create_model refuses them in one ResnetsError or builds the network."""
     tensors = dict(_NETWORK)
@@ -104,7 +104,7 @@ def test_mutated_networks_give_a_model_or_a_resnets_error(changes, arch_kwargs):
             tensors[key] = (dtype, tensors[key][1])
     metadata = None if arch_kwargs is None else {"format": "resnets", "arch": "resnet20",
                                                  "arch_kwargs": json.dumps(arch_kwargs)}
-    FUZZ_READERS.build_any(FUZZ_READERS.shaped_safetensors(tensors, metadata), _DIRECTORY)
+    FUZZ_READERS.build_any(FUZZ_READERS.shaped_safetensors(tensors, metadata), directory)
 
 
 def test_a_seed_itself_loads(tmp_path):

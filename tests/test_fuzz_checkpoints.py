@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from resnets.weights import load_checkpoint, read_metadata, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
+# torch's note on a pickle whose protocol byte a mutation changed, thousands of times
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 
 FUZZ = settings(max_examples=600, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -46,7 +48,6 @@ _entry = st.fixed_dictionaries({"dtype": st.sampled_from(["F32", "F16", "I64", "
                                 "data_offsets": st.lists(st.integers(-2, 2**40), min_size=0, max_size=3) | _json})
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on a mutated protocol byte
 @settings(FUZZ, max_examples=2000)
 @given(seed=st.sampled_from(sorted(SEEDS)), cut=st.integers(0, 4096),
        flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=6))

@@ -21,6 +21,7 @@ import resnets
 from cli_helpers import cli_env, run_main
 from resnets import download
 from resnets.download import DownloadError, cache_entry, fetch
+from resnets.errors import UsageError
 from resnets.weights import CheckpointError, load_checkpoint, save_weights, sizing
 
 # command lines (a JSON object of name -> arguments, the second argument) run in one process whose address
@@ -353,6 +354,8 @@ def test_a_url_sending_one_byte_a_second_stalls_out(slow_server, tmp_path, monke
         load_checkpoint(f"{base}/silent/w.pth", cache_dir=tmp_path / "cache", progress=False)
     assert time.monotonic() - started < 6
     assert not any(p.is_file() for p in tmp_path.rglob("*"))  # nothing cached, no temporary file left
+    with pytest.raises(UsageError, match="stall_timeout must be more than 0"):  # 0: a non-blocking socket
+        fetch(f"{base}/drip", tmp_path / "drip", progress=False, stall_timeout=0)
 
 
 def test_a_download_cut_short_without_a_length_or_hash_is_not_kept(slow_server, tmp_path, resnet20_file):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ._io import atomic_path, file_digest
-from .errors import MissingFileError, ResnetsError, UsageError
+from .errors import MissingFileError, ResnetsError, UsageError, check_number
 
 # torchvision's and timm's URLs end in NAME-<8+ hex digits of the sha256>.EXT
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
@@ -91,7 +91,8 @@ def fetch(url: str, target: Union[str, Path], *, sha256: Optional[str] = None, m
     ``stall_timeout`` (default STALL_TIMEOUT_S) gives up a transfer that receives less than
     STALL_BYTES in that many seconds.
     """
-    stall_timeout = STALL_TIMEOUT_S if stall_timeout is None else stall_timeout
+    stall_timeout = check_number("stall_timeout", STALL_TIMEOUT_S if stall_timeout is None else stall_timeout, 0,
+                                 low_open=True, integer=False)  # 0 would make the socket non-blocking
     target = Path(target)
     sha256 = expected_sha256(url, sha256)
     offline = offline_from_env() if offline is None else offline

@@ -41,3 +41,21 @@ def on_page_markdown(markdown, page, config, files):
         return markdown
     depth = page.file.src_uri.count("/")
     return _rewrite(markdown, {"../" * depth + old: "../" * depth + new for old, new in IN_DOCS.items()})
+
+
+# -- the API reference ---------------------------------------------------------------------------------------------
+# The docstrings cross-reference with Sphinx roles (:class:`Name`); the reference shows them as code.
+try:
+    import griffe
+except ImportError:  # mkdocs itself loads this file; griffe comes with mkdocstrings
+    griffe = None
+
+ROLE = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):`~?([^`]+)`")
+
+if griffe is not None:
+    class SphinxRoles(griffe.Extension):
+        """Rewrite ``:class:`X``` and its kin to ```X``` in every docstring the reference reads."""
+
+        def on_object(self, *, obj, loader, **kwargs) -> None:
+            if obj.docstring is not None:
+                obj.docstring.value = ROLE.sub(r"`\1`", obj.docstring.value)

@@ -19,6 +19,7 @@ from . import __version__, deploy, studies
 from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
+from .deploy.classes import printable
 from .deploy.server_config import ServerConfig
 from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
@@ -79,7 +80,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     for name in names:
         spec = get_model_spec(name)
-        print(f"{name:<20} {spec.family:<9} {spec.kind:<9} {spec.description}")
+        print(printable(f"{name:<20} {spec.family:<9} {spec.kind:<9} {spec.description}"))
     return 0
 
 
@@ -93,7 +94,7 @@ def _list_weights(args: argparse.Namespace) -> int:
         print(json.dumps([_weights_record(w) for w in entries]))
         return 0
     for w in entries:
-        print(_weights_line(w, width=28))
+        print(printable(_weights_line(w, width=28)))
     return 0
 
 
@@ -280,7 +281,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         present = result["data_classes"]
         if len(present) < result["num_classes"]:
             print(f"  the data has {len(present)} of the weights' {result['num_classes']} classes "
-                  f"({', '.join(present)}); each image is scored against all of them", file=sys.stderr)
+                  f"({', '.join(map(printable, present))}); each image is scored against all of them", file=sys.stderr)
         # autocast's precision moves the last digit: say it (--amp off gives the fp32 figures of the model cards)
         computed = "fp32" if result["amp"] == "off" else f"{result['amp']} autocast"
         if "precision" in result:
@@ -293,7 +294,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   f"{check['fp32_top1']:.2f}% ({-check['loss']:+.2f} points); same top-1 as fp32 on "
                   f"{check['agreement']:.2f}% of images")
         for name, accuracy in (result.get("per_class_accuracy") or {}).items():
-            print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
+            print(f"  {printable(name):<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
     return 0
 
 
@@ -405,9 +406,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                           "results": results, "skipped": skipped}, indent=2))
         return 0
     for result in results:
-        print(result["image"])
-        for p in result["predictions"]:
-            print(f"  {p['probability']:7.2%}  {p['label']:>5}  {p['name']}")
+        print(printable(result["image"]))
+        for p in result["predictions"]:  # class names come from the checkpoint: shown, never obeyed
+            print(f"  {p['probability']:7.2%}  {p['label']:>5}  {printable(p['name'])}")
     return 0
 
 
@@ -445,6 +446,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     deploy.check_export_options(args.format, args.precision, args.calibration is not None)  # before any work
     deploy.check_export_path(args.out, args.format)
     weights = _weights_to_use(args)
+    deploy.check_export_path(args.out, args.format, inputs=(_weights_file(args.model, weights),))
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
@@ -716,7 +718,7 @@ def _run(args: argparse.Namespace) -> int:
         if error.filename is None:  # goes, a full disk): the user's to fix; an OSError with no path is a bug
             raise
         if is_disk_full(error):
-            print(f"resnets {args.command}: error: {disk_full_error(error.filename)}", file=sys.stderr)
+            print(f"resnets {args.command}: error: {disk_full_error(error.filename, error)}", file=sys.stderr)
         elif error.errno in (errno.EEXIST, errno.ENOTDIR):
             print(f"resnets {args.command}: error: {error.filename} is a file where a directory is needed; choose "
                   f"another path", file=sys.stderr)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
+from ..errors import OPTIONAL_EXTRAS, ResnetsError, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
 from ..weights.named import take_weights_name
@@ -44,6 +44,21 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "name": self.name, "probability": self.probability}
+
+
+def check_finite(logits: torch.Tensor, names: Optional[list[str]] = None) -> torch.Tensor:
+    """``logits``, or the ResnetsError saying the weights are damaged where any is NaN or infinite: finite
+    weights can still compute NaN (a negative BatchNorm variance) or overflow (a weight of 1e38), and a
+    probability of nan% is no answer. ``names``: the images of the batch's rows, for the message."""
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):
+        return logits
+    rows = (~finite.reshape(len(logits), -1).all(1)).nonzero().flatten().tolist()
+    what = "NaN" if bool(torch.isnan(logits).any()) else "infinity"
+    first = f", the first {names[rows[0]]}" if names and rows[0] < len(names) else ""
+    raise ResnetsError(f"the weights compute {what} on this input ({len(rows)} of {len(logits)} images{first}): "
+                       f"they are damaged (e.g. a negative BatchNorm variance, an overflowing weight); use other "
+                       f"weights, or retrain")
 
 
 def _key(backend: str, precision: str) -> str:
@@ -90,11 +105,6 @@ class InferenceSession:
         self.config = config or SessionConfig(backend=backend, precision=precision,
                                               device=str(resolve_device(device)), compile=compile)
         config = self.config
-        if config.backend == "int8":
-            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
-                             "'openvino')")
-        if config.backend not in BACKENDS:
-            raise UsageError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
         if config.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
         if config.device != "cpu" and config.backend not in ("auto", "torch"):
@@ -333,7 +343,9 @@ class InferenceSession:
         """The ``top_k`` classes with softmax probabilities for each image: paths, encoded bytes, PIL images,
         uint8 (C, H, W) tensors (one or a list), or a preprocessed float (N, C, H, W) batch (see ``prepare``)."""
         check_number("top_k", top_k, 1)
-        probabilities = torch.softmax(self.run(self.prepare(images)), dim=1)
+        names = [self._name(item, index) for index, item in enumerate(images)] \
+            if isinstance(images, (list, tuple)) else None
+        probabilities = torch.softmax(check_finite(self.run(self.prepare(images)), names), dim=1)
         k = min(top_k, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)
         return [[Prediction(int(i), self.classes[int(i)], float(p)) for p, i in zip(row_v, row_i)]

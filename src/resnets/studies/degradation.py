@@ -158,9 +158,11 @@ def _train_group(config: DegradationConfig, budget: Budget, recipe: str, out: Pa
         if not error.clashes:
             raise
         # the engine's words name its own flags (--resume, a run's --out); a study has others
-        raise RunDirError(f"{out} holds a study begun with other settings; a run of {', '.join(models)} differs in "
+        which = f"its run of {models[0]}" if len(models) == 1 else f"a run of {', '.join(models)}"
+        where = f"runs/{models[0]}" if len(models) == 1 else "runs/MODEL"
+        raise RunDirError(f"{out} holds a study begun with other settings; {which} differs in "
                           f"{'; '.join(error.clashes)}; re-run the study with the settings it was begun "
-                          f"with (runs/MODEL/config.json) or give another --out") from None
+                          f"with ({where}/config.json) or give another --out") from None
     key = "+".join(models)
     timing[key] = timing.get(key, 0.0) + time.perf_counter() - started
 

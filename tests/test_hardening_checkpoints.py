@@ -230,6 +230,16 @@ def test_the_total_of_all_tensors_is_bounded_too(tmp_path, monkeypatch):
         sizing.read_safetensors_header(path)
 
 
+def test_a_shape_of_a_million_dimensions_is_refused_before_its_product_is_taken(tmp_path):
+    """Two million sides of 2**40 in a 16 MB header: their product alone would take minutes."""
+    path = _safetensors(tmp_path / "dims.safetensors", {"x": {"dtype": "U8", "shape": [2**40] * 1_000_000,
+                                                              "data_offsets": [0, 0]}}, 0)
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="x has 1,000,000 dimensions, over the limit of 8"):
+        load_checkpoint(path)
+    assert time.monotonic() - started < 5
+
+
 def test_a_header_cut_short_of_its_tensors_is_named_truncated(tmp_path, resnet20_file):
     data = resnet20_file.read_bytes()
     cut = tmp_path / "cut.safetensors"

@@ -38,8 +38,7 @@ from ..download import cache_entry, check_digest, expected_sha256, fetch
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec, list_models
 from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from .sizing import (MAX_JSON_DEPTH, CheckpointError, check_classifier, check_torch_archive, json_depth,
-                     read_safetensors_header)
+from .sizing import CheckpointError, check_classifier, check_json_depth, check_torch_archive, read_safetensors_header
 
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
@@ -159,10 +158,7 @@ def _torch_load(path: Path, fmt: str) -> Any:
 def _decode_metadata(raw: Optional[Mapping[str, str]], path: Path) -> dict:
     decoded = {}
     for key, value in (raw or {}).items():
-        depth = json_depth(value.encode("utf-8", "surrogatepass"))
-        if depth > MAX_JSON_DEPTH:
-            raise CheckpointError(f"{path}: metadata {key[:80]!r} nests {depth:,} deep, over the limit of "
-                                  f"{MAX_JSON_DEPTH}")
+        check_json_depth(value, f"{path}: metadata {key[:80]!r}")
         try:
             decoded[key] = json.loads(value)
         except (ValueError, TypeError):

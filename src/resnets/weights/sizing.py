@@ -26,6 +26,7 @@ from ..errors import UsageError
 
 MAX_HEADER_BYTES = 16 << 20  # a safetensors header: names, shapes, metadata (ours are under 100 kB)
 MAX_JSON_DEPTH = 64  # our headers and metadata nest 4 deep
+MAX_DIMENSIONS = 8  # a ResNet's tensors have at most 4
 MAX_TENSOR_BYTES = 1 << 30  # the largest tensor of a registered net is 151 MB (wide_resnet101_2's layer4)
 MAX_CHECKPOINT_BYTES = 4 << 30  # all tensors of one file, as the download limit
 MAX_NUM_CLASSES = 100_000  # a classifier's width (ImageNet-21k has 21,843 classes)
@@ -63,14 +64,21 @@ def json_depth(raw: bytes) -> int:
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0)) if len(steps) else 0
 
 
+def check_json_depth(raw: "bytes | str", what: str) -> bytes:
+    """``raw`` as bytes when it nests at most MAX_JSON_DEPTH deep, else the CheckpointError naming ``what`` (the
+    file and the field)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = json_depth(data) if len(data) > MAX_JSON_DEPTH else 0  # a shorter text cannot nest deeper
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{what} nests {depth:,} deep, over the limit of {MAX_JSON_DEPTH}: not what "
+                              f"resnets or safetensors writes")
+    return data
+
+
 def loads_bounded(raw: "bytes | str", what: str) -> Any:
     """``json.loads(raw)`` once its nesting is known to be at most MAX_JSON_DEPTH; else a CheckpointError
     naming ``what`` (the file and the field)."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    depth = json_depth(data)
-    if depth > MAX_JSON_DEPTH:
-        raise CheckpointError(f"{what} nests {depth:,} deep, over the limit of {MAX_JSON_DEPTH}: not a header "
-                              f"resnets or safetensors writes")
+    data = check_json_depth(raw, what)
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -172,6 +180,9 @@ def _tensor_entry(path: Path, key: str, entry: Any) -> TensorEntry:
         raise CheckpointError(f"{path}: {_key(key)} holds {_key(dtype[:40])} values, which no network of resnets keeps "
                               f"(weights are F16, BF16, F32 or F64, counters integers); convert them to float32 "
                               f"first")
+    if isinstance(shape, list) and len(shape) > MAX_DIMENSIONS:  # before their product is taken
+        raise CheckpointError(f"{path}: {_key(key)} has {len(shape):,} dimensions, over the limit of "
+                              f"{MAX_DIMENSIONS}: not the weights of a network resnets builds")
     if not isinstance(shape, list) or not all(map(_is_count, shape)):
         raise CheckpointError(f"{path}: {_key(key)} has shape {str(shape)[:80]}, not a list of sizes: damaged")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
@@ -218,7 +229,7 @@ def check_classifier(shapes: Mapping[str, tuple[int, ...]], source: str) -> None
                                       f"the limit of {MAX_NUM_CLASSES:,}: not a network resnets builds")
 
 
-__all__ = ["CheckpointError", "CheckpointTooLargeError", "MAX_CHECKPOINT_BYTES", "MAX_HEADER_BYTES",
+__all__ = ["CheckpointError", "CheckpointTooLargeError", "MAX_CHECKPOINT_BYTES", "MAX_DIMENSIONS", "MAX_HEADER_BYTES",
            "MAX_JSON_DEPTH", "MAX_NUM_CLASSES", "MAX_TENSOR_BYTES", "SAFETENSORS_DTYPES", "SafetensorsHeader",
-           "check_classifier", "check_torch_archive", "json_depth", "loads_bounded", "read_safetensors_header",
-           "size_text"]
+           "check_classifier", "check_json_depth", "check_torch_archive", "json_depth", "loads_bounded",
+           "read_safetensors_header", "size_text"]

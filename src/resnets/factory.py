@@ -19,7 +19,7 @@ from .errors import UsageError
 from .models import build_model, get_model_spec
 from .models import list_models as registry_list_models
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
-from .weights.formats import PathOrUrl, shortcut_option
+from .weights.formats import PathOrUrl, check_fit, shortcut_option
 from .weights.hub import is_repository, open_repository
 from .weights.named import Weights, default_weights, find_weights, list_weights, split_weights_name
 
@@ -130,19 +130,23 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
         warnings.warn(f"{source}: conv1 adapted from {file_chans} input channels to in_chans={in_chans} ({how})",
                       WeightsAdaptedWarning, stacklevel=2)
     exclude: tuple[str, ...] = ()
+    head = dict(features_only=True, out_indices=out_indices) if features_only else {}
     if features_only:
         options.pop("num_classes", None)
-        model = build_model(name, features_only=True, out_indices=out_indices, **options)
+    with torch.device("meta"):  # every shape compared with the file's before anything is allocated
+        probe = build_model(name, **head, **options)
+    if features_only:
         # a feature extractor keeps the stages up to its last index; the rest of the file is unused
-        present = {k.split(".")[0] for k in model.state_dict()}
+        present = {k.split(".")[0] for k in probe.state_dict()}
         exclude = tuple(sorted({k.split(".")[0] + "." for k in state_dict} - {p + "." for p in present}))
     else:
-        model = build_model(name, **options)
         if options["num_classes"] != file_classes:
             exclude = ("fc.",)
             if options["num_classes"] > 0:
                 warnings.warn(f"{source}: its {file_classes}-class classifier is replaced by a new, untrained one "
                               f"of num_classes={options['num_classes']}", WeightsAdaptedWarning, stacklevel=2)
+    check_fit(probe, state_dict, strict=strict, exclude=exclude, source=source, info=info)
+    model = build_model(name, **head, **options)
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=source, info=info)
     if not exclude:
         # named weights' display names ("tench") win; the file's own (its training folders, "n01440764") stay in

@@ -20,6 +20,7 @@ import enum
 import fnmatch
 import json
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field, fields
@@ -32,7 +33,8 @@ from ..download import cache_entry, check_digest, url_file_name
 from ..errors import MissingFileError, ResnetsError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec
 from .classes import class_names
-from .formats import CheckpointError, PathOrUrl, checkpoint_cache_dir, resolve
+from .formats import (FORMAT_NAME, REPOSITORY_PREFIXES, CheckpointError, PathOrUrl, checkpoint_cache_dir, read_metadata,
+                      resolve)
 from .hfcache import NotInRepository, has_huggingface_hub, hub_file, hub_url_parts, huggingface_hub
 
 # where shipped weights live: ``Weights.file`` is relative to this folder
@@ -425,16 +427,98 @@ def split_weights_name(name: str) -> tuple[str, Optional[Weights]]:
     return model, get_weights(name)
 
 
+# a training run's weights, in the order a run directory given as the model is read: the best validation
+# top-1 first (what the run's summary tells users to predict with), else the final weights
+RUN_WEIGHTS = ("best.safetensors", "last.safetensors")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def checkpoint_model(spec: Any) -> Optional[tuple[str, Path]]:
+    """A checkpoint where a model's name goes: (its architecture, the file). ``spec`` is a file of ours (our
+    safetensors files record the architecture in their metadata) or a training run's directory (its
+    ``best.safetensors``, else its ``last.safetensors``). None where ``spec`` is a model's name, ``MODEL.TAG``, a
+    repository or a URL; a path that is missing, or a file that records no architecture, raises in one line."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or spec.startswith(REPOSITORY_PREFIXES) or re.match(r"^https?://", spec):
+        return None
+    path = Path(spec).expanduser()
+    slash = "/" in spec or os.sep in spec
+    if not slash and (spec in _WEIGHTS or _registered(spec.partition(".")[0])) and not path.is_file():
+        return None
+    if not (slash or path.exists() or path.suffix in CHECKPOINT_SUFFIXES):
+        return None  # an unknown model's name, for the caller to name as such
+    if path.is_dir():
+        file = next((path / n for n in RUN_WEIGHTS if (path / n).is_file()), None)
+        if file is None:
+            raise MissingFileError(f"{path} is a folder without {' or '.join(RUN_WEIGHTS)}: give a training run's "
+                                   f"directory, a checkpoint file, or a model's name (resnets list)")
+    elif path.is_file():
+        file = path
+    else:
+        raise MissingFileError(f"checkpoint not found: {path} (a model's name, MODEL.TAG, a checkpoint file or a "
+                               f"run directory goes here)")
+    try:
+        metadata = read_metadata(file)
+    except CheckpointError:  # not safetensors: no metadata
+        metadata = {}
+    except Exception as error:  # noqa: BLE001 - a damaged header, said in one line
+        raise CheckpointError(f"{file}: cannot read its safetensors header ({str(error).splitlines()[0]}); "
+                              f"fetch or copy it again") from None
+    arch = metadata.get("arch") if metadata.get("format") == FORMAT_NAME else None
+    if not isinstance(arch, str) or not arch:
+        raise CheckpointError(f"{file} records no architecture (resnets' own safetensors files do): give the "
+                              f"model's name with the file as its weights (`resnets COMMAND MODEL --weights {spec}`, "
+                              f"create_model(MODEL, weights={spec!r}))")
+    if not _registered(arch):
+        raise CheckpointError(f"{file} records the architecture {arch[:60]!r}, which is not a registered model "
+                              f"(resnets list; register your own with @resnets.register_model)")
+    return arch, file
+
+
+def _registered(model: str) -> bool:
+    try:
+        get_model_spec(model)
+    except UsageError:
+        return False
+    return True
+
+
 def take_weights_name(model: str, weights: Optional[PathOrUrl]) -> tuple[str, Optional[PathOrUrl]]:
     """Where ``model`` names what runs (a command's MODEL, ``InferenceSession``, ``backbone``, a teacher),
-    ``MODEL.TAG`` is the model with those weights: returns (MODEL, TAG); any other name comes back with
-    ``weights`` unchanged. ``weights`` naming others beside a tag raises UsageError."""
+    ``MODEL.TAG`` is the model with those weights: returns (MODEL, TAG); a checkpoint or a run directory (see
+    ``checkpoint_model``) is its architecture with that file; any other name comes back with ``weights``
+    unchanged. ``weights`` naming others beside a tag or a checkpoint raises UsageError."""
+    checkpoint = checkpoint_model(model)
+    if checkpoint is not None:
+        arch, file = checkpoint
+        if weights is not None and str(weights) != str(file):
+            raise UsageError(f"{model} is a checkpoint, and weights {str(weights)!r} others: give one of them")
+        return arch, str(file)
     name, tagged = split_weights_name(model)
     if tagged is None:
         return model, weights
     if weights is not None and weights not in (tagged.tag, tagged.name):
         raise UsageError(f"{model} names its weights, and weights {str(weights)!r} others: give one of them")
     return name, tagged.tag
+
+
+def weights_layout(name: str) -> tuple[str, dict]:
+    """The model ``name`` names and the architecture options of its weights: ``MODEL.TAG`` -> (MODEL, the
+    weights' options and class count); a checkpoint or run directory -> (its architecture, the options its file
+    records); a model's name -> (it, {})."""
+    checkpoint = checkpoint_model(name)
+    if checkpoint is not None:
+        arch, file = checkpoint
+        metadata = read_metadata(file)
+        options = dict(metadata.get("arch_kwargs") or {})
+        if isinstance(metadata.get("num_classes"), int):
+            options["num_classes"] = metadata["num_classes"]
+        return arch, options
+    model, tagged = split_weights_name(name)
+    if tagged is None:
+        return model, {}
+    return model, {**tagged.options, "num_classes": len(tagged.classes)}
 
 
 def find_weights(model: str, weights: Any) -> Optional[Weights]:
@@ -479,3 +563,10 @@ def model_card(name: str) -> dict:
     return json.loads((FILES_DIR / weights.file).with_suffix(".json").read_text(encoding="utf-8"))
 
 
+
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES", "FILES_DIR", "Located", "RUN_WEIGHTS", "TORCHVISION_DEFAULT", "Weights", "WeightsMeta",
+    "checkpoint_model", "default_weights", "find_weights", "get_weights", "list_weights", "model_card",
+    "register_weights", "take_weights_name", "torchvision_name", "weights_for", "weights_layout", "weights_tag",
+]

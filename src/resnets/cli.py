@@ -400,7 +400,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if len(session.timings) > 1:  # chosen by timing: which runtime and precision ran, and against what
         timed = ", ".join(f"{key} {seconds * 1000:.1f} ms" for key, seconds in sorted(session.timings.items(),
                                                                                       key=lambda kv: kv[1]))
-        print(f"ran {session.backend}/{session.precision}, the fastest on the first batch ({timed})", file=sys.stderr)
+        print(f"ran {session.backend}/{session.precision}, the fastest on {session.chosen_on} ({timed})",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"arch": session.arch, "backend": session.backend, "precision": session.precision,
                           "results": results, "skipped": skipped}, indent=2))
@@ -438,7 +439,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   f"with {f['fraction']:.0%} hidden")
     if not written:
         raise _none_readable(paths, args.images)
-    print(f"wrote {written} PNG + JSON pairs to {args.out}")
+    print(f"wrote {written} explanations to {args.out} (NAME.png, NAME.json, NAME.heatmap.npy each)")
     return 0
 
 
@@ -610,7 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("explain", help="class activation maps of images (PNG + JSON each), with a faithfulness check")
+    p = sub.add_parser("explain", help="class activation maps of images (PNG, JSON and the map as .npy each), "
+                                         "with a faithfulness check")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)

@@ -7,6 +7,7 @@ import collections.abc
 import dataclasses
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -685,10 +686,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     shown = warnings.showwarning
     warnings.showwarning = _warning_line(args.command)
+    # which cache a checkpoint came from (torch.hub's, huggingface_hub's, ours) is logged at INFO: said on stderr
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter(f"resnets {args.command}: %(message)s"))
+    weights_log = logging.getLogger("resnets.weights")
+    level = weights_log.level
+    weights_log.addHandler(said)
+    weights_log.setLevel(logging.INFO)
     try:
         return _run(args)
     finally:
         warnings.showwarning = shown
+        weights_log.removeHandler(said)
+        weights_log.setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:

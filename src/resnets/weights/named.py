@@ -122,7 +122,8 @@ class Located:
     def describe(self) -> str:
         if self.cache == "package":
             return f"{self.path} (shipped inside the package)"
-        return f"{self.path} ({'downloaded into' if self.downloaded else 'found in'} {self.cache}'s cache)"
+        where = {"resnets": "the resnets cache"}.get(self.cache, f"{self.cache}'s cache")
+        return f"{self.path} ({'downloaded into' if self.downloaded else 'found in'} {where})"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -194,7 +194,8 @@ def test_a_damaged_file_in_torch_hubs_cache_is_not_used(published, tmp_path, cap
     located.path.unlink()
     image = tmp_path / "a.png"
     image.write_bytes(encode(random_rgb(np.random.default_rng(0))))
-    code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "tvtest", str(image))
+    with pytest.warns(UserWarning, match="not used"):
+        code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "tvtest", str(image))
     assert code == 0 and "(downloaded into the resnets cache)" in err  # online: fetched again, and said
     located.path.unlink()
     with pytest.warns(UserWarning), pytest.raises(MissingFileError, match=r"not in torch.hub's cache .* nor in the "
@@ -270,6 +271,8 @@ def test_every_command_takes_a_checkpoint_where_the_model_goes(run_dir, tmp_path
     assert code == 0 and np.load(tmp_path / "f.npy").shape == (6, 64)
     code, _, err = _cli(capsys, "predict", str(run), "--weights", "cifar10", str(image))
     assert code == 2 and "is a checkpoint, and weights 'cifar10' others" in err and err.count("\n") == 1
+    code, _, err = _cli(capsys, "finetune", str(run), "--weights", "cifar10", "--data", str(tmp_path / "data"))
+    assert code == 2 and "is a checkpoint, and --weights cifar10 others" in err and err.count("\n") == 1
     code, _, err = _cli(capsys, "predict", str(tmp_path / "nowhere"), str(image))
     assert code == 2 and "checkpoint not found" in err and err.count("\n") == 1
 

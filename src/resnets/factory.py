@@ -9,6 +9,7 @@ classifier where the model asked for differs from the weights.
 from __future__ import annotations
 
 import fnmatch
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,10 +114,20 @@ def choose_weights(model: str, weights: Any = None, *, pretrained: bool = False)
     return WeightsChoice(model, None, "untrained")
 
 
-def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: bool = False,
+def create_model(name: Union[str, "os.PathLike[str]"], *, weights: Any = None, pretrained: bool = False,
                  features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
                  sha256: Optional[str] = None, strict: bool = True, **kwargs) -> nn.Module:
     """Build a registered model by name, with weights if given.
+
+    Which weights, by ``choose_weights`` (the rule the commands follow too): ``weights`` if given, else those
+    ``name`` names (``MODEL.TAG`` with ``pretrained=True``, a checkpoint file or run directory, a repository), else
+    with ``pretrained=True`` the model's default named weights, else none: ``create_model("resnet50")`` is freshly
+    initialised, as torchvision's ``resnet50()``. (``resnets predict resnet50`` runs the default named weights:
+    a command passes ``pretrained=True`` unless ``--random-weights``, and says which weights it used.)
+
+    ``name`` may be a checkpoint instead of a model's name: one of our safetensors files (its metadata records the
+    architecture, ``create_model("runs/x/last.safetensors")``) or a training run's directory
+    (``create_model("runs/x")``: its ``best.safetensors``, the best validation top-1, else ``last.safetensors``).
 
     Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
     ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
@@ -127,7 +138,8 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     option-B shortcuts) and their preprocessing, its parameters freshly initialised.
 
     ``weights`` is a registered name, for this model a tag (``"tv2_in1k"``) or ``MODEL.TAG``
-    (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), else the path or URL of a
+    (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), torchvision's enum or name of the same file
+    (``torchvision.models.ResNet50_Weights.DEFAULT``, ``"DEFAULT"``, ``"IMAGENET1K_V2"``), else the path or URL of a
     checkpoint of any supported format, or a repository: ``"hf-hub:ORG/NAME"`` (the Hugging Face Hub,
     through its cache; timm's repositories and those ``save_pretrained`` writes) or ``"local-dir:PATH"``
     (the same layout in a folder). ``name`` may itself be a repository, ``create_model("hf-hub:ORG/NAME")``:

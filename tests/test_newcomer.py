@@ -107,6 +107,8 @@ def test_a_tag_alone_names_its_weights_or_is_refused_in_one_line():
     assert get_weights("tv2_in1k", model="resnet50") is get_weights("resnet50.tv2_in1k")
     with pytest.raises(UsageError, match=r"'tv2_in1k' is a tag of the weights of 7 models .*give MODEL.TAG"):
         get_weights("tv2_in1k")
+    with pytest.raises(UsageError, match="'DEFAULT' names weights of a model: give the model too"):
+        get_weights("DEFAULT")
     with pytest.raises(UsageError, match="resnet20 has no torchvision weights IMAGENET1K_V2"):
         get_weights("IMAGENET1K_V2", model="resnet20")
     with pytest.raises(UsageError, match="are weights of resnet18, not resnet50"):

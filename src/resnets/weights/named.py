@@ -340,8 +340,12 @@ def _torchvision_entry(model: Optional[str], weights: Any) -> Optional[Weights]:
     name = name or weights
     enum_class, dot, member = name.rpartition(".")
     if not dot:
-        if model is None or not (member == TORCHVISION_DEFAULT or _TORCHVISION_MEMBER.fullmatch(member)):
+        if not (member == TORCHVISION_DEFAULT or _TORCHVISION_MEMBER.fullmatch(member)):
             return None
+        if model is None:
+            raise UsageError(f"{member!r} names weights of a model: give the model too (get_weights({member!r}, "
+                             f"model='resnet50'), create_model('resnet50', weights={member!r}), or torchvision's "
+                             f"ResNet50_Weights.{member})")
         own = weights_for(model)
         if member == TORCHVISION_DEFAULT:
             if not own:

@@ -299,6 +299,9 @@ def test_python_and_the_commands_choose_weights_by_one_rule(tmp_path, capsys):
     batch = resnets.deploy.read_images([image], default.preprocessing).batch
     top = json.loads(out)["results"][0]["predictions"][0]
     assert top["name"] == default.classes[int(_outputs(default, batch).argmax())]
+    code, out, err = _cli(capsys, "predict", "resnet20", "--weights", "DEFAULT", str(image), "--json", "--top-k", "1")
+    assert code == 0 and json.loads(out)["results"][0]["predictions"][0] == top
+    assert f"using {chosen.weights} (resnets)" in err  # torchvision's word, said as the entry it names
     # MODEL.TAG: the network those weights need; with pretrained, the weights
     assert choose_weights("resnet56.chenyaofo_cifar10").reason == "untrained"
     assert choose_weights("resnet56.chenyaofo_cifar10", pretrained=True).weights == "resnet56.chenyaofo_cifar10"

@@ -115,7 +115,8 @@ FILE_LEGEND = "FILE: package = inside the installed package; download = fetched 
 
 def _weights_record(w) -> dict:
     return {"name": w.name, "model": w.model, "tag": w.tag, "default": w is default_weights(w.model),
-            "shipped": w.shipped, "torchvision": w.torchvision or None, "url": w.url or None, "sha256": w.sha256, "options": w.options, **w.meta.to_dict()}
+            "shipped": w.shipped, "torchvision": w.torchvision or None, "url": w.url or None, "sha256": w.sha256,
+            "options": w.options, **w.meta.to_dict()}
 
 
 def _weights_line(w, *, width: int) -> str:
@@ -347,7 +348,8 @@ def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
             if hasattr(args, "random_weights") else ""
         raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL, or "
                          f"hf-hub:ORG/NAME{untrained}") from None
-    if choice.reason in ("default", "untrained"):  # given ones are the user's own words
+    # said unless the user's own words name them (--weights DEFAULT is said as the entry it names)
+    if choice.reason in ("default", "untrained") or (choice.reason == "given" and choice.weights != args.weights):
         print(choice.describe(), file=sys.stderr)
     return choice.weights
 

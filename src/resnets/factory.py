@@ -101,8 +101,9 @@ def choose_weights(model: str, weights: Any = None, *, pretrained: bool = False)
         if is_repository(weights):
             return WeightsChoice(model, weights, "given")
         named = find_weights(model, weights)
-        # as given where it is a string (a tag stays a tag in messages and records); an enum by its entry's name
-        given = weights if isinstance(weights, str) else named.name if named else str(weights)
+        # a tag or name as given (a tag stays a tag in messages and records); torchvision's names of the file
+        # (an enum, "DEFAULT") by the entry's name; a path or URL as it is
+        given = str(weights) if named is None else weights if weights in (named.tag, named.name) else named.name
         return WeightsChoice(model, given, "given", named=named)
     if pretrained:
         named = default_weights(model)

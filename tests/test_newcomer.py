@@ -300,7 +300,9 @@ def test_python_and_the_commands_choose_weights_by_one_rule(tmp_path, capsys):
     top = json.loads(out)["results"][0]["predictions"][0]
     assert top["name"] == default.classes[int(_outputs(default, batch).argmax())]
     code, out, err = _cli(capsys, "predict", "resnet20", "--weights", "DEFAULT", str(image), "--json", "--top-k", "1")
-    assert code == 0 and json.loads(out)["results"][0]["predictions"][0] == top
+    again = json.loads(out)["results"][0]["predictions"][0]  # the same weights (the runtime may differ: 1e-4)
+    assert code == 0 and again["name"] == top["name"] and again["probability"] == pytest.approx(top["probability"],
+                                                                                                 abs=1e-4)
     assert f"using {chosen.weights} (resnets)" in err  # torchvision's word, said as the entry it names
     # MODEL.TAG: the network those weights need; with pretrained, the weights
     assert choose_weights("resnet56.chenyaofo_cifar10").reason == "untrained"

@@ -1,4 +1,4 @@
-"""The studies behind docs/studies and the README's degradation and gradient figures, run
+"""The studies behind docs/studies and the degradation and gradient figures of docs/studies.md, run
 again with the commands that made them: quick budget with the paper's recipe and with the
 warm-up recipe, the long budget, the gradient study on the quick warm-up study's snapshots
 and the layer responses of the long study. Plain nets are the residual nets' baseline in the

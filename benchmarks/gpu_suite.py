@@ -22,6 +22,9 @@ peer) against the resnets engine with its defaults on synthetic images held on t
 adds the engine compiled), and inference at batch 256, eager and compiled. Each part compiles afresh
 (``torch._dynamo.reset()``); ``--parts`` runs a subset, e.g. ``--parts cifar:resnet56``.
 
+``fused:MODEL:K`` times K seeds of MODEL trained side by side in one process against one alone (``fused``
+in the JSON); ``table`` trains the paper's five residual depths side by side (``cifar_table``).
+
 A tiny CPU smoke run (what tests/test_gpu_suite.py runs):
 ``--device cpu --iterations 3 --val-size 500 --parts cifar:resnet20,resnet50 --r50-model resnet18
 --r50-batch-size 2 --r50-image-size 32 --r50-steps 1 --compile-mode none``
@@ -193,6 +196,45 @@ def cifar_run(model: str, args, compile_mode, out: Path, recipe: str = PAPER) ->
                             train_error=round(row["train_error"], 2)) for row in rows])
 
 
+def fused_part(spec: str, args, compile_mode, results: Results) -> None:
+    """``fused:MODEL:K``: MODEL trained alone, then K seeds of it side by side (resnets.train.fused), each for
+    --fused-iterations steps in this process; images/s of both (the fused figure counts every member's
+    images). ``table``: the paper's five residual depths side by side, one seed each, for --table-iterations
+    (the paper's 64k by default), into ``cifar_table``."""
+    kind, _, rest = spec.partition(":")
+    model, _, count = rest.partition(":")
+    common = dict(data=args.data, recipe=PAPER, device=args.device, val_size=args.val_size, amp=args.amp,
+                  channels_last=True, compile_mode=compile_mode, progress=False, log=sys.stdout)
+    if kind == "table":
+        models = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+        start = time.perf_counter()
+        fused = train(TrainOptions(model=",".join(models), out=args.runs / "table", iterations=args.table_iterations,
+                                   evaluations=args.evaluations, **common))
+        seconds = round(time.perf_counter() - start, 1)
+        results.doc["cifar_table"] = {name: dict(time_s=seconds, val_top1=member.get("val_top1"),
+                                                 val_n=member.get("val_n"), iterations=member.step,
+                                                 together_with=len(models))
+                                      for name, member in fused.members.items()}
+        return
+    model, members = model or "resnet20", int(count or 5)
+    iterations = args.fused_iterations
+    start = time.perf_counter()
+    train(TrainOptions(model=model, out=args.runs / f"fused-single-{model}", iterations=iterations, evaluations=1,
+                       seed=0, **common))
+    single_s = time.perf_counter() - start
+    torch._dynamo.reset()
+    start = time.perf_counter()
+    train(TrainOptions(model=model, seeds=",".join(map(str, range(members))), out=args.runs / f"fused-{model}",
+                       iterations=iterations, evaluations=1, **common))
+    fused_s = time.perf_counter() - start
+    batch = load_recipe(PAPER).batch_size
+    single, fused = iterations * batch / single_s, members * iterations * batch / fused_s
+    results.doc["fused"] = dict(model=model, members=members, iterations=iterations, images_per_s=round(fused, 1),
+                                single_images_per_s=round(single, 1), ratio=round(fused / single, 2),
+                                single_time_s=round(single_s, 1), fused_time_s=round(fused_s, 1),
+                                note="whole train() calls, compilation and one evaluation included")
+
+
 def resnet50_part(args, device: torch.device, results: Results) -> None:
     ns = argparse.Namespace(model=args.r50_model, device=args.device, batch_size=args.r50_batch_size,
                             image_size=args.r50_image_size, steps=args.r50_steps, amp=args.amp,
@@ -238,9 +280,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/gpu.json"))
     parser.add_argument("--runs", type=Path, default=Path("runs/gpu-suite"), help="where the training runs go")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--parts", default="cifar:resnet20,cifar:resnet56,resnet50",
-                        help="the parts in order: cifar:MODEL (the paper's schedule), cifar:MODEL:RECIPE (another "
-                             "recipe, e.g. weights to ship) and resnet50")
+    parser.add_argument("--parts", default="fused:resnet20:5,cifar:resnet20,resnet50,table",
+                        help="the parts in order: fused:MODEL:K (K seeds side by side against one), cifar:MODEL "
+                             "(the paper's schedule), cifar:MODEL:RECIPE (another recipe, e.g. weights to ship), "
+                             "resnet50, table (the five residual depths side by side)")
+    parser.add_argument("--fused-iterations", type=int, default=2000, help="steps of each fused-part run")
+    parser.add_argument("--table-iterations", type=int, default=None,
+                        help="the table's run length (default: the paper's 64k)")
     parser.add_argument("--iterations", type=int, help="shorter than the paper's 64k (smoke runs)")
     parser.add_argument("--val-size", type=int, default=5000, help="validation images (the paper's 5,000)")
     parser.add_argument("--evaluations", type=int, default=16)
@@ -290,6 +336,12 @@ def main(argv=None) -> int:
         torch._dynamo.reset()
         if kind == "resnet50":
             resnet50_part(args, device, results)
+        elif kind in ("fused", "table"):
+            log(f"{part}: compile {compile_mode}")
+            try:
+                fused_part(part, args, compile_mode, results)
+            except Exception:
+                results.failed("cifar_table" if kind == "table" else "fused")
         elif kind == "cifar":
             model, _, recipe = model.partition(":")
             recipe = recipe or PAPER

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import resnets
 from resnets.train import TrainOptions, train
-from resnets.train.evaluate import autocast_context
+from resnets._precision import autocast_context
 
 
 def sync(device: torch.device) -> None:

@@ -35,7 +35,7 @@ from torchvision import transforms
 import resnets
 from resnets.data import build_loaders
 from resnets.train import TrainOptions, train
-from resnets.train.precision import native_bf16, resolve_amp, resolve_channels_last
+from resnets._precision import native_bf16, resolve_amp, resolve_channels_last
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg-train.zip"
 

@@ -96,11 +96,11 @@ def _api_calls():
         lambda: explain_images(model, torch.zeros(1, 3, 32, 32), ["a"], "never", top_k=0)
     yield "TrainOptions(lr=inf)", "lr must be a finite number, got inf", \
         lambda: TrainOptions(model="resnet20", out="never", lr=float("inf"))
-    yield "TrainOptions(batch_size=0)", "batch_size must be at least 1, got 0", \
+    yield "TrainOptions(batch_size=0)", "batch_size must be at least 1 and at most 1048576, got 0", \
         lambda: TrainOptions(model="resnet20", out="never", batch_size=0)
     yield "build_loaders(seed=-1)", "seed must be at least 0", lambda: build_loaders("sample:cifar10", seed=-1)
     yield "TrainOptions(seed=-1)", "seed must be at least 0", lambda: TrainOptions(model="resnet20", out="o", seed=-1)
-    yield "build_loaders(image_size=-5)", "image_size must be at least 1 and at most 4096, got -5", \
+    yield "build_loaders(image_size=-5)", "image_size must be at least 8 and at most 4096, got -5", \
         lambda: build_loaders("sample:cifar10", image_size=-5)
     yield "build_loaders(config=DataConfig(num_workers=-1))", "num_workers must be at least 0", \
         lambda: build_loaders("sample:cifar10", DataConfig(num_workers=-1))
@@ -286,9 +286,9 @@ def test_recipes_name_what_is_wrong_in_words(tmp_path, capsys):
              ("iterations = 5\nmomentun = 0.9\n", "did you mean 'momentum'?"),
              ("iterations = 5\n[optimizer]\nlr = nan\n", "lr must be a finite number"),
              ("iterations = 5\nmilestones = [-1, \"a\"]\n", "must be a list of numbers"),
-             ("iterations = 5\nval_size = -3\n", "val_size must not be negative"),
+             ("iterations = 5\nval_size = -3\n", "val_size must be at least 0, got -3"),
              ("iterations = 5\nval_size = 1.5\n", "must be an integer (or left out)"),
-             ("iterations = 5\n[optimizer]\nmomentum = 1.5\n", "momentum must lie in [0, 1), got 1.5"),
+             ("iterations = 5\n[optimizer]\nmomentum = 1.5\n", "momentum must be at least 0 and less than 1, got 1.5"),
              ("iterations = 50\nmilestones = [10, 100]\n", "milestone 100 lies at or beyond the end of the run (50 "),
              ("epochs = 3\nwarmup = 5\n", "warmup 5 takes the whole run (3 epochs)")]
     for text, says in cases:
@@ -338,7 +338,7 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
     from resnets.train import train
     result = train(TrainOptions(model="resnet20", data="synthetic:32x32:4:64", val_size=16, batch_size=16,
                                 iterations=2, evaluations=1, amp="off", progress=False, out=str(run), resume=True))
-    assert result == json.loads(metrics.splitlines()[-1]) and result["step"] == 2 and "val_top1" in result
+    assert result.to_dict() == json.loads(metrics.splitlines()[-1]) and result["step"] == 2 and "val_top1" in result
     code, _, err = _cli(capsys, *[a if a != "2" else "4" for a in args], "--resume")
     assert code == 2 and "iterations (recorded 2, given 4)" in err and json.loads(metrics.splitlines()[0])
     code, _, err = _cli(capsys, *args, "--resume", "--recipe", "modern")  # was resumed with paper-cifar's values
@@ -414,12 +414,12 @@ def test_every_bounded_option_is_refused_by_its_flag_as_by_its_dataclass(capsys)
             declared = bounds(f)
             if declared is None:
                 continue
-            low, high, low_open = declared
+            low, high, low_open, high_open = declared
             outside = low if low_open else low - 1
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             code, _, err = _cli(capsys, *command, flag, str(outside))
             assert code == 2, (command, flag)
-            problem = range_problem(outside, low, high, low_open=low_open)
+            problem = range_problem(outside, low, high, low_open=low_open, high_open=high_open)
             assert err.splitlines()[-1].endswith(f"argument {flag}: {problem}, got {outside}"), (command, flag, err)
             with pytest.raises(UsageError) as caught:
                 cls(**needed, **{f.name: outside})

@@ -115,7 +115,7 @@ def test_sharding_drop_last_channels_last_dtype():
     assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(TypeError, match="unknown DeviceLoader option"):
         DeviceLoader(images, ids, mean=MEAN, std=STD, batchsize=8)
-    for options, says in ((dict(batch_size=0), "batch_size must be at least 1, got 0"),
+    for options, says in ((dict(batch_size=0), "batch_size must be at least 1 and at most 1048576, got 0"),
                           (dict(random_erasing=1.5), "random_erasing must be at least 0 and at most 1, got 1.5"),
                           (dict(pad=-1), "pad must be at least 0"), (dict(batch_size=2.5), "must be an integer"),
                           (dict(rank=3, world_size=3), "rank 3 out of range for world_size 3")):

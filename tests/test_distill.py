@@ -142,17 +142,17 @@ def _stop_at(steps):
 
 
 def test_a_teacher_without_weights_is_recorded_with_its_default_tag(tmp_path):
-    from resnets.train.rundir import distillation_record
+    from resnets.train.rundir import distillation_config
     from resnets.weights.named import default_weights
 
-    record = distillation_record(_options(tmp_path / "run", teacher="resnet20"))
-    assert record["weights"] == default_weights("resnet20").tag is not None  # not "whatever the default is then"
-    given = distillation_record(_options(tmp_path / "run", teacher="resnet20", teacher_weights="x.pt"))
-    assert given["weights"] == "x.pt"
+    record = distillation_config(_options(tmp_path / "run", teacher="resnet20"))
+    assert record.weights == default_weights("resnet20").tag is not None  # not "whatever the default is then"
+    given = distillation_config(_options(tmp_path / "run", teacher="resnet20", teacher_weights="x.pt"))
+    assert given.weights == "x.pt"
     # named weights in either form are recorded by tag: a resume with the other form is the same run
-    full = distillation_record(_options(tmp_path / "run", teacher="resnet20", teacher_weights="resnet20.cifar10"))
-    assert full["weights"] == "cifar10" == distillation_record(
-        _options(tmp_path / "run", teacher="resnet20", teacher_weights="cifar10"))["weights"]
+    full = distillation_config(_options(tmp_path / "run", teacher="resnet20", teacher_weights="resnet20.cifar10"))
+    assert full.weights == "cifar10" == distillation_config(
+        _options(tmp_path / "run", teacher="resnet20", teacher_weights="cifar10")).weights
 
 
 def test_teacher_errors_are_one_line(tmp_path):

@@ -93,3 +93,26 @@ def test_a_run_projected_past_its_cap_stops_early_and_the_next_runs(suite, tmp_p
     assert "over its cap of 0.001 s" in doc["failures"][0]["error"]
     assert list(doc["cifar_paper_schedule"]) == ["plain20"]  # no cap named for it
     assert not (tmp_path / "runs" / "resnet20" / "last.json").exists()  # stopped before its one evaluation
+
+
+@pytest.mark.slow
+def test_the_fused_parts_land_in_the_json(suite, tmp_path):
+    """``fused:MODEL:K`` and ``table`` on the CPU at two steps: the keys the GPU run's checks read."""
+    from resnets.data.sources import sample_path
+
+    out = tmp_path / "gpu.json"
+    assert suite.main(["--data", str(sample_path()), "--json", str(out), "--runs", str(tmp_path / "runs"),
+                       "--parts", "fused:resnet20:2,table", "--fused-iterations", "2", "--table-iterations", "2",
+                       *TINY]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["failures"] == []
+    fused = doc["fused"]
+    assert (fused["model"], fused["members"], fused["iterations"]) == ("resnet20", 2, 2)
+    assert fused["images_per_s"] > 0 and fused["single_images_per_s"] > 0
+    assert fused["ratio"] == round(fused["images_per_s"] / fused["single_images_per_s"], 2)
+    assert sorted((tmp_path / "runs" / "fused-resnet20").iterdir()) == [
+        tmp_path / "runs" / "fused-resnet20" / "resnet20-seed0", tmp_path / "runs" / "fused-resnet20" / "resnet20-seed1"]
+    table = doc["cifar_table"]
+    assert sorted(table) == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
+    for row in table.values():
+        assert row["iterations"] == 2 and row["val_n"] == 500 and 0 <= row["val_top1"] <= 100 and row["time_s"] > 0

@@ -77,7 +77,7 @@ def test_fp32_matches_the_model(backend):
 
 @pytest.mark.parametrize("units", [True, False])
 def test_auto_leaves_out_bf16_that_pytorch_would_emulate(monkeypatch, units):
-    from resnets.train import precision
+    from resnets import _precision as precision
     monkeypatch.setattr(precision, "native_bf16", lambda device: units)
     model = _model()
     session = InferenceSession(model, calibration=torch.randn(8, 3, 32, 32),

@@ -1,5 +1,5 @@
 """The package's import structure: no cycles (counting imports inside functions), and every
-import pointing down the layers the README draws."""
+import pointing down the layers docs/layout.md draws."""
 
 import ast
 from pathlib import Path
@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "resnets"
 # lower imports nothing higher; modules of one layer may import each other
 LAYERS = [
     # "" is the package's own __init__ (lazy: imports nothing)
-    ["errors", "_io", "_lazy", "_device", "_options", "download", ""],
+    ["errors", "_io", "_lazy", "_device", "_precision", "_options", "download", "scoring", ""],
     ["models"],
     ["weights"],
-    ["factory"],
+    ["factory", "pretrained"],
     ["data"],
     ["train"],
     ["transfer", "deploy", "interpret"],
@@ -77,7 +77,7 @@ def _layer(module: str) -> int:
     for index, names in enumerate(LAYERS):
         if top in names:
             return index
-    raise AssertionError(f"{module} is in no layer; add its folder to LAYERS and to the README's drawing")
+    raise AssertionError(f"{module} is in no layer; add its folder to LAYERS and to the drawing in docs/layout.md")
 
 
 def test_the_graph_is_read_and_sees_imports_inside_functions():
@@ -120,3 +120,16 @@ def test_training_never_imports_fine_tuning():
     graph = _graph()
     assert not [(m, t) for m, targets in graph.items() if m.startswith("resnets.train")
                 for t in targets if t.startswith("resnets.transfer")]
+
+
+# what runs a trained network (inference, export, serving, explanations, embeddings) needs nothing of training
+INFERENCE = ("resnets.deploy", "resnets.interpret", "resnets.transfer.features", "resnets.pretrained",
+             "resnets.scoring", "resnets._precision")
+
+
+def test_inference_never_imports_the_training_package():
+    graph = _graph()
+    assert any(m.startswith("resnets.deploy.") for m in graph)
+    wrong = [(m, t) for m, targets in sorted(graph.items()) if m.startswith(INFERENCE)
+             for t in sorted(targets) if t == "resnets.train" or t.startswith("resnets.train.")]
+    assert not wrong, wrong

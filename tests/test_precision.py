@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnets.train import RunDirError, TrainOptions, train
-from resnets.train.precision import native_bf16, resolve_amp, resolve_channels_last
+from resnets._precision import native_bf16, resolve_amp, resolve_channels_last
 
 
 def _cpu_flags() -> set:
@@ -59,7 +59,7 @@ def test_bf16_asked_for_where_it_is_emulated_is_said_in_one_warning(tmp_path, mo
     import warnings
 
     from resnets.cli import main
-    from resnets.train.precision import SlowPrecisionWarning, warn_if_emulated
+    from resnets._precision import SlowPrecisionWarning, warn_if_emulated
 
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: units, raising=False)
     with warnings.catch_warnings(record=True) as caught:

@@ -93,8 +93,9 @@ def server():
 
 @pytest.fixture(scope="module")
 def strict_server():
-    """A server with a 2 s read timeout that runs at most 2 predictions at once."""
-    yield from _run_server(ServerConfig(max_batch_size=8, read_timeout=2.0, max_concurrent=2, warm_up=False))
+    """A server with a 2 s read timeout (and no minimum body rate) that runs at most 2 predictions at once."""
+    yield from _run_server(ServerConfig(max_batch_size=8, read_timeout=2.0, min_body_rate=0, max_concurrent=2,
+                                        warm_up=False))
 
 
 def _open_upload(url: str, length: int = 1000) -> socket.socket:
@@ -245,25 +246,27 @@ def test_slow_body_gets_408_and_the_connection_is_closed(strict_server):
     assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
 
 
-def test_requests_over_max_concurrent_get_503_at_once(strict_server):
-    url, _, app = strict_server
-    holders = [_open_upload(url) for _ in range(2)]  # two predictions waiting for their bodies
+def test_requests_over_max_concurrent_get_503_at_once():
+    # two predictions in progress: their bodies have arrived and they wait (1.5 s) for company in a batch
+    running = _run_server(ServerConfig(max_batch_size=8, max_wait_ms=1500.0, max_concurrent=2, warm_up=False))
+    url, _, app = next(running)
     try:
-        deadline = time.monotonic() + 2.0
-        while app.state.in_progress < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert app.state.in_progress == 2
-        started = time.monotonic()
-        status, result = _request(f"{url}/predict", _jpeg(), "image/jpeg")
-        assert status == 503 and "max_concurrent" in result["error"]
-        assert time.monotonic() - started < 1.0  # refused, not queued
-        assert _request(f"{url}/health")[0] == 200  # health checks are not counted
-        for holder in holders:  # the holders are answered 408 once the read timeout passes
-            assert _read_until_closed(holder)[0] == 408
+        with ThreadPoolExecutor(2) as pool:
+            holders = [pool.submit(_request, f"{url}/predict", _jpeg(), "image/jpeg") for _ in range(2)]
+            deadline = time.monotonic() + 2.0
+            while app.state.in_progress < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert app.state.in_progress == 2
+            started = time.monotonic()
+            status, result = _request(f"{url}/predict", _jpeg(), "image/jpeg")
+            assert status == 503 and "max_concurrent" in result["error"]
+            assert time.monotonic() - started < 1.0  # refused, not queued
+            assert _request(f"{url}/health")[0] == 200  # health checks are not counted
+            assert [holder.result()[0] for holder in holders] == [200, 200]
+        assert app.state.in_progress == 0
+        assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
     finally:
-        for holder in holders:
-            holder.close()
-    assert _request(f"{url}/predict", _jpeg(), "image/jpeg")[0] == 200
+        next(running, None)
 
 
 def test_the_serve_command_listens_answers_and_stops_on_ctrl_c(tmp_path):

@@ -73,7 +73,7 @@ def test_a_shipped_file_changed_on_disk_is_refused(tmp_path, monkeypatch):
 @needs_shipped
 def test_eval_computes_in_channels_last_on_a_cpu_and_scores_as_the_contiguous_model_does():
     from resnets.data.evaluation import build_eval_loader
-    from resnets.train.evaluate import evaluate
+    from resnets.scoring import evaluate
     result = evaluate_checkpoint("resnet20", "cifar10", "sample:cifar10", split="all", amp="off")
     assert result["channels_last"] is True and result["n"] == 2000
     model = resnets.create_model("resnet20", weights="cifar10")

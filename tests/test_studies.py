@@ -75,21 +75,22 @@ def test_degradation_writes_its_files_and_plots_the_json(degradation_dir: Path, 
 
 @pytest.mark.slow
 def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
+    """Trained one after the other (fused, each run resumes as tests/test_fused.py shows)."""
     import resnets.studies.degradation as degradation
     import resnets.train.engine as engine
 
     real_evaluate = engine._evaluate_and_save
     calls = []
 
-    def interrupt_resnet20_after_first_evaluation(out, row, *args, **kwargs):
-        result = real_evaluate(out, row, *args, **kwargs)
-        if Path(out).name == "resnet20" and row["step"] == 2:
+    def interrupt_resnet20_after_first_evaluation(run, row, *args, **kwargs):
+        result = real_evaluate(run, row, *args, **kwargs)
+        if run.out.name == "resnet20" and row["step"] == 2:
             raise KeyboardInterrupt  # as if killed right after the step-2 checkpoint
         return result
 
     monkeypatch.setattr(engine, "_evaluate_and_save", interrupt_resnet20_after_first_evaluation)
     with pytest.raises(KeyboardInterrupt):
-        run_degradation(DegradationConfig(out=tmp_path, **TINY))
+        run_degradation(DegradationConfig(out=tmp_path, **TINY, fused=False))
     plain_metrics = (tmp_path / "runs/plain20/metrics.jsonl").read_text()
     plain_weights = (tmp_path / "runs/plain20/last.safetensors").read_bytes()
     first_line = (tmp_path / "runs/resnet20/metrics.jsonl").read_text().splitlines()
@@ -97,7 +98,7 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(engine, "_evaluate_and_save", real_evaluate)
     # drawing without training shows the interrupted run as in progress and draws no conclusion from it
-    partial = run_degradation(DegradationConfig(out=tmp_path, train=False, **TINY))
+    partial = run_degradation(DegradationConfig(out=tmp_path, train=False, **TINY, fused=False))
     assert [(r["model"], r["complete"], r["steps"]) for r in partial["runs"]] == [
         ("plain20", True, [2, 4]), ("resnet20", False, [2])]
     assert "2 of 4 (in progress)" in (tmp_path / "README.md").read_text()
@@ -106,14 +107,14 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
     # the same study directory with another setting: named in the study's words, not the engine's flags
     from resnets.train import RunDirError
     with pytest.raises(RunDirError) as raised:
-        run_degradation(DegradationConfig(out=tmp_path, **{**TINY, "batch_size": 8}))
+        run_degradation(DegradationConfig(out=tmp_path, **{**TINY, "batch_size": 8}, fused=False))
     message = str(raised.value)
     assert "its run of resnet20 differs in batch_size (recorded 16, given 8)" in message, message
     assert "--resume" not in message and "another --out" in message
     real_train = degradation.train  # the study's own reference to the engine
     monkeypatch.setattr(degradation, "train", lambda options: calls.append(options) or real_train(options))
     log = io.StringIO()
-    result = run_degradation(DegradationConfig(out=tmp_path, log=log, **TINY))
+    result = run_degradation(DegradationConfig(out=tmp_path, log=log, **TINY, fused=False))
     # the finished plain20 run is not trained again; resnet20 continues from step 2
     assert [c.model for c in calls] == ["resnet20"] and calls[0].resume
     assert "resuming at step 2" in log.getvalue()
@@ -132,7 +133,7 @@ def test_interrupted_degradation_study_resumes(tmp_path: Path, monkeypatch):
 
     # a third call finds everything finished and trains nothing
     calls.clear()
-    run_degradation(DegradationConfig(out=tmp_path, **TINY))
+    run_degradation(DegradationConfig(out=tmp_path, **TINY, fused=False))
     assert calls == []
 
 
@@ -276,9 +277,9 @@ def test_budgets_and_overrides(tmp_path: Path):
     assert (quick.recipe, long.recipe, paper.recipe) == ("paper-cifar-warmup", "paper-cifar-warmup", "paper-cifar")
     assert (paper.iterations, paper.val_size, paper.batch_size) == (64000, 5000, 128)  # the paper's schedule
     assert DegradationConfig(out=tmp_path, data=DATA, iterations=7, val_size=0).resolved_budget().iterations == 7
-    with pytest.raises(ValueError, match="--budget"):
-        DegradationConfig(out=tmp_path, data=DATA, budget="slow").resolved_budget()
-    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="budget must be one of quick, long, paper, got 'slow'"):
+        DegradationConfig(out=tmp_path, data=DATA, budget="slow")
+    with pytest.raises(ValueError, match="batch_size must be at least 1 and at most 1048576, got 0"):
         DegradationConfig(out=tmp_path, data=DATA, batch_size=0)
     with pytest.raises(ValueError, match="images must be at least 2, got 1"):
         ResponseConfig(out=tmp_path, runs_from=tmp_path, images=1)
@@ -420,3 +421,26 @@ def test_responses_draw_no_conclusion_from_runs_that_did_not_train():
     lines = comparisons(stuck)
     assert lines[0] == "resnet20 and plain20 not compared: plain20 did not train (train error 89.5 %, chance 90 %)"
     assert lines[1].startswith("the deeper resnet56")
+
+
+@pytest.mark.slow
+def test_degradation_trains_fused_and_sets_table_6_beside_the_runs(degradation_dir: Path, tmp_path: Path):
+    """The study's two networks trained side by side are the runs trained one after the other; its report
+    puts the paper's Table 6 figure beside the residual run's validation error."""
+    result = json.loads((degradation_dir / "degradation.json").read_text())
+    assert list(result["timing"]) == ["plain20+resnet20"]  # one fused group
+    apart = run_degradation(DegradationConfig(out=tmp_path / "apart", fused=False, **TINY))
+    assert sorted(apart["timing"]) == ["plain20", "resnet20"]
+    for model in ("plain20", "resnet20"):
+        assert (degradation_dir / "runs" / model / "metrics.jsonl").read_text().count("\n") == 2
+        fused_rows = [json.loads(line) for line in (degradation_dir / "runs" / model / "metrics.jsonl").open()]
+        apart_rows = [json.loads(line) for line in (tmp_path / "apart" / "runs" / model / "metrics.jsonl").open()]
+        assert [r["val_loss"] for r in fused_rows] == [r["val_loss"] for r in apart_rows]
+    (row,) = result["paper_table"]
+    run = next(r for r in result["runs"] if r["model"] == "resnet20")
+    assert (row["model"], row["paper_test_error"], row["val_error"], row["val_n"], row["iterations"]) == (
+        "resnet20", 8.75, run["val_error"][-1], 32, 4)
+    report = (degradation_dir / "README.md").read_text()
+    assert "Table 6 of the paper beside these runs" in report and "| resnet20 | 20 | 8.75 |" in report
+    from resnets.studies.degradation import PAPER_MODELS, check_models
+    assert check_models(["paper"]) == list(PAPER_MODELS) and len(PAPER_MODELS) == 9

@@ -12,24 +12,28 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
-from .errors import DiskFullError, UsageError
+from .errors import DiskFullError, ResnetsError, UsageError
 
 # below this many free bytes when a write fails, the failure is taken for a full disk (libraries such as
 # torch.save and safetensors report it in words of their own, without the errno)
 _NEARLY_FULL = 1 << 20
 
 
+# what a write that ran out of room says: no space, over quota, over the file-size limit (ulimit -f)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_ROOM_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded", "File too large")
+
+
 def is_disk_full(error: BaseException, directory: Union[str, os.PathLike, None] = None) -> bool:
-    """Whether ``error`` (or an exception it was raised from) means no space left: ENOSPC or EDQUOT, the
-    words libraries wrap them in, or a failed write in a ``directory`` that has under 1 MiB free."""
+    """Whether ``error`` (or an exception it was raised from) means no room to write: ENOSPC, EDQUOT or
+    EFBIG, the words libraries wrap them in, or a failed write in a ``directory`` that has under 1 MiB free."""
     seen = error
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(seen, OSError) and seen.errno in _NO_ROOM:
             return True
-        text = str(seen)
-        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+        if any(words in str(seen) for words in _NO_ROOM_WORDS):
             return True
         seen = seen.__cause__ or seen.__context__
     if directory is not None:
@@ -55,11 +59,24 @@ def _umask() -> int:
     return mask
 
 
-def disk_full_error(path: Union[str, os.PathLike]) -> DiskFullError:
+def _too_large(error: Optional[BaseException]) -> bool:
+    while error is not None:
+        if (isinstance(error, OSError) and error.errno == errno.EFBIG) or "File too large" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_error(path: Union[str, os.PathLike], error: Optional[BaseException] = None) -> DiskFullError:
+    """The one line of a write that found no room: a full disk or quota, or (``error`` an EFBIG) a file over
+    the file system's or the process's file-size limit."""
     path = Path(path)
-    return DiskFullError(f"{path}: the disk is full (no space left on the device holding {path.parent}); "
-                         f"nothing was replaced, the previous {path.name} (if any) is intact; free some space "
-                         f"and run again")
+    kept = f"nothing was replaced, the previous {path.name} (if any) is intact"
+    if _too_large(error):
+        return DiskFullError(f"{path}: the file is larger than the file system or the file-size limit (ulimit -f) "
+                             f"allows; {kept}; raise the limit or choose another place to write it, and run again")
+    return DiskFullError(f"{path}: the disk is full (no room left to write on the device holding {path.parent}); "
+                         f"{kept}; free some space or choose another place to write it, and run again")
 
 
 def fsync_dir(directory: Union[str, os.PathLike]) -> None:
@@ -84,7 +101,12 @@ def atomic_path(path: Union[str, os.PathLike], keep_suffix: bool = False) -> Ite
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as error:  # no room even for an empty file (no free inode): named by the target, not the temp
+        if is_disk_full(error):
+            raise disk_full_error(path, error) from None
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -97,8 +119,9 @@ def atomic_path(path: Union[str, os.PathLike], keep_suffix: bool = False) -> Ite
         os.replace(tmp_path, path)
         fsync_dir(path.parent)
     except Exception as error:
-        if not isinstance(error, DiskFullError) and is_disk_full(error, path.parent):
-            raise disk_full_error(path) from None
+        # an input refused mid-write (ResnetsError) is never taken for a full disk, however little space is left
+        if not isinstance(error, ResnetsError) and is_disk_full(error, path.parent):
+            raise disk_full_error(path, error) from None
         raise
     finally:
         if tmp_path.exists():

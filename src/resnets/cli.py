@@ -20,6 +20,7 @@ from . import __version__, deploy, studies
 from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
+from .deploy.classes import printable
 from .deploy.server_config import ServerConfig
 from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
@@ -32,14 +33,14 @@ from .models.summary import format_table, summarize
 from .weights.hub import is_repository
 from .weights.named import (checkpoint_model, default_weights, find_weights, get_weights, list_weights,
                             split_weights_name, weights_layout)
-from .train import TrainOptions, train
+from .train import FusedResult, TrainingDiverged, TrainOptions, train
 from .train.plot import plot_runs
-from .train.precision import AMP_CHOICES
+from ._precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
 
-def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False):
+def _number(kind: type, low: float, high: float = float("inf"), *, low_open: bool = False, high_open: bool = False):
     """An argparse ``type`` for a ``kind`` (int or float) number in [low, high] ((low, high] with
     ``low_open``): a value outside is refused as argparse refuses a bad choice (usage, one error line, exit 2)."""
     def parse(text: str):
@@ -48,7 +49,7 @@ def _number(kind: type, low: float, high: float = float("inf"), *, low_open: boo
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
-        problem = range_problem(value, low, high, low_open=low_open)
+        problem = range_problem(value, low, high, low_open=low_open, high_open=high_open)
         if problem:
             raise argparse.ArgumentTypeError(f"{problem}, got {text}")
         return value
@@ -80,7 +81,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     for name in names:
         spec = get_model_spec(name)
-        print(f"{name:<20} {spec.family:<9} {spec.kind:<9} {spec.description}")
+        print(printable(f"{name:<20} {spec.family:<9} {spec.kind:<9} {spec.description}"))
     return 0
 
 
@@ -96,7 +97,7 @@ def _list_weights(args: argparse.Namespace) -> int:
     if entries:
         print(_weights_header(width=28))
     for w in entries:
-        print(_weights_line(w, width=28))
+        print(printable(_weights_line(w, width=28)))
     if entries:
         print(FILE_LEGEND)
     return 0
@@ -203,7 +204,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                 kind = typing.get_args(kind)[0]
                 spec["nargs"] = "+"
             declared = bounds(f)
-            parse = _number(kind, declared[0], declared[1], low_open=declared[2]) if declared else \
+            parse = _number(kind, *declared[:2], low_open=declared[2], high_open=declared[3]) if declared else \
                 kind if kind in (int, float, Path) else str
             spec.update(type=parse, default=default, choices=meta.get("choices"))
             if meta.get("metavar"):
@@ -227,19 +228,34 @@ def options_from_args(cls: type, args: argparse.Namespace, **given: Any):
 def _run_dir(args: argparse.Namespace, kind: str = "") -> Path:
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR, the directory of the run to continue")
-    return Path(args.out) if args.out else Path("runs") / f"{args.model}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = "fused" if "," in args.model or getattr(args, "seeds", None) else args.model
+    return Path(args.out) if args.out else Path("runs") / f"{name}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     out = _run_dir(args)
     result = train(options_from_args(TrainOptions, args, out=out))
-    if result and int(os.environ.get("RANK", "0")) == 0:
-        summary = f"finished {args.model}: run in {out}"
-        if "val_top1" in result:
-            summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
-                       f"on {result['val_n']} images"
-        print(summary)
+    if isinstance(result, FusedResult):
+        for name, member in result.members.items():
+            print(_train_summary(name, member.out, member))
+        if result.diverged:
+            print(f"{len(result.diverged)} of {len(result.members)} members diverged: {', '.join(result.diverged)} "
+                  f"(their last good checkpoints are kept)", file=sys.stderr)
+            return TrainingDiverged.exit_code
+        return 0
+    if result.main:
+        print(_train_summary(args.model, out, result))
     return 0
+
+
+def _train_summary(name: str, out: Path, result) -> str:
+    if result.diverged:
+        return f"{name}: diverged at step {result.step} of {result.total_steps}: run in {out}"
+    summary = f"finished {name}: run in {out}"
+    if "val_top1" in result:
+        summary += f", validation accuracy {result['val_top1']:.2f}% (top-5 {result['val_top5']:.2f}%) " \
+                   f"on {result['val_n']} images"
+    return summary
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -283,7 +299,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         present = result["data_classes"]
         if len(present) < result["num_classes"]:
             print(f"  the data has {len(present)} of the weights' {result['num_classes']} classes "
-                  f"({', '.join(present)}); each image is scored against all of them", file=sys.stderr)
+                  f"({', '.join(map(printable, present))}); each image is scored against all of them", file=sys.stderr)
         # autocast's precision moves the last digit: say it (--amp off gives the fp32 figures of the model cards)
         computed = "fp32" if result["amp"] == "off" else f"{result['amp']} autocast"
         if "precision" in result:
@@ -296,7 +312,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   f"{check['fp32_top1']:.2f}% ({-check['loss']:+.2f} points); same top-1 as fp32 on "
                   f"{check['agreement']:.2f}% of images")
         for name, accuracy in (result.get("per_class_accuracy") or {}).items():
-            print(f"  {name:<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
+            print(f"  {printable(name):<24} {'-' if accuracy is None else f'{accuracy:.2f}%'}")
     return 0
 
 
@@ -410,9 +426,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                           "results": results, "skipped": skipped}, indent=2))
         return 0
     for result in results:
-        print(result["image"])
-        for p in result["predictions"]:
-            print(f"  {p['probability']:7.2%}  {p['label']:>5}  {p['name']}")
+        print(printable(result["image"]))
+        for p in result["predictions"]:  # class names come from the checkpoint: shown, never obeyed
+            print(f"  {p['probability']:7.2%}  {p['label']:>5}  {printable(p['name'])}")
     return 0
 
 
@@ -450,6 +466,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     deploy.check_export_options(args.format, args.precision, args.calibration is not None)  # before any work
     deploy.check_export_path(args.out, args.format)
     weights = _weights_to_use(args)
+    deploy.check_export_path(args.out, args.format, inputs=(_weights_file(args.model, weights),))
     model = create_model(args.model, weights=weights) if weights else create_model(args.model)
     real = None
     if args.check_images:
@@ -738,7 +755,7 @@ def _run(args: argparse.Namespace) -> int:
         if error.filename is None:  # goes, a full disk): the user's to fix; an OSError with no path is a bug
             raise
         if is_disk_full(error):
-            print(f"resnets {args.command}: error: {disk_full_error(error.filename)}", file=sys.stderr)
+            print(f"resnets {args.command}: error: {disk_full_error(error.filename, error)}", file=sys.stderr)
         elif error.errno in (errno.EEXIST, errno.ENOTDIR):
             print(f"resnets {args.command}: error: {error.filename} is a file where a directory is needed; choose "
                   f"another path", file=sys.stderr)

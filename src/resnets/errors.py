@@ -79,17 +79,18 @@ class DiskFullError(ResnetsError, OSError):
     replaced is left as it was."""
 
 
-def range_text(low: float, high: float = math.inf, *, low_open: bool = False) -> str:
-    """How a bound is said in messages: "at least 1", "more than 0 and at most 65535"."""
+def range_text(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> str:
+    """How a bound is said in messages: "at least 1", "more than 0 and at most 65535", "at least 0 and
+    less than 1"."""
     def said(bound: float) -> str:  # integers whole (2**63 - 1, not 9.22337e+18)
         return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
     text = f"{'more than' if low_open else 'at least'} {said(low)}"
-    return text + (f" and at most {said(high)}" if high != math.inf else "")
+    return text + (f" and {'less than' if high_open else 'at most'} {said(high)}" if high != math.inf else "")
 
 
 def check_number(name: str, value, low: float, high: float = math.inf, *, low_open: bool = False,
-                 integer: bool = True, optional: bool = False):
+                 integer: bool = True, optional: bool = False, high_open: bool = False):
     """``value`` when it is a number (an int with ``integer``) in [low, high] ((low, high] with
     ``low_open``), or None with ``optional``; else the UsageError naming ``name``, the bound and the value.
     The Python API's check of what the command line's argparse types refuse before it."""
@@ -98,19 +99,20 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, low_op
     kinds = numbers.Integral if integer else numbers.Real  # numpy's numbers too
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise UsageError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    problem = range_problem(value, low, high, low_open=low_open)
+    problem = range_problem(value, low, high, low_open=low_open, high_open=high_open)
     if problem:
         raise UsageError(f"{name} {problem}, got {value!r}")
     return value
 
 
-def range_problem(value: float, low: float, high: float = math.inf, *, low_open: bool = False) -> "str | None":
+def range_problem(value: float, low: float, high: float = math.inf, *, low_open: bool = False,
+                  high_open: bool = False) -> "str | None":
     """What is wrong with a number against [low, high] ((low, high] with ``low_open``), e.g. "must be at
     least 1", or None when nothing is: the one test behind check_number and the command line's types."""
     if not math.isfinite(value):
         return "must be a finite number"
-    if not (value > low if low_open else value >= low) or not value <= high:
-        return f"must be {range_text(low, high, low_open=low_open)}"
+    if not (value > low if low_open else value >= low) or not (value < high if high_open else value <= high):
+        return f"must be {range_text(low, high, low_open=low_open, high_open=high_open)}"
     return None
 
 

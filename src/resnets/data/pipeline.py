@@ -24,7 +24,11 @@ from .sources import ImageSource
 # images no larger than this (longest side, pixels) are held on the device: CIFAR's 32, downsampled ImageNet's 64
 SMALL_IMAGE_MAX_SIDE = 64
 SMALL_IMAGE_MAX_BYTES = 4 << 30  # ... when the whole set, as uint8, also fits in this
-DEFAULT_IMAGE_SIZE = 224  # large_transform, when neither the config nor a source gives a size
+DEFAULT_IMAGE_SIZE = 224
+MIN_INPUT_SIDE = 8  # the smallest input a stride-32 ImageNet net or a stride-4 CIFAR net still pools
+PIPELINES = ("auto", "small", "large")
+MAX_BATCH_SIZE = 1 << 20
+MAX_WORKERS = 1024  # large_transform, when neither the config nor a source gives a size
 
 
 def default_num_workers() -> int:
@@ -36,19 +40,24 @@ def default_num_workers() -> int:
 class DataConfig:
     """Options of :func:`build_loaders` and :func:`loader_for` (every field is also a keyword argument)."""
 
-    batch_size: int = option(128, low=1)
-    eval_batch_size: Optional[int] = option(None, low=1)  # default: batch_size
-    seed: int = option(0, low=0, high=MAX_SEED)
-    val_size: Optional[int] = option(None, low=0)  # images carved out of train for validation; 0: none
-    val_fraction: float = 0.1  # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
+    batch_size: int = option(128, help="global batch size (split over processes)", low=1, high=MAX_BATCH_SIZE)
+    eval_batch_size: Optional[int] = option(None, low=1, high=MAX_BATCH_SIZE)  # default: batch_size
+    seed: int = option(0, help="seed of the initialisation, the split and the data order", low=0, high=MAX_SEED)
+    # images carved out of train for validation; 0: none
+    val_size: Optional[int] = option(None, help="images carved out of train for validation", low=0)
+    # used when val_size is None (CIFAR: 5,000 of 50,000, as the paper)
+    val_fraction: float = option(0.1, help="the part of train held out for validation when val_size is not given",
+                                 low=0, high=1, high_open=True)
     split: Optional[dict] = None  # a recorded Split.to_dict(): re-create it exactly
     val_source: Optional[Union[str, ImageSource]] = None  # a separate validation set instead of a carved split
     device: Union[str, torch.device] = "cpu"
-    pipeline: str = "auto"  # "auto", "small" or "large"
+    pipeline: str = option("auto", help="data pipeline: on-device tensors (small images) or DataLoader workers "
+                                        "(large)", choices=PIPELINES)
     # default: the model's preprocessing, else the images' own (with_data_size in the large pipeline)
-    image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
+    image_size: Optional[int] = option(None, help="input side in pixels", low=MIN_INPUT_SIDE, high=MAX_INPUT_SIDE)
     # the large pipeline's training crops; default image_size
-    train_image_size: Optional[int] = option(None, low=1, high=MAX_INPUT_SIDE)
+    train_image_size: Optional[int] = option(None, help="side of the training crops in pixels",
+                                             low=MIN_INPUT_SIDE, high=MAX_INPUT_SIDE)
     preprocessing: Any = None  # a model's ``preprocessing`` (Preprocessing or dict): input size, mean/std, crop
     mean: Optional[Sequence[float]] = None  # default: preprocessing, else measured on train (small) / ImageNet
     std: Optional[Sequence[float]] = None
@@ -58,9 +67,10 @@ class DataConfig:
     dtype: torch.dtype = torch.float32
     trivial_augment: bool = False  # TrivialAugmentWide after crop and flip (training only)
     # probability of erasing a random box after normalisation (training only)
-    random_erasing: float = option(0.0, low=0, high=1)
-    num_workers: Optional[int] = option(None, low=0)  # large pipeline; default default_num_workers()
-    rank: int = 0
+    random_erasing: float = option(0.0, help="probability of erasing a random box (training only)", low=0, high=1)
+    # large pipeline; default default_num_workers()
+    num_workers: Optional[int] = option(None, help="data loader workers (large images)", low=0, high=MAX_WORKERS)
+    rank: int = option(0, low=0)
     world_size: int = option(1, low=1)
     bad_input: str = "skip"  # "skip": skip, count and warn naming the file; "error": refuse
     cache_dir: Optional[Union[str, Path]] = None  # default $RESNETS_CACHE or ~/.cache/resnets
@@ -92,8 +102,6 @@ def choose_pipeline(source: ImageSource, config: DataConfig) -> str:
     ``small_max_bytes``."""
     if config.pipeline in ("small", "large"):
         return config.pipeline
-    if config.pipeline != "auto":
-        raise UsageError(f"pipeline must be 'auto', 'small' or 'large', got {config.pipeline!r}")
     height, width = probe_size(source, config.bad_input)
     side = config.image_size or max(height, width)
     fits = len(source) * source.channels * side * side <= config.small_max_bytes

@@ -20,15 +20,16 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .._options import check_bounds, option
+from .._options import check_bounds, option, same_as
 from ..errors import UsageError
 from .batching import EpochBatches, check_rank
+from .pipeline import DataConfig
 from .sources import mix_seed
 
 
 @dataclass
 class DeviceLoaderConfig:
-    batch_size: int = option(128, low=1)
+    batch_size: int = same_as(DataConfig, "batch_size", 128)
     shuffle: bool = True
     augment: bool = True  # pad + random crop + flip (paper §4.2); off for evaluation
     drop_last: bool = False
@@ -36,11 +37,11 @@ class DeviceLoaderConfig:
     flip: bool = True
     trivial_augment: bool = False  # TrivialAugmentWide on each image after crop and flip (Müller & Hutter, 2021)
     # probability of erasing one box of each image after normalisation (Zhong et al.)
-    random_erasing: float = option(0.0, low=0, high=1)
+    random_erasing: float = same_as(DataConfig, "random_erasing", 0.0)
     channels_last: bool = False
     dtype: torch.dtype = torch.float32
-    rank: int = option(0, low=0)
-    world_size: int = option(1, low=1)
+    rank: int = same_as(DataConfig, "rank", 0)
+    world_size: int = same_as(DataConfig, "world_size", 1)
 
     def __post_init__(self) -> None:
         check_bounds(self)

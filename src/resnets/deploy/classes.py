@@ -8,6 +8,15 @@ from ..errors import UsageError
 from ..weights.classes import DATASETS, class_names
 
 
+def printable(name: str) -> str:
+    """``name`` as a terminal should show it: control characters (a terminal escape, a newline, a carriage
+    return that would overwrite the line) written as Python writes them in a repr (``\\x1b``, ``\\n``); any
+    other text, accents and scripts included, as it is."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def resolve_class_names(num_classes: int, own: Optional[Sequence[str]] = None) -> list[str]:
     """A checkpoint's own names win; otherwise the shipped list of that size; otherwise
     the label indices as strings."""
@@ -21,4 +30,4 @@ def resolve_class_names(num_classes: int, own: Optional[Sequence[str]] = None) -
     return [str(i) for i in range(num_classes)]
 
 
-__all__ = ["DATASETS", "class_names", "resolve_class_names"]
+__all__ = ["DATASETS", "class_names", "printable", "resolve_class_names"]

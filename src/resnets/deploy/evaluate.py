@@ -17,10 +17,10 @@ from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
-from ..train.evaluate import evaluate
-from ..train.precision import resolve_amp, resolve_channels_last, warn_if_emulated
+from ..scoring import evaluate
+from .._precision import resolve_amp, resolve_channels_last, warn_if_emulated
 from .calibration import AccuracyCheck, compare_top1
-from .session import InferenceSession, SessionConfig
+from .session import InferenceSession, SessionConfig, check_finite
 
 
 HELD_OUT_SPLITS = ("test", "val/", "valid/", "validation/")  # a source's own held-out part, in order of preference
@@ -134,7 +134,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
         batches = ((images, label_map[labels]) for images, labels in batches)
     if session is not None and session.config.precision != "fp32":
         predictor, batches, compared = _compared_with_fp32(session, model, batches)
-    result = evaluate(predictor, batches, len(classes), amp=amp,
+    model.eval()  # evaluate() sets it for a module; the check below hands it a function
+    result = evaluate(_finite(predictor), batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
     result["amp"], result["channels_last"] = amp, channels_last
     result["split"], result["split_reason"] = split, reason
@@ -154,6 +155,13 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
                             title=f"{model_name} on {data} ({split}), top-1 {result['top1']:.2f}%")
         result["confusion_png"] = str(confusion_png)
     return result
+
+
+def _finite(predictor: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predictor`` refusing logits that are NaN or infinite (damaged weights) rather than scoring them."""
+    def checked(images: torch.Tensor) -> torch.Tensor:
+        return check_finite(predictor(images))
+    return checked
 
 
 def _compared_with_fp32(session: InferenceSession, model: nn.Module, batches):

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -135,7 +135,10 @@ def export_program(model: nn.Module, path: Union[str, os.PathLike]) -> Path:
         warnings.simplefilter("ignore")
         program = torch.export.export(model.eval(), (_sample_input(model, 2),),
                                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-    torch.export.save(program, str(path))
+    # in memory first: torch.export's own file writer aborts the process on a full disk; Python's write raises
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    path.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -210,12 +213,18 @@ def check_export_options(fmt: str, precision: str, calibration: bool) -> None:
                          f"add --precision int8 or leave out --calibration (precision is {precision!r})")
 
 
-def check_export_path(path: Union[str, os.PathLike], fmt: str) -> None:
-    """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``)."""
+def check_export_path(path: Union[str, os.PathLike], fmt: str, *,
+                      inputs: Sequence[Optional[Union[str, os.PathLike]]] = ()) -> None:
+    """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``), and one
+    that is an existing input file of the export (``inputs``: the weights), which the export would replace."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
     if Path(path).is_dir():
         raise UsageError(f"--out {os.fspath(path)} is a directory; give the name of the {fmt} file to write")
+    for given in inputs:
+        if given and Path(path).exists() and Path(given).is_file() and os.path.samefile(path, given):
+            raise UsageError(f"--out {os.fspath(path)} is the weights file this export reads ({os.fspath(given)}); "
+                             f"the export would replace it: choose another --out")
     suffix = Path(path).suffix.lower()
     if suffix not in EXTENSIONS[fmt]:
         other = next((f for f, endings in EXTENSIONS.items() if suffix in endings), None)
@@ -248,15 +257,18 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
                  calibration: Optional[torch.Tensor] = None) -> ExportReport:
     """Export and check: random inputs at two batch sizes (the batch is dynamic) and, where
     given, real preprocessed images. An fp32 file beyond ``tolerance`` on any input raises
-    UsageError naming the worst (the file is kept for inspection); a bf16 or int8 file reports
-    its differences and top-1 agreement with fp32. ``precision="int8"`` (ONNX) needs
-    ``calibration``, a preprocessed batch of real images."""
+    UsageError naming the worst, and is not kept: the file is written beside ``path``, checked there and
+    renamed onto it only when it passes, so a failed check (or a full disk) leaves the previous file
+    as it was; a bf16 or int8 file reports its differences and top-1 agreement with fp32.
+    ``precision="int8"`` (ONNX) needs ``calibration``, a preprocessed batch of real images."""
     check_number("tolerance", tolerance, 0, low_open=True, integer=False)
     check_export_options(fmt, precision, calibration is not None)
     check_export_path(path, fmt)
     model = model.eval()
     path = Path(path)
-    # written beside the target and renamed onto it when whole: a failure (a full disk) leaves no partial file
+    inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
+    if real_inputs is not None and len(real_inputs):
+        inputs[f"real images ({len(real_inputs)})"] = real_inputs
     write = {"onnx": export_onnx, "torch.export": export_program, "torchscript": export_torchscript}[fmt]
     with atomic_path(path, keep_suffix=True) as partial:
         if precision == "int8":
@@ -266,22 +278,21 @@ def export_model(model: nn.Module, path: Union[str, os.PathLike], fmt: str, *,
             write(BFloat16Model(fold_batchnorm(copy.deepcopy(model))), partial)
         else:
             write(model, partial)
-    inputs = {"random batch 1": _sample_input(model, 1), "random batch 5": _sample_input(model, 5)}
-    if real_inputs is not None and len(real_inputs):
-        inputs[f"real images ({len(real_inputs)})"] = real_inputs
-    if precision == "fp32":
-        report = ExportReport(path, fmt, compare_exported(model, path, fmt, inputs), tolerance)
-    else:
-        report = ExportReport(path, fmt, tolerance=tolerance, precision=precision)
-        runner = _load_exported(path, fmt)
-        for name, x in inputs.items():
-            expected, got = _outputs(model, runner, fmt, x)
-            report.max_abs_diff[name] = float(np.abs(got - expected).max())
-            report.agreement[name] = float((expected.argmax(1) == got.argmax(1)).mean() * 100)
-    if not report.ok:
-        worst = max(report.max_abs_diff, key=report.max_abs_diff.get)
-        raise UsageError(f"{path}: exported {fmt} differs from PyTorch by {report.max_abs_diff[worst]:.3g} on "
-                         f"{worst} (tolerance {tolerance:g})")
+        if precision == "fp32":
+            report = ExportReport(path, fmt, compare_exported(model, partial, fmt, inputs), tolerance)
+        else:
+            report = ExportReport(path, fmt, tolerance=tolerance, precision=precision)
+            runner = _load_exported(partial, fmt)
+            for name, x in inputs.items():
+                expected, got = _outputs(model, runner, fmt, x)
+                report.max_abs_diff[name] = float(np.abs(got - expected).max())
+                report.agreement[name] = float((expected.argmax(1) == got.argmax(1)).mean() * 100)
+            del runner  # ONNX Runtime's session holds the file open
+        if not report.ok:  # raised inside: the checked file is removed, the previous one never replaced
+            worst = max(report.max_abs_diff, key=report.max_abs_diff.get)
+            kept = f"the previous {path.name} is unchanged" if path.exists() else f"{path.name} was not written"
+            raise UsageError(f"{path}: exported {fmt} differs from PyTorch by {report.max_abs_diff[worst]:.3g} on "
+                             f"{worst} (tolerance {tolerance:g}); {kept}")
     return report
 
 

@@ -83,6 +83,20 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def header_size(data: bytes) -> Optional[tuple[int, int, int]]:
+    """(width, height, channels) of an encoded image, read from its header alone (nothing is decoded): what
+    the server sizes its decoding memory by. None where the header does not read (decode_image says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.width, image.height, len(image.getbands())
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError):  # UnidentifiedImageError: OSError
+        return None
+
+
 def preprocess(image: torch.Tensor, preprocessing: Preprocessing, *, source: str = "image") -> torch.Tensor:
     """uint8 (3, H, W) -> normalised float (3, h, w): shorter side resized to
     ``input_size / crop_pct``, center crop to ``input_size``. An image over MAX_PIXELS or

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._device import resolve_device
-from ..errors import OPTIONAL_EXTRAS, UsageError, check_number
+from ..errors import OPTIONAL_EXTRAS, ResnetsError, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
 from ..weights.named import take_weights_name
@@ -47,6 +47,21 @@ class Prediction:
         return {"label": self.label, "name": self.name, "probability": self.probability}
 
 
+def check_finite(logits: torch.Tensor, names: Optional[list[str]] = None) -> torch.Tensor:
+    """``logits``, or the ResnetsError saying the weights are damaged where any is NaN or infinite: finite
+    weights can still compute NaN (a negative BatchNorm variance) or overflow (a weight of 1e38), and a
+    probability of nan% is no answer. ``names``: the images of the batch's rows, for the message."""
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):
+        return logits
+    rows = (~finite.reshape(len(logits), -1).all(1)).nonzero().flatten().tolist()
+    what = "NaN" if bool(torch.isnan(logits).any()) else "infinity"
+    first = f", the first {names[rows[0]]}" if names and rows[0] < len(names) else ""
+    raise ResnetsError(f"the weights compute {what} on this input ({len(rows)} of {len(logits)} images{first}): "
+                       f"they are damaged (e.g. a negative BatchNorm variance, an overflowing weight); use other "
+                       f"weights, or retrain")
+
+
 def _key(backend: str, precision: str) -> str:
     return f"{backend}/{precision}"
 
@@ -61,7 +76,7 @@ EMULATED_BF16 = "this CPU has no bf16 units: PyTorch would emulate bf16, slower 
 
 def _emulates_bf16(backend: str, precision: str) -> bool:
     """PyTorch at bf16 on a CPU without bf16 units: it emulates bf16, several times slower than fp32."""
-    from ..train.precision import native_bf16  # here: the training package is not a session's
+    from .._precision import native_bf16
 
     return backend == "torch" and precision == "bf16" and not native_bf16(torch.device("cpu"))
 
@@ -104,11 +119,6 @@ class InferenceSession:
         self.config = config or SessionConfig(backend=backend, precision=precision,
                                               device=str(resolve_device(device)), compile=compile)
         config = self.config
-        if config.backend == "int8":
-            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
-                             "'openvino')")
-        if config.backend not in BACKENDS:
-            raise UsageError(f"backend must be one of {BACKENDS}, got {config.backend!r}")
         if config.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
         if config.device != "cpu" and config.backend not in ("auto", "torch"):
@@ -154,7 +164,7 @@ class InferenceSession:
                                            count=config.calibration_images).for_model(self.num_classes)
         self.candidates = self._candidates()
         if [backend for backend, _ in self.candidates] == ["torch"]:  # asked for; auto would time it against fp32
-            from ..train.precision import warn_if_emulated  # here: the training package is not a session's
+            from .._precision import warn_if_emulated
 
             warn_if_emulated(config.precision, torch.device(config.device))
         if config.precision == "auto":
@@ -357,7 +367,9 @@ class InferenceSession:
         """The ``top_k`` classes with softmax probabilities for each image: paths, encoded bytes, PIL images,
         uint8 (C, H, W) tensors (one or a list), or a preprocessed float (N, C, H, W) batch (see ``prepare``)."""
         check_number("top_k", top_k, 1)
-        probabilities = torch.softmax(self.run(self.prepare(images)), dim=1)
+        names = [self._name(item, index) for index, item in enumerate(images)] \
+            if isinstance(images, (list, tuple)) else None
+        probabilities = torch.softmax(check_finite(self.run(self.prepare(images)), names), dim=1)
         k = min(top_k, probabilities.shape[1])
         values, indices = probabilities.topk(k, dim=1)
         return [[Prediction(int(i), self.classes[int(i)], float(p)) for p, i in zip(row_v, row_i)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .._options import check_bounds, option
+from ..errors import UsageError
 from .runtimes import BACKENDS, CALIBRATION_IMAGES, MAX_ACCURACY_LOSS, PRECISIONS, QUANTIZATION_IMAGES
 
 
@@ -51,4 +52,7 @@ class SessionConfig:
                                            f"against fp32 on the calibration images (default {MAX_ACCURACY_LOSS:g})")
 
     def __post_init__(self) -> None:
+        if self.backend == "int8":  # an older spelling, named in its own words before the choices are checked
+            raise UsageError("backend='int8' is now precision='int8' (with backend 'auto', 'onnxruntime' or "
+                             "'openvino')")
         check_bounds(self)

@@ -17,17 +17,25 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .._options import MAX_SEED, check_bounds, option, required
+from .._options import check_bounds, option, required, same_as
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import ResNet, get_model_spec, list_models
 from ..models.summary import network_depth
 from ..train import RunDirError, TrainOptions, read_metrics, train
+from ..data.pipeline import DataConfig
+from ..train.recipe import Recipe
 from ..train.checkpoint import last_checkpoint
 from ._common import chance_error
 from .report import fmt, markdown_table, pyplot, read_json, save_figure, write_csv, write_json, write_report
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
+# the 2015 paper's CIFAR-10 experiment: Table 6's residual depths and Figure 6's plain ones (``--models paper``)
+PAPER_MODELS = ("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56",
+                "resnet110")
+# Table 6 of He et al. (2015): test error (%) on CIFAR-10's 10,000 test images after 64k iterations (ResNet-110:
+# the best of 5 runs; their mean was 6.61 +- 0.16)
+PAPER_TEST_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43}
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ class DegradationConfig:
     out: Path = required("study directory (re-run the same command to resume)", metavar="DIR")
     # no default: the budgets' validation sizes are made for CIFAR-10's 50,000 images
     data: str = required("data source, e.g. ../shared/datasets/cifar10-jpeg-train.zip or cifar10")
-    models: Sequence[str] = option(DEFAULT_MODELS, help=f"models to train (default: {' '.join(DEFAULT_MODELS)})")
+    models: Sequence[str] = option(DEFAULT_MODELS, help=f"models to train (default: {' '.join(DEFAULT_MODELS)}); "
+                                                        f"paper: the paper's nine ({' '.join(PAPER_MODELS)})")
     budget: str = option("quick", choices=("quick", "long", "paper"),
                          help="quick: 500 iterations (25 min measured on a 2-core CPU); long: 2,000 iterations "
                               "(about 90 min there); paper: the full 64k-iteration schedule, for a GPU")
@@ -76,15 +85,18 @@ class DegradationConfig:
     # ResNet-56 can diverge and never recover in a short run; paper-cifar for the paper budget)
     recipe: Optional[str] = option(help="default: paper-cifar-warmup for the quick and long budgets, paper-cifar "
                                         "for the paper budget")
-    iterations: Optional[int] = option(None, help="override the budget's iterations", low=1)
-    evaluations: Optional[int] = option(None, help="override the budget's evaluations", low=1)
-    val_size: Optional[int] = option(None, help="override the budget's validation images", low=0)
-    batch_size: Optional[int] = option(None, help="override the budget's batch size", low=1)
-    seed: int = option(0, help="seed of the initialisations, the split and the data order", low=0, high=MAX_SEED)
+    iterations: Optional[int] = same_as(Recipe, "iterations", help="override the budget's iterations")
+    evaluations: Optional[int] = same_as(Recipe, "evaluations", help="override the budget's evaluations")
+    val_size: Optional[int] = same_as(Recipe, "val_size", help="override the budget's validation images")
+    batch_size: Optional[int] = same_as(Recipe, "batch_size", help="override the budget's batch size")
+    seed: int = same_as(DataConfig, "seed", 0, help="seed of the initialisations, the split and the data order")
     device: str = option("cpu", help="cpu or cuda")
     progress: Optional[bool] = option(False, help="progress bars")
     log: object = option(cli=False)
     # False: train nothing, draw the runs as they are on disk (a study still running elsewhere)
+    fused: bool = option(True, help="train the networks one after the other instead of side by side in one "
+                                    "process (each fused run is the run it would be alone; fused, the card of a "
+                                    "GPU is kept busy)")
     train: bool = option(True, help="train nothing: draw the runs in --out as they are (e.g. while the study "
                                     "runs elsewhere)")
 
@@ -92,8 +104,6 @@ class DegradationConfig:
         check_bounds(self)
 
     def resolved_budget(self) -> Budget:
-        if self.budget not in BUDGETS:
-            raise UsageError(f"--budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         base = BUDGETS[self.budget]
         changes = {k: getattr(self, k) for k in ("iterations", "evaluations", "val_size", "batch_size")
                    if getattr(self, k) is not None}
@@ -103,7 +113,7 @@ class DegradationConfig:
 def check_models(models: Sequence[str]) -> list[str]:
     """The names, checked against the registry (the studies need CIFAR/ImageNet ResNet blocks)."""
     known = set(list_models())
-    models = list(models)
+    models = list(PAPER_MODELS) if list(models) == ["paper"] else list(models)
     if not models:
         raise UsageError("--models: give at least one model")
     unknown = [m for m in models if m not in known]
@@ -130,6 +140,33 @@ def _run_finished(run_dir: Path, iterations: int) -> bool:
     return record is not None and record["step"] >= iterations
 
 
+def _train_group(config: DegradationConfig, budget: Budget, recipe: str, out: Path, models: list[str],
+                 timing: dict) -> None:
+    """Train (or resume) ``models`` in one command: fused where there are several. ``timing`` gains the
+    wall-clock seconds, summed over resumptions: each model's own where it trained alone, the group's under
+    ``"+".join(models)`` where they trained together."""
+    started = time.perf_counter()
+    target = out / "runs" / models[0] if len(models) == 1 else out / "runs"
+    try:
+        train(TrainOptions(
+            model=",".join(models), out=target, data=config.data, recipe=recipe,
+            resume=any((out / "runs" / m / "config.json").exists() for m in models), device=config.device,
+            iterations=budget.iterations, batch_size=budget.batch_size, evaluations=budget.evaluations,
+            val_size=budget.val_size, seed=config.seed, keep_snapshots=True, progress=config.progress,
+            log=config.log))
+    except RunDirError as error:
+        if not error.clashes:
+            raise
+        # the engine's words name its own flags (--resume, a run's --out); a study has others
+        which = f"its run of {models[0]}" if len(models) == 1 else f"a run of {', '.join(models)}"
+        where = f"runs/{models[0]}" if len(models) == 1 else "runs/MODEL"
+        raise RunDirError(f"{out} holds a study begun with other settings; {which} differs in "
+                          f"{'; '.join(error.clashes)}; re-run the study with the settings it was begun "
+                          f"with ({where}/config.json) or give another --out") from None
+    key = "+".join(models)
+    timing[key] = timing.get(key, 0.0) + time.perf_counter() - started
+
+
 def run_degradation(config: DegradationConfig) -> dict:
     """Train (or resume, or read back) every run, then write ``degradation.json``,
     ``degradation.csv``, ``degradation.png`` and ``README.md`` into ``config.out``."""
@@ -141,27 +178,14 @@ def run_degradation(config: DegradationConfig) -> dict:
     timing_path = out / "timing.json"
     timing = read_json(timing_path) if timing_path.exists() else {}
 
+    todo = [m for m in models if config.train and not _run_finished(out / "runs" / m, budget.iterations)]
+    # side by side in one process (each run as if alone), or one after the other
+    for group in ([todo] if config.fused and len(todo) > 1 else [[m] for m in todo]):
+        _train_group(config, budget, recipe, out, group, timing)
+        write_json(timing_path, timing)
     runs = []
     for model in models:
         run_dir = out / "runs" / model
-        if config.train and not _run_finished(run_dir, budget.iterations):
-            started = time.perf_counter()
-            try:
-                train(TrainOptions(
-                    model=model, out=run_dir, data=config.data, recipe=recipe,
-                    resume=(run_dir / "config.json").exists(), device=config.device, iterations=budget.iterations,
-                    batch_size=budget.batch_size, evaluations=budget.evaluations, val_size=budget.val_size,
-                    seed=config.seed, keep_snapshots=True, progress=config.progress, log=config.log))
-            except RunDirError as error:
-                if not error.clashes:
-                    raise
-                # the engine's words name its own flags (--resume, a run's --out); a study has others
-                raise RunDirError(f"{out} holds a study begun with other settings; its run of {model} differs in "
-                                  f"{'; '.join(error.clashes)}; re-run the study with the settings it was begun "
-                                  f"with (runs/{model}/config.json) or give another --out") from None
-            # wall-clock seconds spent training this net, summed over resumptions
-            timing[model] = timing.get(model, 0.0) + time.perf_counter() - started
-            write_json(timing_path, timing)
         rows = read_metrics(run_dir) if run_dir.exists() else []
         if not rows:
             continue  # only when not training: a run that has not reached its first evaluation
@@ -172,13 +196,14 @@ def run_degradation(config: DegradationConfig) -> dict:
             train_error=[r["train_error"] for r in rows], val_error=[r.get("val_error") for r in rows],
             train_loss=[r["train_loss"] for r in rows], images_per_sec=[r.get("images_per_sec") for r in rows],
             train_seconds=timing.get(model), complete=rows[-1]["step"] >= budget.iterations,
+            val_n=rows[-1].get("val_n"),
             chance_error=chance_error(run_dir)))
     if not runs:
         raise UsageError(f"--out {out}: no run has reached its first evaluation yet; nothing to draw")
 
     result = dict(study="degradation", data=config.data, recipe=recipe, budget=config.budget,
                   settings=dataclasses.asdict(dataclasses.replace(budget, recipe=recipe)), seed=config.seed,
-                  device=config.device, runs=runs)
+                  device=config.device, runs=runs, timing=timing, paper_table=paper_table(runs))
     result["findings"] = findings(result)
     result["shortcut_gains"] = shortcut_gains(result)
     write_json(out / "degradation.json", result)
@@ -188,6 +213,19 @@ def run_degradation(config: DegradationConfig) -> dict:
     plot_degradation(result, out / "degradation.png")
     _write_degradation_report(out, result)
     return result
+
+
+def paper_table(runs: list[dict]) -> list[dict]:
+    """Table 6 of the paper beside ours, for each residual depth trained: the paper's test error and our final
+    and best validation error, with the number of validation images and the iterations reached."""
+    table = []
+    for r in runs:
+        if r["model"] not in PAPER_TEST_ERROR or not r["steps"] or r["val_error"][-1] is None:
+            continue
+        table.append(dict(model=r["model"], depth=r["depth"], paper_test_error=PAPER_TEST_ERROR[r["model"]],
+                          val_error=r["val_error"][-1], best_val_error=min(e for e in r["val_error"] if e is not None),
+                          val_n=r.get("val_n"), iterations=r["steps"][-1], complete=r["complete"]))
+    return table
 
 
 def stalled(run: dict, margin: float = 2.0) -> bool:
@@ -277,6 +315,24 @@ def plot_degradation(result: dict, png: Union[str, Path]) -> dict[str, tuple[lis
     return save_figure(figure, png)
 
 
+def _paper_table_text(result: dict) -> str:
+    rows = [(t["model"], t["depth"], fmt(t["paper_test_error"]), fmt(t["val_error"]), fmt(t["best_val_error"]),
+             t["val_n"] or "-", t["iterations"] if t["complete"] else f"{t['iterations']} (in progress)")
+            for t in result["paper_table"]]
+    return ("Table 6 of the paper beside these runs. The paper's figure is the test error on CIFAR-10's 10,000 "
+            "test images after 64k iterations; ours is the error on the images held out of the training set, "
+            f"after the {result['budget']} budget's iterations: the two agree only at the paper budget, and then "
+            "within the spread of a validation split of that size.\n\n" + markdown_table(
+                ["model", "depth", "paper test error (%)", "final val error (%)", "best val error (%)",
+                 "val images", "iterations"], rows))
+
+
+def _fused_timing_text(result: dict) -> str:
+    groups = [(key.replace("+", ", "), fmt(seconds / 60)) for key, seconds in result["timing"].items() if "+" in key]
+    return ("Networks trained side by side in one process (each as it would be alone); wall-clock minutes of "
+            "each group:\n\n" + "\n".join(f"- {names}: {minutes}" for names, minutes in groups))
+
+
 def _write_degradation_report(out: Path, result: dict) -> None:
     settings = result["settings"]
     rows = []
@@ -323,6 +379,8 @@ def _write_degradation_report(out: Path, result: dict) -> None:
         "validation error is measured on the held-out images at each evaluation.",
         markdown_table(["model", "kind", "depth", "iterations", "final train error (%)", "final val error (%)",
                         "best val error (%)", "wall-clock minutes"], rows),
+        *([_paper_table_text(result)] if result.get("paper_table") else []),
+        *([_fused_timing_text(result)] if any("+" in key for key in result.get("timing", {})) else []),
         "Wall-clock minutes are those of this machine as it was when the runs trained, including any "
         "other work it was running at the time.",
         "Findings (deepest against shallowest of each kind, at the latest evaluation both reached):\n\n" + (

@@ -21,7 +21,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .._options import MAX_SEED, check_bounds, option, required
+from .._options import check_bounds, option, required, same_as
+from ..data.pipeline import DataConfig
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec, list_models
@@ -45,9 +46,9 @@ class GradientConfig:
                                                                 f"{' '.join(map(str, DEFAULT_DEPTHS))})")
     models: Optional[Sequence[str]] = option(help="any registered models instead of --depths")
     data: str = option("sample:cifar10", help="images to take the gradients on")
-    batch_size: int = option(128, low=1)
+    batch_size: int = same_as(DataConfig, "batch_size", 128)
     batches: int = option(2, low=1, help="batches to average over")
-    seed: int = option(0, low=0, high=MAX_SEED)
+    seed: int = same_as(DataConfig, "seed", 0)
     device: str = option("cpu", help="cpu or cuda")
     trained_from: Optional[Path] = option(help="a degradation study directory: also measure its trained runs",
                                           metavar="DIR")

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
-from .._io import atomic_write_text, save_png
+from .._io import atomic_path, atomic_write_text, save_png
 from ..errors import MissingFileError, UsageError
 
 
@@ -42,8 +42,7 @@ def read_json(path: Union[str, Path]) -> Any:
 
 def write_csv(path: Union[str, Path], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)

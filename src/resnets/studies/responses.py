@@ -17,7 +17,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..data import build_loaders
-from .._options import check_bounds, option, required
+from .._options import check_bounds, option, required, same_as
+from ..data.pipeline import DataConfig
 from ..errors import UsageError
 from ..factory import create_model
 from ..models import get_model_spec
@@ -38,7 +39,7 @@ class ResponseConfig:
     runs_from: Path = required("a degradation study directory", flag="--from", metavar="DIR")
     models: Optional[Sequence[str]] = option(help="which of its runs (default: all)")
     images: int = option(1000, low=2, help="validation images to measure on")
-    batch_size: int = option(250, low=1)
+    batch_size: int = same_as(DataConfig, "batch_size", 250)
     device: str = option("cpu", help="cpu or cuda")
 
     def __post_init__(self) -> None:

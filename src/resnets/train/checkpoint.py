@@ -154,6 +154,11 @@ def last_checkpoint(run_dir: Path, verify: bool = True) -> Optional[dict]:
         record["step"] = int(record["step"])
     except (json.JSONDecodeError, KeyError, ValueError, TypeError) as error:
         raise RunDirError(f"{pointer} is corrupt ({error}); cannot resume") from None
+    inside = run_dir.resolve()
+    for key in ("weights", "state"):  # a pointer is followed only inside its own run directory
+        if not isinstance(record.get(key), str) or inside not in (run_dir / record[key]).resolve().parents:
+            raise RunDirError(f"{pointer} names {record.get(key)!r} as its {key}, which is not a file of "
+                              f"checkpoints/ in {run_dir}; the pointer is corrupt or foreign: cannot resume")
     if verify:
         for key in ("weights", "state"):
             if not (run_dir / record[key]).is_file():

@@ -61,4 +61,9 @@ class TrainHook:
         """Called before optimiser step ``step`` (0-based), e.g. to unfreeze parameters."""
 
 
-__all__ = ["TrainHook"]
+__all__ = ["TrainHook", "under_prefix"]
+
+
+def under_prefix(name: str, prefixes: list) -> bool:
+    """Whether a parameter or module name lies under one of the module ``prefixes``."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)

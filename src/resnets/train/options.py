@@ -9,15 +9,16 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from .._options import MAX_SEED, check_bounds, option, option_fields, required
+from ..data.pipeline import PIPELINES, DataConfig
+from .._options import MAX_SEED, check_bounds, option, option_fields, required, same_as
 from ..errors import UsageError
 from ..weights.named import split_weights_name, take_weights_name, weights_tag
 from .hooks import TrainHook
-from .precision import AMP_CHOICES
-from .recipe import list_recipes
+from .._precision import AMP_CHOICES
+from .config import Distillation
+from .recipe import Recipe, list_recipes
 from .warmstart import WarmStart
 
-PIPELINES = ("auto", "small", "large")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
@@ -33,16 +34,18 @@ class TrainOptions:
                                         f"or a TOML file of your own")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     device: str = option("cpu", help="cpu or cuda")
-    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", group="length",
-                                       low=1)
-    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", group="length",
-                                     low=0, low_open=True)
-    batch_size: Optional[int] = option(help="global batch size (split over processes)", low=1)
-    lr: Optional[float] = option(help="peak learning rate", low=0, low_open=True)
-    seed: Optional[int] = option(help="seed of the initialisation, the split and the data order (default 0)",
-                                 low=0, high=MAX_SEED)
-    evaluations: Optional[int] = option(help="evaluations (and checkpoints) over the run", low=1)
-    val_size: Optional[int] = option(help="images carved out of train for validation", low=0)
+    iterations: Optional[int] = same_as(Recipe, "iterations", group="length")
+    epochs: Optional[float] = same_as(Recipe, "epochs", group="length")
+    batch_size: Optional[int] = same_as(Recipe, "batch_size")
+    lr: Optional[float] = same_as(Recipe, "lr")
+    seed: Optional[int] = same_as(DataConfig, "seed", help="seed of the initialisation, the split and the data order "
+                                                           "(default 0)")
+    # several trainings in one process (resnets.train.fused): one member per seed, and per model where ``model``
+    # names several (resnet20,resnet32)
+    seeds: Optional[str] = option(help="train one member per seed, side by side in one process (e.g. 0,1,2,3,4): "
+                                       "each in OUT/MODEL-seedS, as if trained alone", metavar="S,S,...")
+    evaluations: Optional[int] = same_as(Recipe, "evaluations")
+    val_size: Optional[int] = same_as(Recipe, "val_size")
     amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
                                    "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
     channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
@@ -50,14 +53,13 @@ class TrainOptions:
     compile: bool = option(False, help="torch.compile the model")
     compile_mode: Optional[str] = option(help="torch.compile mode (implies --compile); reduce-overhead replays "
                                               "CUDA graphs", choices=COMPILE_MODES)
-    pipeline: str = option("auto", help="data pipeline: on-device tensors (small images) or DataLoader workers "
-                                        "(large)", choices=PIPELINES)
+    pipeline: str = same_as(DataConfig, "pipeline", "auto")
     deterministic: bool = option(False, help="deterministic algorithms (bitwise resume)")
     micro_batches: Optional[int] = option(help="split each batch into N parts with averaged gradients", low=1)
     sync_bn: bool = option(False, help="SyncBatchNorm across processes")
     model_kwargs: dict = option(dict, help="model option, e.g. shortcut=B or zero_init_residual=true (repeatable)",
                                 flag="--model-arg")
-    num_workers: Optional[int] = option(help="data loader workers (large images)", low=0)
+    num_workers: Optional[int] = same_as(DataConfig, "num_workers")
     cache_dir: Optional[str] = option(help="cache for decoded datasets (default ~/.cache/resnets)")
     # a warm start (timm's --initial-checkpoint): every weight from a trained network, the classifier too where
     # its classes are the data's; the recipe then runs from its first step (e.g. SWA from trained weights)
@@ -70,10 +72,8 @@ class TrainOptions:
                                          "--teacher-weights")
     teacher_weights: Optional[str] = option(help="the teacher's weights: named (cifar10), a file, a URL or hf-hub: "
                                                  "(default: its default named weights)")
-    distill_alpha: Optional[float] = option(help="weight of the teacher's soft target in the loss (default 0.5)",
-                                            low=0, low_open=True, high=1)
-    distill_temperature: Optional[float] = option(help="softmax temperature of the soft targets (default 4)",
-                                                  low=0, low_open=True)
+    distill_alpha: Optional[float] = same_as(Distillation, "alpha")
+    distill_temperature: Optional[float] = same_as(Distillation, "temperature")
     tensorboard: bool = option(False, help="also write TensorBoard logs")
     # the weights of every evaluation in RUN_DIR/snapshots/step-N.safetensors (a hard link to the
     # checkpoint's weights, so no extra write), for studies of how a network changes as it trains
@@ -88,6 +88,9 @@ class TrainOptions:
     def __post_init__(self) -> None:
         # wrong values are refused here, before anything is read or written
         self.out = Path(self.out)
+        self.seeds = _seed_list(self.seeds)
+        if self.seeds is not None and self.seed is not None:
+            raise UsageError("give --seed or --seeds, not both")
         if self.iterations is not None and self.epochs is not None:
             raise UsageError("give --iterations or --epochs, not both")
         check_bounds(self)
@@ -98,23 +101,24 @@ class TrainOptions:
         taken = sorted(why.keys() & set(self.model_kwargs or {}))
         if taken:
             raise UsageError(f"--model-arg {taken[0]}: {why[taken[0]]}")
-        for name, allowed in (("amp", AMP_CHOICES), ("pipeline", PIPELINES)):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        self._take_weights_name()
+        if not self.fused:  # a fused run's members are checked as each is built (resnets.train.fused)
+            self._take_weights_name()
         if self.teacher is not None:  # a teacher named with its weights (resnet56.cifar10)
             self.teacher, self.teacher_weights = take_weights_name(self.teacher, self.teacher_weights)
         if self.teacher is None and any(v is not None for v in (self.teacher_weights, self.distill_alpha,
                                                                  self.distill_temperature)):
             raise UsageError("--teacher-weights, --distill-alpha and --distill-temperature need --teacher MODEL")
-        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
-            raise UsageError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.init_weights is not None and not isinstance(self.hook, WarmStart):  # once (replace() re-runs this)
             if self.hook is not None:
                 raise UsageError("init_weights is a warm start of its own; it does not combine with another "
                                  "training hook (fine-tuning takes --weights)")
             # named weights by tag, so that a resume with `cifar10` or `resnet56.cifar10` is the same run
             self.hook = WarmStart(str(weights_tag(self.model, self.init_weights)))
+
+    @property
+    def fused(self) -> bool:
+        """Whether these options train several members (seeds or models) in one process."""
+        return self.seeds is not None or "," in self.model
 
     def _take_weights_name(self) -> None:
         """A model named with weights (``resnet56.cifar10``): training starts from fresh parameters, so it is
@@ -126,6 +130,21 @@ class TrainOptions:
         raise UsageError(f"{self.model} names trained weights, and training starts from fresh ones: give the model "
                          f"as {model}{layout}; to start from {tagged.name}, fine-tune: resnets finetune {model} "
                          f"--weights {tagged.tag}")
+
+
+def _seed_list(seeds) -> Optional[tuple]:
+    """``"0,1,2"`` (or a sequence of integers) as a tuple of seeds, each in the seeds' bounds."""
+    if seeds is None:
+        return None
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        values = tuple(int(item) for item in items if not isinstance(item, bool))
+    except (TypeError, ValueError):
+        raise UsageError(f"seeds must be integers separated by commas (e.g. 0,1,2), got {seeds!r}") from None
+    if len(values) != len(items) or not values or any(not 0 <= v <= MAX_SEED for v in values):
+        raise UsageError(f"seeds must be integers from 0 to {MAX_SEED} separated by commas (e.g. 0,1,2), "
+                         f"got {seeds!r}")
+    return values
 
 
 __all__ = ["AMP_CHOICES", "COMPILE_MODES", "PIPELINES", "TrainOptions", "option", "option_fields", "required"]

@@ -12,9 +12,14 @@ from tqdm import tqdm
 
 
 class Progress:
-    """A tqdm bar on a terminal; plain lines at each evaluation elsewhere (and under CI)."""
+    """A tqdm bar on a terminal; plain lines elsewhere (and under CI): at each evaluation, and between two
+    evaluations at least every ``line_every`` seconds (:meth:`due`), so a long run off a terminal is never
+    silent for long."""
+
+    line_every = 60.0
 
     def __init__(self, total: int, initial: int, enabled: Optional[bool], stream, silent: bool = False):
+        self.last_line = time.monotonic()
         self.stream = stream or sys.stderr
         self.silent = silent  # processes other than rank 0 say nothing
         if enabled is None:
@@ -29,9 +34,14 @@ class Progress:
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
 
+    def due(self) -> bool:
+        """Whether a line off a terminal is due (none was written for ``line_every`` seconds)."""
+        return self.bar is None and not self.silent and time.monotonic() - self.last_line >= self.line_every
+
     def line(self, text: str) -> None:
         if self.silent:
             return
+        self.last_line = time.monotonic()
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:

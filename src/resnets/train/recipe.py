@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .._options import check_bounds, option, same_as
+from ..data.pipeline import DataConfig
 from ..errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -31,88 +33,90 @@ class RecipeError(UsageError):
     """A recipe file that cannot be trusted: unknown key, wrong type, inconsistent values."""
 
 
+# a run's length and counts, bounded where they are declared: 10^8 iterations is some 200x ImageNet's 90 epochs
+# at batch 256; beyond, a typo (or an attack) would only be found when the kernel kills the process
+MAX_ITERATIONS = 10**8
+MAX_EPOCHS = 10**5
+MAX_EVALUATIONS = 10**5
+SCHEDULES = ("step", "cosine", "constant")
+WARMUP_MODES = ("linear", "constant")
+
+
 @dataclass
 class Recipe:
+    """How a network is trained: every knob of the optimiser, the schedule, the regularisation, the weight
+    averaging, the data and the evaluations, each declared once here with its bounds and choices. The
+    command line's flags and the data layer's options that take the same knob are declared ``same_as`` these.
+    Recipe files group the keys in sections (:data:`SECTIONS`)."""
+
     name: str = "custom"
     description: str = ""
     # length: exactly one of the two; milestones and warm-up are in the same unit
-    iterations: Optional[int] = None
-    epochs: Optional[float] = None
-    batch_size: int = 128
+    iterations: Optional[int] = option(help="run length in iterations (the schedule is scaled)", low=1,
+                                       high=MAX_ITERATIONS)
+    epochs: Optional[float] = option(help="run length in epochs (the schedule is scaled)", low=0, low_open=True,
+                                     high=MAX_EPOCHS)
+    batch_size: int = same_as(DataConfig, "batch_size", 128)
     # optimizer: SGD with momentum, as both papers
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = option(0.1, help="peak learning rate", low=0, low_open=True)
+    momentum: float = option(0.9, low=0, high=1, high_open=True)
     nesterov: bool = False
-    weight_decay: float = 1e-4
+    weight_decay: float = option(1e-4, low=0)
     no_weight_decay_on_norm_and_bias: bool = False
     # schedule: "step" (divide by 1/gamma at each milestone), "cosine" or "constant"
-    schedule: str = "step"
+    schedule: str = option("step", choices=SCHEDULES)
     milestones: list = field(default_factory=list)
-    gamma: float = 0.1
-    min_lr: float = 0.0
+    gamma: float = option(0.1, low=0, low_open=True)
+    min_lr: float = option(0.0, low=0)
     # warm-up: "linear" from 0 to lr, or "constant" at warmup_lr (the paper's ResNet-110 trick);
     # only for models of at least warmup_min_depth layers
-    warmup: float = 0.0
-    warmup_mode: str = "linear"
-    warmup_lr: float = 0.01
-    warmup_min_depth: int = 0
+    warmup: float = option(0.0, low=0)
+    warmup_mode: str = option("linear", choices=WARMUP_MODES)
+    warmup_lr: float = option(0.01, low=0)
+    warmup_min_depth: int = option(0, low=0)
     # regularization
-    label_smoothing: float = 0.0
-    mixup: float = 0.0  # Beta(alpha, alpha); 0: off
-    cutmix: float = 0.0
-    ema_decay: float = 0.0  # exponential moving average of the weights (and BatchNorm statistics); 0: off
+    label_smoothing: float = option(0.0, low=0, high=1, high_open=True)
+    mixup: float = option(0.0, low=0)  # Beta(alpha, alpha); 0: off
+    cutmix: float = option(0.0, low=0)
+    # exponential moving average of the weights (and BatchNorm statistics); 0: off
+    ema_decay: float = option(0.0, low=0, high=1, high_open=True)
     # stochastic weight averaging (Izmailov et al., 2018): from swa_start (in the run's unit) on, the weights at
     # the end of every epoch are averaged with equal weights, at a constant swa_lr (left out: the schedule's);
     # the average's BatchNorm statistics are recomputed over swa_bn_batches training batches before it is
     # evaluated and saved. The average is what the evaluations score and last/best.safetensors hold.
-    swa_start: Optional[float] = None
-    swa_lr: Optional[float] = None
-    swa_bn_batches: int = 50
+    swa_start: Optional[float] = option(low=0)
+    swa_lr: Optional[float] = option(low=0)
+    swa_bn_batches: int = option(50, low=1, high=MAX_EVALUATIONS)
     # data
-    val_size: Optional[int] = None  # images carved out of train for validation
-    val_fraction: float = 0.1
+    val_size: Optional[int] = same_as(DataConfig, "val_size")
+    val_fraction: float = same_as(DataConfig, "val_fraction", 0.1)
     augment: bool = True
     trivial_augment: bool = False
-    random_erasing: float = 0.0
+    random_erasing: float = same_as(DataConfig, "random_erasing", 0.0)
     # input side (large pipeline): ``image_size`` for evaluation and the trained model's preprocessing
     # (default: the model's), ``train_image_size`` for the training crops (default: ``image_size``). Training
     # below the test size is the "FixRes" effect: random-resized crops enlarge objects, so a smaller training
     # crop matches the test's apparent object size, and each step is cheaper.
-    image_size: Optional[int] = None
-    train_image_size: Optional[int] = None
+    image_size: Optional[int] = same_as(DataConfig, "image_size")
+    train_image_size: Optional[int] = same_as(DataConfig, "train_image_size")
     # evaluation: evenly spaced over the run, each followed by a checkpoint
-    evaluations: int = 32
+    evaluations: int = option(32, help="evaluations (and checkpoints) over the run", low=1, high=MAX_EVALUATIONS)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        """The bounds and choices of each field (declared with it), then the rules between fields."""
+        try:
+            check_bounds(self)
+        except UsageError as error:
+            raise RecipeError(f"recipe {self.name!r}: {error}") from None
         if (self.iterations is None) == (self.epochs is None):
             raise RecipeError(f"recipe {self.name!r}: give exactly one of 'iterations' and 'epochs'")
         length = self.length
-        if length <= 0:
-            raise RecipeError(f"recipe {self.name!r}: the run length must be positive, got {length}")
-        if self.schedule not in ("step", "cosine", "constant"):
-            raise RecipeError(f"recipe {self.name!r}: schedule must be 'step', 'cosine' or 'constant', "
-                              f"got {self.schedule!r}")
-        if self.warmup_mode not in ("linear", "constant"):
-            raise RecipeError(f"recipe {self.name!r}: warmup_mode must be 'linear' or 'constant', "
-                              f"got {self.warmup_mode!r}")
         if list(self.milestones) != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
             raise RecipeError(f"recipe {self.name!r}: milestones must be positive and increasing, "
                               f"got {self.milestones}")
-        for key in ("image_size", "train_image_size"):
-            if getattr(self, key) is not None and not 8 <= getattr(self, key) <= 4096:
-                raise RecipeError(f"recipe {self.name!r}: {key} must lie in [8, 4096] pixels, got {getattr(self, key)}")
-        for key in ("batch_size", "evaluations", "swa_bn_batches"):
-            if getattr(self, key) < 1:
-                raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
-        for key in ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "warmup", "min_lr"):
-            if getattr(self, key) < 0:
-                raise RecipeError(f"recipe {self.name!r}: {key} must not be negative, got {getattr(self, key)}")
-        for key in ("ema_decay", "momentum", "label_smoothing"):
-            if not 0 <= getattr(self, key) < 1:
-                raise RecipeError(f"recipe {self.name!r}: {key} must lie in [0, 1), got {getattr(self, key)}")
         unit = "iterations" if self.iterations is not None else "epochs"
         late = [m for m in self.milestones if m >= length]
         if late:  # a schedule that never happens is a recipe written for another length
@@ -125,7 +129,7 @@ class Recipe:
             if self.ema_decay > 0:
                 raise RecipeError(f"recipe {self.name!r}: ema_decay and swa_start are two ways of averaging the "
                                   f"weights; keep one")
-        if self.swa_lr is not None and (self.swa_start is None or self.swa_lr < 0):
+        if self.swa_lr is not None and self.swa_start is None:
             raise RecipeError(f"recipe {self.name!r}: swa_lr needs swa_start and must not be negative, got "
                               f"{self.swa_lr}")
         if self.warmup >= length:
@@ -136,13 +140,6 @@ class Recipe:
         if unfinite:
             raise RecipeError(f"recipe {self.name!r}: {unfinite[0]} must be a finite number, got "
                               f"{getattr(self, unfinite[0])}")
-        if self.val_size is not None and self.val_size < 0:
-            raise RecipeError(f"recipe {self.name!r}: val_size must not be negative, got {self.val_size}")
-        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
-            raise RecipeError(f"recipe {self.name!r}: val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.random_erasing <= 1:
-            raise RecipeError(f"recipe {self.name!r}: random_erasing is a probability in [0, 1], "
-                              f"got {self.random_erasing}")
 
     @property
     def length(self) -> float:

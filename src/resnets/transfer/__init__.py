@@ -14,7 +14,7 @@ from .backbone import Backbone, backbone
 from .features import FeatureLoader, Features, compute_features, extract_features, load_features
 from .finetune import STRATEGIES, FinetuneOptions, check_finetune_data, finetune, stage_groups, strategy_transfer
 from .hook import Transfer
-from ..train.warmstart import load_pretrained
+from ..pretrained import load_pretrained
 
 __all__ = ["Backbone", "FeatureLoader", "Features", "FinetuneOptions", "STRATEGIES", "backbone", "check_finetune_data",
            "compute_features", "extract_features", "finetune", "load_features", "load_pretrained", "stage_groups",

@@ -27,12 +27,12 @@ from ..data.loaders import loader_for
 from ..data.pipeline import DataConfig
 from ..data.sources import mix_seed
 from .._device import resolve_device
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path
 from ..errors import UsageError
 from ..factory import create_model
 from ..weights.named import take_weights_name
-from ..train.precision import resolve_channels_last
-from ..train.warmstart import load_pretrained
+from .._precision import resolve_channels_last
+from ..pretrained import load_pretrained
 
 
 def _stage_output(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:
@@ -162,10 +162,12 @@ class Features:
         path = written[0]
         meta = dict(model=self.model, stage=self.stage, classes=self.classes, files=self.files)
         if path.suffix == ".npy":
-            with atomic_path(path) as tmp:
+            # both written before either is renamed: a failure leaves the previous pair, not a new .npy beside
+            # an old .json (the .json, renamed first, is only ever newer than its .npy for an instant)
+            with atomic_path(path) as tmp, atomic_path(written[1]) as tmp_json:
                 with open(tmp, "wb") as f:
                     np.save(f, self.features.numpy())
-            atomic_write_text(written[1], json.dumps({**meta, "labels": self.labels.tolist()}) + "\n")
+                tmp_json.write_text(json.dumps({**meta, "labels": self.labels.tolist()}) + "\n")
         else:
             with atomic_path(path) as tmp:
                 save_file({"features": self.features.contiguous(), "labels": self.labels},

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._options import same_as
 from ..data import resolve_source
 from ..data.sources import BadImageError
 from ..errors import UsageError
-from ..models.preprocessing import MAX_INPUT_SIDE
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option
-from ..train.recipe import list_recipes
+from ..train.recipe import Recipe, list_recipes
 from ..weights.named import take_weights_name, weights_tag
 from .hook import Transfer
 
@@ -51,7 +51,7 @@ class FinetuneOptions(TrainOptions):
     data: Optional[str] = option(help="data source; its class folders become the new classes", cli_required=True)
     recipe: Optional[str] = option(help=f"a shipped recipe ({', '.join(list_recipes())}; default finetune) "
                                         f"or a TOML file of your own")
-    lr: Optional[float] = option(help="backbone learning rate (default: the recipe's, 0.01)")
+    lr: Optional[float] = same_as(Recipe, "lr", help="backbone learning rate (default: the recipe's, 0.01)")
     weights: Optional[str] = option(help="pretrained weights: TAG or MODEL.TAG (resnets list --weights), a "
                                          "checkpoint path or URL, or hf-hub:ORG/NAME / local-dir:PATH (needed unless "
                                          "the model is given as MODEL.TAG)")
@@ -62,8 +62,8 @@ class FinetuneOptions(TrainOptions):
                                          "(small batches)")
     head_lr_mult: float = option(DEFAULT_HEAD_LR_MULT, help="classifier lr = lr x this (default 10)", low=0,
                                  low_open=True)
-    image_size: Optional[int] = option(help="input side (default: the weights' own preprocessing)", low=8,
-                                       high=MAX_INPUT_SIDE)
+    image_size: Optional[int] = same_as(Recipe, "image_size", help="input side (default: the weights' own "
+                                                                   "preprocessing)")
     init_weights: Optional[str] = option(cli=False)  # --weights is fine-tuning's start
 
     def __post_init__(self) -> None:
@@ -71,8 +71,6 @@ class FinetuneOptions(TrainOptions):
         if self.weights is None:
             raise UsageError("fine-tuning starts from pretrained weights: give --weights (TAG, MODEL.TAG, a file, a "
                              "URL or hf-hub:ORG/NAME), or the model as MODEL.TAG (resnets list --weights)")
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 
     def _take_weights_name(self) -> None:
         """``resnet56.cifar10``: the model resnet56, from the weights cifar10."""

@@ -11,10 +11,9 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models import freeze_batchnorm
-from ..train.engine import under_prefix
-from ..train.hooks import TrainHook
+from ..train.hooks import TrainHook, under_prefix
 from .features import cached_feature_loaders
-from ..train.warmstart import load_pretrained
+from ..pretrained import load_pretrained
 
 
 @dataclass

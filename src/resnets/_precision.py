@@ -9,8 +9,8 @@ from typing import Optional
 
 import torch
 
-from .._device import cpu_units
-from ..errors import UsageError
+from ._device import cpu_units
+from .errors import UsageError
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 

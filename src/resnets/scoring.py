@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from .precision import autocast_context
+from .errors import UsageError
+from ._precision import autocast_context
 
 
 @torch.no_grad()

@@ -65,7 +65,9 @@ IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's prepr
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
                 "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
 
-MODEL_HELP = "model name (resnets list), or MODEL.TAG: the model with those named weights (resnets list --weights)"
+MODEL_HELP = ("model name (resnets list); MODEL.TAG: the model with those named weights (resnets list --weights); or "
+              "a checkpoint of ours (FILE.safetensors) or a training run's directory (its best.safetensors, else "
+              "last.safetensors), whose file names the architecture")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -559,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
-    p.add_argument("model", help="model name (resnets list), or MODEL.TAG: the model in the layout of those weights")
+    p.add_argument("model", help="model name (resnets list), or MODEL.TAG, a checkpoint of ours or a run directory: "
+                                 "the model in the layout of those weights")
     p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS)
     p.add_argument("--variant", choices=["v1", "v1.5"])

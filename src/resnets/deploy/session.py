@@ -95,6 +95,9 @@ def quiet_cuda_home_notice() -> None:
 class InferenceSession:
     """``InferenceSession("resnet50", weights="r50.safetensors", precision="bf16").run(batch)`` -> logits.
 
+    ``model``: a network, a model's name (``MODEL.TAG`` brings its weights), or a checkpoint of ours or a run
+    directory (``InferenceSession("runs/r20")``: the architecture its file records, with those weights).
+
     ``precision``: "fp32" (the default; logits within 1e-4 of the plain model), "bf16",
     "int8" (post-training static quantisation, activation ranges from ``calibration``) or
     "auto": the fastest precision whose top-1 on the calibration images is within

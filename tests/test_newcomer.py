@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import http.server
 import io
 import json
@@ -266,6 +267,10 @@ def test_every_command_takes_a_checkpoint_where_the_model_goes(run_dir, tmp_path
     assert code == 0 and summary["name"] == "resnet20" and summary["shortcut"] == "B" and summary["num_classes"] == 3
     code, out, _ = _cli(capsys, "export", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
     assert code == 0 and (tmp_path / "m.onnx").is_file()
+    if importlib.util.find_spec("pytorch_grad_cam") is not None:  # the optional 'explain' extra
+        code, out, _ = _cli(capsys, "explain", str(run), str(image), "--out", str(tmp_path / "maps"))
+        assert code == 0 and json.loads((tmp_path / "maps" / "a.json").read_text())["predictions"][0]["name"] in \
+            ("ant", "bee", "cat")
     write_tree(tmp_path / "data", {"ant": 2, "bee": 2, "cat": 2})
     code, out, _ = _cli(capsys, "eval", str(run), "--data", str(tmp_path / "data"), "--json", "--amp", "off")
     assert code == 0 and json.loads(out)["n"] == 6

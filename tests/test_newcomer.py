@@ -404,3 +404,47 @@ def test_the_registry_module_holds_no_catalogue_data():
     registered = set(resnets.list_weights())
     assert {w.name for w in (*catalogue.SHIPPED, *catalogue.TORCHVISION, *catalogue.TIMM,
                              *catalogue.PYTORCH_CIFAR_MODELS)} == registered
+
+
+_WITHOUT_HUGGINGFACE_HUB = """
+import json, sys
+sys.modules["huggingface_hub"] = None  # as if not installed: importing it fails
+import resnets
+from resnets.weights.named import Weights, WeightsMeta
+meta = WeightsMeta(dataset="cifar10", preprocessing=resnets.get_model_spec("resnet20").preprocessing, classes="cifar10")
+entry = resnets.register_weights(Weights(name="resnet20.hubtest", url=sys.argv[1], sha256=sys.argv[2], meta=meta))
+try:
+    located = entry.locate(offline=True)
+except resnets.ResnetsError as error:
+    sys.exit(f"{type(error).__name__}: {error}")
+model = resnets.create_model("resnet20", weights="hubtest")
+print(json.dumps({"cache": located.cache, "path": str(located.path), "loaded": str(model.checkpoint_info.path)}))
+"""
+
+
+def test_a_file_in_huggingface_hubs_cache_is_found_without_huggingface_hub(tmp_path):
+    """timm's weights already in huggingface_hub's cache (its layout: refs/main names the snapshot) are used where
+    huggingface_hub itself is not installed, hash checked; nothing is downloaded (offline)."""
+    model = randomise_bn(resnets.create_model("resnet20"))
+    snapshot = tmp_path / "hf" / "models--org--tiny" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    save_weights(model, snapshot / "model.safetensors")
+    (tmp_path / "hf" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hf" / "models--org--tiny" / "refs" / "main").write_text("0123abcd")
+    digest = hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    url = "https://huggingface.co/org/tiny/resolve/main/model.safetensors"
+    env = cli_env(env={"HF_HUB_CACHE": str(tmp_path / "hf"), "RESNETS_CACHE": str(tmp_path / "ours"),
+                       "RESNETS_OFFLINE": "1"})
+
+    def run(sha256: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _WITHOUT_HUGGINGFACE_HUB, url, sha256], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    done = run(digest)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["cache"] == "huggingface_hub" and result["path"] == result["loaded"] == str(snapshot /
+                                                                                              "model.safetensors")
+    refused = run("0" * 64)  # other bytes than the entry's: not used, and offline nothing else is there
+    assert refused.returncode == 1 and "MissingFileError" in refused.stderr and "not in the resnets cache" in \
+        refused.stderr

@@ -179,7 +179,8 @@ class Weights:
         in torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under the URL's file name, as torchvision
         downloads it) is used where its hash matches. A file on the Hugging Face Hub (timm's weights) goes
         through huggingface_hub's own cache where huggingface_hub is installed (``cache_dir`` does not apply),
-        so that timm and resnets share one copy. Which cache the file came from is logged (``locate`` returns it)."""
+        so that timm and resnets share one copy; without it, a copy in that cache is still used where its hash
+        matches. Which cache the file came from is logged (``locate`` returns it)."""
         return self.locate(offline, cache_dir=cache_dir, progress=progress).path
 
     def locate(self, offline: Optional[bool] = None, *, cache_dir: Optional[PathOrUrl] = None,
@@ -221,6 +222,11 @@ class Weights:
 
     def _download(self, offline: Optional[bool], *, cache_dir: Optional[PathOrUrl], progress: bool) -> Located:
         """torch.hub's copy where it has the right hash, else the downloader's cache (fetched into it once)."""
+        on_the_hub = hub_url_parts(self.url)
+        if on_the_hub is not None:  # huggingface_hub is not installed, but its cache may hold the file
+            copy = huggingface_cache_copy(*on_the_hub)
+            if copy is not None and check_digest(copy, sha256=self.sha256)[0]:
+                return Located(copy, "huggingface_hub")
         theirs = self.torch_hub_file()
         refused = ""
         if theirs is not None and theirs.is_file():
@@ -242,6 +248,21 @@ class Weights:
                 f"download {self.url} on a machine with network access and pass the file with --weights PATH "
                 f"(weights=PATH in Python)") from None
         return Located(path, "resnets", downloaded=not before)
+
+
+def huggingface_cache_copy(repo_id: str, revision: str, filename: str) -> Optional[Path]:
+    """A Hub file in huggingface_hub's cache, read without huggingface_hub (its layout:
+    ``models--ORG--NAME/snapshots/<the commit refs/REVISION names>/FILE`` under ``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``); None where it is not there."""
+    if ".." in Path(revision).parts or ".." in Path(filename).parts:
+        return None
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
+    repository = root / ("models--" + repo_id.replace("/", "--"))
+    ref = repository / "refs" / revision
+    commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else revision
+    path = repository / "snapshots" / commit / filename
+    return path if path.is_file() else None
 
 
 _WEIGHTS: dict[str, Weights] = {}
@@ -572,6 +593,7 @@ def model_card(name: str) -> dict:
 
 __all__ = [
     "CHECKPOINT_SUFFIXES", "FILES_DIR", "Located", "RUN_WEIGHTS", "TORCHVISION_DEFAULT", "Weights", "WeightsMeta",
-    "checkpoint_model", "default_weights", "find_weights", "get_weights", "list_weights", "model_card",
+    "checkpoint_model", "default_weights", "find_weights", "get_weights", "huggingface_cache_copy", "list_weights",
+    "model_card",
     "register_weights", "take_weights_name", "torchvision_name", "weights_for", "weights_layout", "weights_tag",
 ]

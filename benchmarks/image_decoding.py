@@ -1,8 +1,8 @@
 """Image decoding speed: torchvision.io (deprecated in torchvision 0.29) against Pillow, on the real
 JPEG data sets, and whether they give the same pixels.
 
-The data pipelines decode with ``resnets.data.sources.decode_bytes``: torchvision.io first while it
-exists, Pillow otherwise (and for formats torchvision does not read). Rounds are interleaved, best
+The data pipelines decode with ``resnets.data.decode.decode_bytes``: torchvision.io for JPEG while it
+exists, Pillow otherwise (and for PNG, whose torchvision decoder crashes on a corrupt checksum). Rounds are interleaved, best
 of ``--repeats`` per decoder.
 
     python benchmarks/image_decoding.py [--count 3000] [--repeats 3]

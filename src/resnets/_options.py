@@ -17,7 +17,7 @@ import typing
 from dataclasses import field, fields
 from typing import Any
 
-from .errors import UsageError, check_number
+from .errors import check_choice, check_number
 
 MAX_SEED = 2**63 - 1  # seeds are mixed as unsigned 64-bit integers (and passed to torch as a C long)
 
@@ -70,10 +70,8 @@ def check_bounds(options: Any) -> None:
     configuration."""
     hints = typing.get_type_hints(type(options))
     for f in fields(options):
-        choices = f.metadata.get("choices")
-        value = getattr(options, f.name)
-        if choices is not None and value is not None and value not in choices:
-            raise UsageError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if f.metadata.get("choices") is not None:
+            check_choice(f.name, getattr(options, f.name), f.metadata["choices"], optional=True)
         declared = bounds(f)
         if declared is not None:
             low, high, low_open, high_open = declared

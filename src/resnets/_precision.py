@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from ._device import cpu_units
-from .errors import UsageError
+from .errors import UsageError, check_choice
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
@@ -28,8 +28,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     """``auto``: bf16 where the device has it natively, else off; other values as given."""
-    if amp not in AMP_CHOICES:
-        raise UsageError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    check_choice("amp", amp, AMP_CHOICES)
     if amp != "auto":
         return amp
     return "bf16" if native_bf16(device) else "off"

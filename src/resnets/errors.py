@@ -105,6 +105,16 @@ def check_number(name: str, value, low: float, high: float = math.inf, *, low_op
     return value
 
 
+def check_choice(name: str, value, choices, *, optional: bool = False):
+    """``value`` when it is one of ``choices`` (or None with ``optional``), else the UsageError naming ``name``,
+    the choices and the value: the one wording of a bad choice, for options classes and function arguments."""
+    if value is None and optional:
+        return value
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
 def range_problem(value: float, low: float, high: float = math.inf, *, low_open: bool = False,
                   high_open: bool = False) -> "str | None":
     """What is wrong with a number against [low, high] ((low, high] with ``low_open``), e.g. "must be at
@@ -117,5 +127,5 @@ def range_problem(value: float, low: float, high: float = math.inf, *, low_open:
 
 
 __all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
-           "UsageError", "available", "check_number", "missing_dependency", "range_problem", "range_text",
+           "UsageError", "available", "check_choice", "check_number", "missing_dependency", "range_problem", "range_text",
            "require"]

@@ -22,7 +22,7 @@ from .errors import UsageError
 from .models import build_model, get_model_spec
 from .models import list_models as registry_list_models
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
-from .weights.formats import PathOrUrl, shortcut_option
+from .weights.formats import PathOrUrl, check_fit, shortcut_option
 from .weights.hub import is_repository, open_repository
 from .weights.named import (Weights, checkpoint_model, default_weights, find_weights, list_weights, split_weights_name,
                             take_weights_name, torchvision_name)
@@ -199,6 +199,7 @@ def create_model(name: Union[str, "os.PathLike[str]"], *, weights: Any = None, p
         options.update(arch_kwargs)
     file_classes = int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0
     options["num_classes"] = file_classes
+    _check_class_names(named.classes if named else info.classes, file_classes, source)
     stem = state_dict.get("conv1.weight")
     file_chans = int(stem.shape[1]) if stem is not None and stem.dim() == 4 else 3  # else the shape check names it
     if file_chans != 3:
@@ -221,19 +222,23 @@ def create_model(name: Union[str, "os.PathLike[str]"], *, weights: Any = None, p
         warnings.warn(f"{source}: conv1 adapted from {file_chans} input channels to in_chans={in_chans} ({how})",
                       WeightsAdaptedWarning, stacklevel=2)
     exclude: tuple[str, ...] = ()
+    head = dict(features_only=True, out_indices=out_indices) if features_only else {}
     if features_only:
         options.pop("num_classes", None)
-        model = build_model(name, features_only=True, out_indices=out_indices, **options)
+    with torch.device("meta"):  # every shape compared with the file's before anything is allocated
+        probe = build_model(name, **head, **options)
+    if features_only:
         # a feature extractor keeps the stages up to its last index; the rest of the file is unused
-        present = {k.split(".")[0] for k in model.state_dict()}
+        present = {k.split(".")[0] for k in probe.state_dict()}
         exclude = tuple(sorted({k.split(".")[0] + "." for k in state_dict} - {p + "." for p in present}))
     else:
-        model = build_model(name, **options)
         if options["num_classes"] != file_classes:
             exclude = ("fc.",)
             if options["num_classes"] > 0:
                 warnings.warn(f"{source}: its {file_classes}-class classifier is replaced by a new, untrained one "
                               f"of num_classes={options['num_classes']}", WeightsAdaptedWarning, stacklevel=2)
+    check_fit(probe, state_dict, strict=strict, exclude=exclude, source=source, info=info)
+    model = build_model(name, **head, **options)
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=source, info=info)
     if not exclude:
         # named weights' display names ("tench") win; the file's own (its training folders, "n01440764") stay in
@@ -302,6 +307,15 @@ def _check_file_options(name: str, options: dict, state_dict: dict, info) -> Non
         if tuple(given.shape) != shape:
             raise CheckpointError(f"{head} describes {key} of shape {shape}, but the file's tensor is "
                                   f"{tuple(given.shape)}")
+
+
+def _check_class_names(classes: Optional[Sequence[str]], file_classes: int, source: str) -> None:
+    """Refuse class names that cannot be the classifier's (one line, before the network is built): 1 or 1000
+    names for a 10-way head would label every prediction wrongly, or fail on the first of the classes past
+    the list's end."""
+    if classes is not None and file_classes and len(classes) != file_classes:
+        raise CheckpointError(f"{source}: {len(classes)} class name(s) for a classifier of {file_classes} outputs "
+                              f"(fc.weight); the names (metadata 'classes') must be one per output, in order")
 
 
 def _adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch.Tensor:

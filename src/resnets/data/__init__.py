@@ -43,6 +43,7 @@ from .large import ImageLoader, ImageLoaderConfig, ResumableSampler, build_trans
 from .loaders import Loader, decode_small, loader_for, rows_of
 from .pipeline import DataConfig, choose_pipeline, large_transform, with_data_size
 from .small import DeviceLoader, DeviceLoaderConfig
+from .decode import FirstFrameWarning
 from .sources import (SYNTHETIC_SYNTAX, BadImageError, BadInputWarning, FileTreeSource, ImageSource, SyntheticSource,
                       TensorSource, check_policy, decode_bytes, load_cifar, load_folder, load_zip, resolve_source,
                       sample_path)
@@ -173,7 +174,8 @@ def _build_large(cfg: DataConfig, train_source: ImageSource, val_source: Optiona
 
 __all__ = [
     "BadImageError", "BadInputWarning", "CIFAR_ARCHIVES", "DataConfig", "DataInfo", "DecodedImages", "DeviceLoader",
-    "DeviceLoaderConfig", "DownloadError", "FileTreeSource", "ImageLoader", "ImageLoaderConfig", "ImageSource",
+    "DeviceLoaderConfig", "DownloadError", "FileTreeSource", "FirstFrameWarning", "ImageLoader", "ImageLoaderConfig",
+    "ImageSource",
     "ResumableSampler", "SYNTHETIC_SYNTAX", "Split", "SplitMismatchError", "SyntheticSource", "TensorSource",
     "build_loaders", "build_transform", "check_same_classes", "choose_pipeline", "cifar_archive", "decode_bytes",
     "decode_to_tensor", "load_cifar", "load_folder", "load_zip",

@@ -19,9 +19,10 @@ import torch
 
 from .._io import atomic_path, cache_root
 from ..errors import UsageError
-from .sources import BadImageError, ImageSource, check_policy, report_skipped
+from .decode import BadImageError, check_policy, report_first_frames, report_skipped, take_first_frames
+from .sources import ImageSource
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: float TIFFs scaled (were black), multi-frame images' first frame
 
 
 @dataclass
@@ -34,6 +35,7 @@ class DecodedImages:
     resized: int = 0  # images whose size differed and were resized + center-cropped
     from_cache: bool = False
     cache_path: Optional[Path] = None
+    first_frame: list = field(default_factory=list)  # multi-frame files of which the first frame was taken
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -83,8 +85,10 @@ def decode_to_tensor(source: ImageSource, *, image_size: Optional[tuple[int, int
             if record.get("fingerprint") == source.fingerprint:
                 skipped = [tuple(item) for item in record["skipped"]]
                 report_skipped(source.name, skipped, bad_input)
+                first_frame = list(record.get("first_frame", []))  # said again: the images are the same
+                report_first_frames(source.name, first_frame)
                 return DecodedImages(record["images"], record["index"].numpy(), skipped, record["resized"],
-                                     True, path)
+                                     True, path, first_frame)
         except Exception:  # an unreadable cache is rebuilt, never trusted
             pass
 
@@ -100,6 +104,7 @@ def decode_to_tensor(source: ImageSource, *, image_size: Optional[tuple[int, int
     images = torch.empty((len(source), source.channels, *size), dtype=torch.uint8)
     keep = np.zeros(len(source), dtype=bool)
     skipped, resized = [], 0
+    take_first_frames()  # notes left by an earlier loop in this process are not this one's
     threads = num_threads or min(4, os.cpu_count() or 1)
     # torchvision's decoders release the GIL, so threads decode in parallel without worker processes
     with ThreadPoolExecutor(threads) as pool:
@@ -116,7 +121,9 @@ def decode_to_tensor(source: ImageSource, *, image_size: Optional[tuple[int, int
     if len(index) != len(source):
         images = images[torch.from_numpy(index)]
     report_skipped(source.name, skipped, bad_input)
+    first_frame = sorted(set(take_first_frames()))
+    report_first_frames(source.name, first_frame)
     if use_cache:
         atomic_save(dict(images=images, index=torch.from_numpy(index), skipped=[list(s) for s in skipped],
-                         resized=resized, fingerprint=source.fingerprint), path)
-    return DecodedImages(images, index, skipped, resized, False, path if use_cache else None)
+                         resized=resized, fingerprint=source.fingerprint, first_frame=first_frame), path)
+    return DecodedImages(images, index, skipped, resized, False, path if use_cache else None, first_frame)

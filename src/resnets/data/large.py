@@ -8,7 +8,8 @@ takes every ``world_size``-th position of the shared order (the ``DistributedSam
 
 A file that fails to decode never crashes a worker: the worker returns a marker, the collate
 function drops it, and the loader in the main process warns (naming the file) and counts it,
-or raises :class:`BadImageError` under ``bad_input='error'``.
+or raises :class:`BadImageError` under ``bad_input='error'``. Multi-frame images give their first
+frame; the workers pass their names back and the loader says so once a pass, with the count.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import UsageError
 from .batching import EpochBatches, check_rank
 from .pipeline import DEFAULT_CROP_PCT, DEFAULT_IMAGE_SIZE, DEFAULT_INTERPOLATION, default_num_workers
-from .sources import BadImageError, BadInputWarning, ImageSource, check_policy, mix_seed
+from .decode import BadImageError, BadInputWarning, check_policy, report_first_frames, take_first_frames
+from .sources import ImageSource, mix_seed
 
 
 @dataclass
@@ -69,7 +71,9 @@ def build_transform(cfg: ImageLoaderConfig, mean: Sequence[float], std: Sequence
 
 
 class TransformedImages(Dataset):
-    """Items are (source index, seed) pairs from :class:`ResumableSampler`; returns (image, label, problem)."""
+    """Items are (source index, seed) pairs from :class:`ResumableSampler`; returns (image, label, problem,
+    first_frame): ``problem`` the (path, reason) of a file that failed to decode, ``first_frame`` the path of a
+    multi-frame file of which the first frame was taken (else None)."""
 
     def __init__(self, source: ImageSource, indices: Sequence[int], transform):
         self.source = source
@@ -83,23 +87,28 @@ class TransformedImages(Dataset):
         position, seed = item
         index = int(self.indices[position])
         label = int(self.source.targets[index])
+        take_first_frames()
         try:
             image = self.source.decode(index)
         except BadImageError as error:
-            return None, label, (error.path, error.reason)
+            return None, label, (error.path, error.reason), None
+        first_frame = (take_first_frames() or [None])[0]
         # the transform's randomness comes from this image's own seed, not the worker's stream
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.transform(image), label, None
+            return self.transform(image), label, None, first_frame
 
 
 def collate_dropping_bad(items: list):
-    """Stack the good items; carry the (path, reason) of bad ones to the main process."""
-    good = [(image, label) for image, label, problem in items if problem is None]
-    bad = [problem for _, _, problem in items if problem is not None]
+    """Stack the good items; carry the (path, reason) of bad ones, and the paths of multi-frame ones, to the
+    main process."""
+    good = [(image, label) for image, label, problem, _ in items if problem is None]
+    bad = [problem for _, _, problem, _ in items if problem is not None]
+    first_frame = [path for *_, path in items if path is not None]
     if not good:
-        return None, None, bad
-    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.int64), bad
+        return None, None, bad, first_frame
+    return (torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.int64), bad,
+            first_frame)
 
 
 class ResumableSampler(Sampler):
@@ -156,6 +165,7 @@ class ImageLoader(EpochBatches):
             persistent_workers=cfg.persistent_workers and workers > 0,
             prefetch_factor=cfg.prefetch_factor if workers > 0 else None)
         self.skipped: dict[str, str] = {}  # every bad file met so far, path -> reason
+        self.first_frame: set[str] = set()  # every multi-frame file met so far (its first frame was used)
 
     def _total_images(self) -> int:
         return len(self.dataset)
@@ -187,15 +197,21 @@ class ImageLoader(EpochBatches):
 
     def _device_batches(self, loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.config
-        for images, labels, bad in loader:
-            if bad:
-                self._report(bad)
-            if images is None:
-                continue
-            images = images.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images.to(cfg.dtype), labels.to(self.device, non_blocking=True)
+        first_frame: set[str] = set()
+        try:
+            for images, labels, bad, multi in loader:
+                if bad:
+                    self._report(bad)
+                first_frame.update(multi)
+                if images is None:
+                    continue
+                images = images.to(self.device, non_blocking=True)
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                yield images.to(cfg.dtype), labels.to(self.device, non_blocking=True)
+        finally:  # once a pass (or the part of it that ran), naming only files not said before
+            report_first_frames(self.source.name, sorted(first_frame - self.first_frame))
+            self.first_frame |= first_frame
 
     def _report(self, bad: list[tuple[str, str]]) -> None:
         if self.config.bad_input == "error":

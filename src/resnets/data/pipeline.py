@@ -14,7 +14,6 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from .._options import MAX_SEED, check_bounds, option
-from ..errors import UsageError
 # the large pipeline's defaults where neither the caller nor a model's preprocessing gives them
 from ..models.preprocessing import DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE
 from .batching import check_rank

@@ -1,145 +1,37 @@
-"""Sources: one string names a dataset on disk (or a synthetic one).
-
-``resolve_source(spec)`` understands
-
-* ``cifar10`` / ``cifar100``: the official python archives, looked up in the cache directory
-  (``download=True`` fetches them, md5-verified);
-* a path to ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` or their extracted folders;
-* a class-per-folder image tree, ``root/<split>/<class>/*`` or ``root/<class>/*``;
-* a zip archive of such a tree, read in place (members are opened directly, never extracted);
-* ``synthetic:[C x]HxW:CLASSES:SIZE[:SEED]``, e.g. ``synthetic:32x32:10:5000`` or
-  ``synthetic:3x224x224:1000:512:7``;
-* ``sample:cifar10``, the 2,000-image CIFAR-10 sample shipped inside the package.
+"""Sources: the labelled image sets one ``--data`` string can name (see ``resnets.data.resolve``).
 
 Every source knows its class names, its labels (without decoding an image) and a content
-fingerprint; ``source.decode(i)`` returns image ``i`` as a uint8 RGB (or C-channel) tensor.
+fingerprint; ``source.decode(i)`` returns image ``i`` as a uint8 RGB (or C-channel) tensor
+(decoded by ``resnets.data.decode``, sized before it is decoded). The decoding, the bad-input
+policy and the parser of the source string live in their own modules; their names are
+importable from here too, as they always were.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import pickle
-import re
 import stat
 import tarfile
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ..errors import MissingFileError, UsageError
+from .decode import (_WARN_LIMIT, BAD_INPUT_POLICIES, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS,
+                     BadImageError, BadInputPolicy, BadInputWarning, FirstFrameWarning, bytes_problem, check_policy,
+                     decode_bytes, pil_to_8bit, read_image_file, report_skipped)
 from .download import cifar_archive
+from .resolve import SYNTHETIC_SYNTAX, check_synthetic, parse_source
 
-BadInputPolicy = Literal["skip", "error"]
-BAD_INPUT_POLICIES = ("skip", "error")
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
-_WARN_LIMIT = 10  # files named in one warning; the rest are counted
-
-
-class BadImageError(UsageError):
-    """An image that cannot be decoded; ``path`` names the file (or archive member)."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-class BadInputWarning(UserWarning):
-    """Files that were skipped (named in the message), an empty class folder, or a linked folder
-    outside the data root."""
-
-
-def check_policy(bad_input: str) -> str:
-    if bad_input not in BAD_INPUT_POLICIES:
-        raise UsageError(f"bad_input must be one of {BAD_INPUT_POLICIES}, got {bad_input!r}")
-    return bad_input
-
-
-def report_skipped(where: str, skipped: Sequence[tuple[str, str]], bad_input: str) -> None:
-    """Warn about (or, with ``bad_input='error'``, refuse) files that cannot be used."""
-    if not skipped:
-        return
-    named = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_WARN_LIMIT])
-    more = f"; and {len(skipped) - _WARN_LIMIT} more" if len(skipped) > _WARN_LIMIT else ""
-    if bad_input == "error":
-        raise BadImageError(skipped[0][0], f"{skipped[0][1]} (bad_input='error'; {len(skipped)} bad file(s) in "
-                                           f"{where}: {named}{more})")
-    warnings.warn(f"skipped {len(skipped)} file(s) in {where}: {named}{more}", BadInputWarning, stacklevel=3)
-
-
-# ----------------------------------------------------------------------------------------------
-# decoding
-
-
-def _to_uint8(image: torch.Tensor) -> torch.Tensor:
-    # 16-bit PNGs decode to uint16 over the full 0..65535 range; keep the top byte
-    if image.dtype == torch.uint16:
-        return (image.to(torch.int32) >> 8).to(torch.uint8)
-    if image.dtype != torch.uint8:
-        raise TypeError(f"unexpected decoded dtype {image.dtype}")
-    return image
-
-
-def pil_to_8bit(pil, mode: str = "RGB"):
-    """A Pillow image in ``mode`` ("RGB" or "L"), 16-bit grayscale scaled to 8 bits (its top byte) first:
-    Pillow's own ``convert`` clips every value above 255 to white."""
-    from PIL import Image
-
-    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pil = Image.fromarray((np.asarray(pil, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-    return pil.convert(mode)
-
-
-def decode_bytes(data: bytes, path: str, channels: int = 3) -> torch.Tensor:
-    """Decode image bytes to a uint8 (channels, H, W) tensor.
-
-    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted; a zero-byte,
-    truncated or non-image file raises :class:`BadImageError` naming ``path``.
-    """
-    if len(data) == 0:
-        raise BadImageError(path, "zero-byte file")
-    first = ""
-    try:
-        # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec. They decode JPEG and PNG
-        # 2-5x faster than Pillow here (the same pixels), so they stay first while they exist; without
-        # them (a torchvision that dropped them) Pillow below decodes everything
-        from torchvision.io import ImageReadMode, decode_image
-    except ImportError:
-        decode_image = None
-    if decode_image is not None:
-        mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-            return _to_uint8(image)
-        except RuntimeError as torchvision_error:
-            first = str(torchvision_error).splitlines()[0] if str(torchvision_error) else "decode failed"
-    # formats torchvision does not read (BMP, TIFF, ...) go through Pillow; truncated files still fail
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            array = np.asarray(pil_to_8bit(pil, "RGB" if channels == 3 else "L"), dtype=np.uint8)
-    except Exception as pil_error:  # Pillow raises many types for bad files; all mean "not decodable"
-        reason = "not an image file" if "cannot identify" in str(pil_error) else f"cannot decode ({pil_error})"
-        if "Unsupported image format" in first or "cannot identify" in str(pil_error):
-            reason = "not an image file"
-        raise BadImageError(path, reason) from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,16 +185,20 @@ class FileTreeSource(ImageSource):
         return os.path.join(self.root, self.files[index])
 
     def read_bytes(self, index: int) -> bytes:
+        """The file's bytes, its size checked first (``os.stat``; a zip member's declared size, which also
+        bounds what decompressing it gives) against MAX_IMAGE_BYTES."""
         if self.zip_path is None:
-            with open(os.path.join(self.root, self.files[index]), "rb") as handle:
-                return handle.read()
+            return read_image_file(os.path.join(self.root, self.files[index]), self.image_id(index))
         # one handle per process: a ZipFile shared across forked DataLoader workers is not safe
         if self._zip is None or self._zip_pid != os.getpid():
             self._zip = zipfile.ZipFile(self.zip_path)
             self._zip_pid = os.getpid()
         try:
+            problem = bytes_problem(self._zip.getinfo(self.files[index]).file_size)
+            if problem:
+                raise BadImageError(self.image_id(index), problem)
             return self._zip.read(self.files[index])
-        except (zipfile.BadZipFile, zlib.error, OSError) as error:
+        except (zipfile.BadZipFile, zlib.error, OSError, KeyError) as error:
             raise BadImageError(self.image_id(index), f"unreadable archive member ({error})") from None
 
     def decode(self, index: int) -> torch.Tensor:
@@ -367,6 +263,8 @@ def _build_tree(name: str, entries: dict[str, tuple], split: str, bad_input: str
             skipped.append((path, "not an image file"))
         elif entries[path][0] == 0:
             skipped.append((path, "zero-byte file"))
+        elif bytes_problem(entries[path][0]):  # a 10 GB file is refused from its size, never opened
+            skipped.append((path, bytes_problem(entries[path][0])))
         else:
             by_class[cls].append(path)
     skipped += [(path, reason) for path, reason in (unusable or {}).items() if path.startswith(prefix)]
@@ -495,27 +393,13 @@ def _scan_folder(root: Path) -> tuple[dict[str, tuple], dict[str, str], list[tup
     return entries, unusable, outside
 
 
-_SYNTHETIC = re.compile(r"^synthetic:(?:(\d+)x)?(\d+)x(\d+):(\d+):(\d+)(?::(\d+))?$")
-SYNTHETIC_SYNTAX = ("synthetic:[C x]HxW:CLASSES:SIZE[:SEED], e.g. synthetic:32x32:10:5000 or "
-                    "synthetic:3x224x224:1000:512:7")
-
-
-# the largest synthetic image (64 megapixels, as the inference side's MAX_PIXELS): a typo'd size fails here
-MAX_IMAGE_PIXELS = 64_000_000
-
-
 class SyntheticSource(ImageSource):
     """Reproducible random images whose class sets a colour bias, so that a model can learn them."""
 
     kind = "synthetic"
 
     def __init__(self, size: int, num_classes: int, image_size: tuple[int, int], channels: int = 3, seed: int = 0):
-        if size < 1 or num_classes < 1 or min(image_size) < 1 or channels < 1:
-            raise UsageError(f"synthetic data needs positive sizes; syntax: {SYNTHETIC_SYNTAX}")
-        # images are made one at a time, but one must fit: the same bound as a decoded image's
-        if image_size[0] * image_size[1] > MAX_IMAGE_PIXELS or channels > 4:
-            raise UsageError(f"synthetic images of {channels}x{image_size[0]}x{image_size[1]} are too large; at most "
-                             f"{MAX_IMAGE_PIXELS:,} pixels and 4 channels")
+        check_synthetic(size, num_classes, tuple(image_size), channels, seed)
         self.name = f"synthetic:{channels}x{image_size[0]}x{image_size[1]}:{num_classes}:{size}:{seed}"
         self.seed = seed
         self.channels = channels
@@ -558,34 +442,28 @@ def sample_path(name: str = "cifar10") -> Path:
 
 def resolve_source(spec: Union[str, Path, ImageSource], split: str = "train", *, bad_input: str = "skip",
                    cache_dir: Optional[Union[str, Path]] = None, download: bool = False) -> ImageSource:
-    """Turn one ``--data`` string into an :class:`ImageSource` (see the module docstring)."""
+    """Turn one ``--data`` string into an :class:`ImageSource` (the syntax: ``resnets.data.resolve``)."""
     check_policy(bad_input)
     if isinstance(spec, ImageSource):
         return spec
-    text = str(spec)
-    if text.startswith("synthetic"):
-        match = _SYNTHETIC.match(text)
-        if not match:
-            raise UsageError(f"bad synthetic data spec {text!r}; expected {SYNTHETIC_SYNTAX}")
-        channels, height, width, classes, size, seed = match.groups()
-        return SyntheticSource(int(size), int(classes), (int(height), int(width)), int(channels or 3), int(seed or 0))
-    if text.startswith("sample:"):
-        return load_zip(sample_path(text.split(":", 1)[1]), split, bad_input)
-    if text in _CIFAR:
-        return load_cifar(cifar_archive(text, cache_dir=cache_dir, download=download), split)
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise MissingFileError(f"data source {text!r} not found: expected an existing path, 'cifar10', 'cifar100', "
-                                f"'sample:cifar10' or {SYNTHETIC_SYNTAX}")
-    if path.is_file():
-        if path.name.endswith((".tar.gz", ".tgz", ".tar")):
-            return load_cifar(path, split)
-        if zipfile.is_zipfile(path):
-            return load_zip(path, split, bad_input)
-        raise UsageError(f"{path}: unknown data file type (expected a .zip of class folders or a CIFAR .tar.gz)")
-    names = {p.name for p in path.iterdir()}
-    cifar_markers = {"batches.meta", "meta", "cifar-10-batches-py", "cifar-100-python"}
-    if names & cifar_markers and ("data_batch_1" in names or "train" in names and (path / "train").is_file()
-                                  or names & {"cifar-10-batches-py", "cifar-100-python"}):
-        return load_cifar(path, split)
-    return load_folder(path, split, bad_input)
+    parsed = parse_source(spec)
+    if parsed.synthetic is not None:
+        s = parsed.synthetic
+        return SyntheticSource(s.size, s.classes, (s.height, s.width), s.channels, s.seed)
+    if parsed.kind == "sample":
+        return load_zip(sample_path(parsed.location), split, bad_input)
+    if parsed.kind == "cifar":
+        return load_cifar(cifar_archive(parsed.location, cache_dir=cache_dir, download=download), split)
+    if parsed.kind == "cifar_file":
+        return load_cifar(parsed.location, split)
+    if parsed.kind == "zip":
+        return load_zip(parsed.location, split, bad_input)
+    return load_folder(parsed.location, split, bad_input)
+
+
+# names that moved to resnets.data.decode and resnets.data.resolve, importable from here as before
+__all__ = ["BAD_INPUT_POLICIES", "BadImageError", "BadInputPolicy", "BadInputWarning", "FileTreeSource",
+           "FirstFrameWarning", "IMAGE_EXTENSIONS", "ImageSource", "MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS",
+           "SPLIT_NAMES", "SYNTHETIC_SYNTAX", "SyntheticSource", "TensorSource", "check_policy", "decode_bytes",
+           "load_cifar", "load_folder", "load_zip", "mix_seed", "pil_to_8bit", "read_image_file", "report_skipped",
+           "resolve_source", "sample_path"]

@@ -19,6 +19,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..data.decode import report_first_frames, take_first_frames
 from ..data.sources import resolve_source
 from ..errors import MissingFileError, UsageError, check_number
 from ..models import Preprocessing
@@ -90,7 +91,9 @@ def load_images(data: Data, preprocessing: Preprocessing, *, count: int = CALIBR
         raise UsageError(f"{text}: no images")
     # a seeded sample, so that a sorted source (one class after another) gives every class
     chosen = np.sort(np.random.default_rng(seed).permutation(len(source))[:count])
+    take_first_frames()  # an earlier loop's notes are not this one's
     images = [preprocess(source.decode(int(i)), preprocessing, source=source.image_id(int(i))) for i in chosen]
+    report_first_frames(text, take_first_frames())  # multi-frame images gave their first frame: said once
     return LabelledImages(torch.stack(images), torch.from_numpy(source.targets[chosen]), text, source.num_classes)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from ..errors import UsageError, check_number
+from ..errors import UsageError, check_choice, check_number
 from .classes import resolve_class_names
 from ..models.fold import fold_batchnorm
 from .optional import require
@@ -201,8 +201,7 @@ EXTENSIONS = {"onnx": (".onnx",), "torch.export": (".pt2",), "torchscript": (".p
 def check_export_options(fmt: str, precision: str, calibration: bool) -> None:
     """Refuse, before any work, a format and precision that do not go together, int8 without
     calibration images, and calibration images that a precision other than int8 would leave unused."""
-    if fmt not in FORMATS:
-        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_choice("format", fmt, FORMATS)
     if precision not in EXPORT_PRECISIONS[fmt]:
         raise UsageError(f"format {fmt!r} is written in precision {' or '.join(EXPORT_PRECISIONS[fmt])}, not "
                          f"{precision!r} (int8: --format onnx; bf16: --format torch.export or torchscript)")
@@ -217,8 +216,7 @@ def check_export_path(path: Union[str, os.PathLike], fmt: str, *,
                       inputs: Sequence[Optional[Union[str, os.PathLike]]] = ()) -> None:
     """Refuse an output name whose extension does not match the format (ONNX written into ``x.pt``), and one
     that is an existing input file of the export (``inputs``: the weights), which the export would replace."""
-    if fmt not in FORMATS:
-        raise UsageError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_choice("format", fmt, FORMATS)
     if Path(path).is_dir():
         raise UsageError(f"--out {os.fspath(path)} is a directory; give the name of the {fmt} file to write")
     for given in inputs:

@@ -1,9 +1,11 @@
 """Decoding and preprocessing single images for prediction and serving.
 
 Kept deliberately small: decode with PIL (which notices truncated files), then resize the
-shorter side, center-crop and normalise as the model's ``preprocessing`` says. The image's size
-is checked against MAX_PIXELS and MAX_ASPECT_RATIO from its header, before decoding, and again
-before resizing, so that neither step's memory is set by the sender.
+shorter side, center-crop and normalise as the model's ``preprocessing`` says. A file's byte
+size is checked (``os.stat``, before it is opened) against ``resnets.data.decode.MAX_IMAGE_BYTES``;
+the image's size against MAX_PIXELS and MAX_ASPECT_RATIO from its header, before decoding, and
+again before resizing, so that neither step's memory is set by the sender. A multi-frame image
+gives its first frame (:func:`read_images` says so, once, with the count).
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.sources import BadInputWarning, pil_to_8bit
+from ..data.decode import (MAX_IMAGE_ASPECT, MAX_IMAGE_PIXELS, BadImageError, BadInputWarning, bytes_problem,
+                           has_more_frames, pil_to_8bit, read_image_file, report_first_frames)
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-# a decoded image larger than this is refused rather than filling memory (about 8k x 8k)
-MAX_PIXELS = 64_000_000
+# a decoded image larger than this is refused rather than filling memory (about 8k x 8k): the data sets' bound
+MAX_PIXELS = MAX_IMAGE_PIXELS
 # resizing the shorter side to resize_size makes the longer one aspect * resize_size: a 121-byte
 # 1x20000 PNG became 256x5,120,000 (4 GB). Past 20:1 the center crop keeps under 5% of the image,
-# so a prediction means little; refusing bounds every resized image to 20 * resize_size**2 pixels.
-MAX_ASPECT_RATIO = 20
+# so a prediction means little; refusing bounds every resized image to 20 * resize_size**2 pixels (the data sets'
+# bound too)
+MAX_ASPECT_RATIO = MAX_IMAGE_ASPECT
 
 
 class ImageDecodeError(UsageError):
@@ -52,22 +56,35 @@ def check_image_size(width: int, height: int, source: str = "image") -> None:
 
 
 def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> torch.Tensor:
-    """An RGB image as a uint8 tensor (3, H, W). Truncated, corrupt or non-image input, and
-    images over MAX_PIXELS or MAX_ASPECT_RATIO, raise ImageDecodeError naming ``source``."""
+    """An RGB image as a uint8 tensor (3, H, W), the first frame of a multi-frame one. Truncated, corrupt or
+    non-image input, files over MAX_IMAGE_BYTES and images over MAX_PIXELS or MAX_ASPECT_RATIO raise
+    ImageDecodeError naming ``source``."""
+    return _decode_image(data, source)[0]
+
+
+def _decode_image(data: Union[bytes, str, os.PathLike], source: str = "") -> tuple[torch.Tensor, bool]:
+    """decode_image's tensor, and whether the image had more than one frame."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(data, (str, os.PathLike)):
         source = source or os.fspath(data)
-        data = Path(data).read_bytes()
+        try:
+            data = read_image_file(data, source)  # its size from os.stat, before it is opened
+        except BadImageError as error:
+            raise ImageDecodeError(str(error)) from None
     source = source or "image"
+    problem = bytes_problem(len(data))
+    if problem:
+        raise ImageDecodeError(f"{source}: {problem}")
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is below Pillow's own guard, whose warning would come first: the header is checked here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 check_image_size(image.width, image.height, source)  # from the header, before decoding
-                image.load()  # decodes fully: a truncated file fails here, not later
-                rgb = pil_to_8bit(image)  # 16-bit grayscale as the training data's reader sees it
+                image.load()  # decodes fully (the first frame): a truncated file fails here, not later
+                rgb = pil_to_8bit(image)  # 16-bit and float images as the training data's reader sees them
+                multi = has_more_frames(image)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{source}: not a recognised image format") from None
     except Image.DecompressionBombError as error:  # Pillow refuses to open it at all (over twice its limit)
@@ -75,12 +92,13 @@ def decode_image(data: Union[bytes, str, os.PathLike], *, source: str = "") -> t
         size = f"{int(found.group(1)):,} pixels" if found else "an image"
         raise ImageDecodeError(f"{source}: {size} is over the limit of {MAX_PIXELS} pixels (MAX_PIXELS); "
                                f"scale the image down first") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, ImageDecodeError):
-            raise
-        raise ImageDecodeError(f"{source}: cannot decode image ({error})") from None
+    except ImageDecodeError:
+        raise
+    except Exception as error:  # Pillow raises many types for corrupt files (IndexError, struct.error...)
+        raise ImageDecodeError(f"{source}: cannot decode image ({str(error).strip() or type(error).__name__})") \
+            from None
     array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1), multi
 
 
 def header_size(data: bytes) -> Optional[tuple[int, int, int]]:
@@ -132,6 +150,7 @@ class ReadImages:
     paths: list[Path]
     indices: list[int]
     skipped: list[tuple[Path, ImageDecodeError]] = field(default_factory=list)
+    first_frame: list[Path] = field(default_factory=list)  # multi-frame files, read as their first frame
 
 
 def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preprocessing, *,
@@ -139,13 +158,16 @@ def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preproc
     """Decode and preprocess image files, as the commands that take files and folders read them: a file that
     cannot be read raises ImageDecodeError if it is among ``named`` (asked for by name: it gets an answer or the
     run stops), and is otherwise skipped with a BadInputWarning naming it (found in a folder, as evaluation and
-    training skip them)."""
+    training skip them). Multi-frame images give their first frame, said in one FirstFrameWarning."""
     asked = {Path(p) for p in named}
-    images, kept, indices, skipped = [], [], [], []
+    images, kept, indices, skipped, first_frame = [], [], [], [], []
     for index, item in enumerate(paths):
         path = Path(item)
         try:
-            images.append(preprocess(decode_image(path), preprocessing, source=str(path)))
+            image, multi = _decode_image(path)
+            images.append(preprocess(image, preprocessing, source=str(path)))
+            if multi:
+                first_frame.append(path)
         except ImageDecodeError as error:
             if path in asked:
                 raise
@@ -154,7 +176,10 @@ def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preproc
             continue
         kept.append(path)
         indices.append(index)
-    return ReadImages(torch.stack(images) if images else None, kept, indices, skipped)
+    if first_frame:
+        report_first_frames(os.path.commonpath([str(p.parent) for p in first_frame]) or ".",
+                            [str(p) for p in first_frame])
+    return ReadImages(torch.stack(images) if images else None, kept, indices, skipped, first_frame)
 
 
 def find_images(paths: Iterable[Union[str, os.PathLike]]) -> list[Path]:

@@ -31,7 +31,7 @@ from .export import export_onnx
 from .export_cache import cached_export
 from ..models.fold import fold_batchnorm
 from .images import check_image_size, decode_image, preprocess
-from .runtimes import (BACKENDS, CALIBRATION_IMAGES, PRECISIONS, RUNTIMES,
+from .runtimes import (CALIBRATION_IMAGES, PRECISIONS, RUNTIMES,
                        OnnxRuntimeRunner, OpenVINORunner, TorchRunner, missing_packages, openvino_computes_bf16,
                        quantize_onnxruntime, quantize_openvino, read_openvino, require_packages)
 from .session_config import SessionConfig

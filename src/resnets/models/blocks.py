@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 from .layers import NormLayer
 
 SHORTCUT_OPTIONS = ("A", "B", "C", "none")
@@ -84,8 +84,7 @@ def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int,
     in pre-activation blocks the input is already normalised, so the projection is a bare
     1x1 convolution, as in the 2016 paper's code.
     """
-    if option not in SHORTCUT_OPTIONS:
-        raise UsageError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {option!r}")
+    check_choice("shortcut", option, SHORTCUT_OPTIONS)
     same_shape = stride == 1 and in_channels == out_channels
     if option == "none" or (same_shape and option in ("A", "B")):
         return None

@@ -129,9 +129,17 @@ def build_model(name: str, *, features_only: bool = False, out_indices: Optional
         kwargs["out_indices"] = out_indices
     try:
         model = spec.builder(**kwargs)
-    except TypeError as error:  # a keyword the builder does not take: the caller's option, not a bug
-        wrong = re.search(r"(?:unexpected keyword argument|multiple values for keyword argument) '(\w+)'", str(error))
-        if wrong is None:
+    except TypeError as error:  # a keyword the builder does not take or sets itself: the caller's option, not a bug
+        text = str(error)
+        fixed = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", text)
+        if fixed is not None and fixed.group(1) in kwargs:
+            # resnet20 is cifar_resnet(depth=20, ...): the name already says what depth=56 would change
+            key = fixed.group(1)
+            raise UsageError(f"{name} sets {key!r} itself (the name says it), so the option {key}="
+                             f"{str(kwargs[key])[:40]} cannot be given; leave it out, or choose the model with the "
+                             f"{key} you want (`resnets list`)") from None
+        wrong = re.search(r"unexpected keyword argument '(\w+)'", text)
+        if wrong is None or wrong.group(1) not in kwargs:
             raise
         raise UsageError(f"{name} takes no option {wrong.group(1)!r}; its options are the keyword arguments of "
                          f"the ResNet class (num_classes, in_chans, shortcut, zero_init_residual, ...)") from None

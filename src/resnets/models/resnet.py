@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 from .blocks import SHORTCUT_OPTIONS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, make_shortcut
 from .layers import NormLayer, get_norm_layer
 from .preprocessing import Preprocessing
@@ -82,14 +82,10 @@ class ResNet(nn.Module):
         block_cls = BLOCKS[block] if isinstance(block, str) else block
         if block_cls not in BLOCKS.values():
             raise UsageError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-        if stem not in STEMS:
-            raise UsageError(f"stem must be one of {STEMS}, got {stem!r}")
-        if shortcut not in SHORTCUT_OPTIONS:
-            raise UsageError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
-        if variant not in VARIANTS:
-            raise UsageError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if global_pool not in GLOBAL_POOLS:
-            raise UsageError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+        check_choice("stem", stem, STEMS)
+        check_choice("shortcut", shortcut, SHORTCUT_OPTIONS)
+        check_choice("variant", variant, VARIANTS)
+        check_choice("global_pool", global_pool, GLOBAL_POOLS)
         if len(layers) != len(widths) or not layers:
             raise UsageError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same, non-zero length")
         if any(n < 1 for n in layers):
@@ -338,8 +334,7 @@ class ResNet(nn.Module):
         """Replace the head with a freshly initialised one of ``num_classes`` outputs
         (0: none, the model then returns pooled features)."""
         if global_pool is not None:
-            if global_pool not in GLOBAL_POOLS:
-                raise UsageError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            check_choice("global_pool", global_pool, GLOBAL_POOLS)
             self.global_pool_type = global_pool
             self.avgpool = self._make_pool(global_pool)
         reference = next(self.parameters())

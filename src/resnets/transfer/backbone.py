@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 from ..factory import create_model
 from ..models import build_model
 from ..weights.formats import PathOrUrl
@@ -128,8 +128,7 @@ def backbone(name: str, weights: Optional[PathOrUrl] = None, *, fpn: bool = Fals
     if len(names) != len(out_indices) or len(set(names)) != len(names):
         raise UsageError(f"names {tuple(names)} must be {len(out_indices)} distinct keys, one per out_indices entry "
                          f"{out_indices}")
-    if fpn_extra not in FPN_EXTRAS:
-        raise UsageError(f"fpn_extra must be one of {FPN_EXTRAS}, got {fpn_extra!r}")
+    check_choice("fpn_extra", fpn_extra, FPN_EXTRAS)
     if fpn and (type(fpn_channels) is not int or fpn_channels < 1):
         raise UsageError(f"fpn_channels must be a positive integer, got {fpn_channels!r}")
 

@@ -29,7 +29,7 @@ from torch import nn
 from .._options import same_as
 from ..data import resolve_source
 from ..data.sources import BadImageError
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 from ..factory import create_model
 from ..train.engine import train
 from ..train.options import TrainOptions, option
@@ -92,8 +92,7 @@ def stage_groups(model: nn.Module) -> list[list[str]]:
 def strategy_transfer(strategy: str, model: nn.Module, *, weights: str, head_lr_mult: float = DEFAULT_HEAD_LR_MULT,
                       freeze_bn: bool = False, image_size: Optional[int] = None) -> Transfer:
     """The engine's :class:`Transfer` for a strategy name."""
-    if strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    check_choice("strategy", strategy, STRATEGIES)
     # a local file is recorded by its absolute path, so that --resume works from any directory
     local = Path(str(weights)).expanduser()
     weights = str(local.resolve()) if local.is_file() else str(weights)

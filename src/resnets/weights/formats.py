@@ -9,11 +9,13 @@ Formats are detected from a file's first bytes, never from its name:
 - ``torch_legacy``: the pickle layout ``torch.save`` wrote before 1.6 (as the
   pytorch_resnet_cifar10 checkpoints are).
 
-Everything is read without executing code: safetensors holds tensors only, and the torch
-formats go through ``torch.load(weights_only=True)``, which refuses any object outside a
-small allow-list. Key layouts are then mapped onto ours (torchvision's names): wrappers such
-as ``{"state_dict": ...}``, ``module.`` prefixes and the ``linear`` head of
-pytorch_resnet_cifar10 are undone.
+Every checkpoint is sized from its header before it is read (``sizing``: header length and
+JSON depth, each tensor's and each zip member's bytes against the file and the limits, dtypes,
+the classifier's width). Everything is read without executing code: safetensors holds
+tensors only, and the torch formats go through ``torch.load(weights_only=True)``, which
+refuses any object outside a small allow-list. Key layouts are then mapped onto ours
+(torchvision's names): wrappers such as ``{"state_dict": ...}``, ``module.`` prefixes and
+the ``linear`` head of pytorch_resnet_cifar10 are undone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..download import cache_entry, check_digest, expected_sha256, fetch
 from ..errors import MissingFileError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec, list_models
 from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .sizing import CheckpointError, check_classifier, check_json_depth, check_torch_archive, read_safetensors_header
 
 FORMAT_NAME = "resnets"
 FORMAT_VERSION = "1"
@@ -56,10 +59,9 @@ REPOSITORY_PREFIXES = ("hf-hub:", "local-dir:")
 # prefixes added by nn.DataParallel / DistributedDataParallel, torch.compile and Lightning
 _STRIPPABLE_PREFIXES = ("module.", "_orig_mod.", "model.")
 V = TypeVar("V")
-
-
-class CheckpointError(UsageError):
-    """A checkpoint that cannot be read or does not fit the model."""
+# the dtypes a state dict of ours can hold: floating-point weights, integer counters (as sizing's for safetensors)
+_LOADABLE_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                    torch.int16, torch.int8, torch.uint8, torch.bool)
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -87,9 +89,6 @@ class CheckpointInfo:
 
 
 # -- format detection and raw reading --------------------------------------------------------
-
-
-SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the largest header safetensors itself reads
 
 
 def detect_format(path: PathOrUrl) -> str:
@@ -127,6 +126,11 @@ def detect_format(path: PathOrUrl) -> str:
 def _torch_load(path: Path, fmt: str) -> Any:
     import pickle
 
+    if path.suffix.lower() == ".safetensors":  # torch.load would hand it to safetensors by its name
+        raise CheckpointError(f"{path}: a torch.save file ({fmt}), not safetensors despite its name; rename it to "
+                              f"{path.with_suffix('.pth').name}")
+    if fmt == "torch_zip":
+        check_torch_archive(path)
     # timm's training checkpoints carry their argparse arguments; a Namespace only holds data
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -142,7 +146,7 @@ def _torch_load(path: Path, fmt: str) -> Any:
         raise UnsafeCheckpointError(
             f"{path}: refused to load, it contains objects that only code execution could build ({why}); "
             f"it is not loaded, and should not be unless you trust its source{hint}") from None
-    except (RuntimeError, EOFError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever a damaged file makes torch.load raise is the file's fault
         if fmt == "torch_zip" and not zipfile.is_zipfile(path):  # a zip cut short has no central directory
             raise CheckpointError(f"{path}: a torch.save archive without its end (no zip central directory): "
                                   f"truncated or damaged; fetch or copy it again") from None
@@ -151,28 +155,13 @@ def _torch_load(path: Path, fmt: str) -> Any:
                               f"damaged: fetch or copy it again") from None
 
 
-def _safetensors_shortfall(path: Path) -> Optional[str]:
-    """"its tensors need N bytes, the file holds M" when a safetensors file is shorter than its (readable)
-    header says, else None. Only called once safetensors has refused the file."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        if header_len > SAFETENSORS_MAX_HEADER:
-            return None
-        try:
-            header = json.loads(f.read(header_len))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            return None
-    need, size = 8 + header_len + end, path.stat().st_size
-    return f"its header describes {need:,} bytes, the file holds {size:,}" if size < need else None
-
-
-def _decode_metadata(raw: Optional[Mapping[str, str]]) -> dict:
+def _decode_metadata(raw: Optional[Mapping[str, str]], path: Path) -> dict:
     decoded = {}
     for key, value in (raw or {}).items():
+        check_json_depth(value, f"{path}: metadata {key[:80]!r}")
         try:
             decoded[key] = json.loads(value)
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError):
             decoded[key] = value  # foreign files store plain strings, e.g. {"format": "pt"}
     return decoded
 
@@ -180,25 +169,27 @@ def _decode_metadata(raw: Optional[Mapping[str, str]]) -> dict:
 def read_metadata(path: PathOrUrl) -> dict:
     """The metadata of a safetensors checkpoint, JSON fields decoded (``arch``,
     ``arch_kwargs``, ``preprocessing``, ``classes``, ``num_classes`` and the user's own)."""
-    from safetensors import safe_open
-
     path = Path(path)
     fmt = detect_format(path)
     if fmt != "safetensors":
         raise CheckpointError(f"{path}: metadata is only stored in safetensors files, this is {fmt}")
-    with safe_open(str(path), framework="pt") as f:
-        return _decode_metadata(f.metadata())
+    return _decode_metadata(read_safetensors_header(path).metadata, path)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                          for k, v in obj.items())
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if _is_state_dict(obj):
             return dict(obj)
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if _is_state_dict(inner):
                 return dict(inner)
-        keys = ", ".join(map(repr, list(obj)[:10]))
+        keys = ", ".join(repr(k)[:80] for k in list(obj)[:10])
         raise CheckpointError(f"{path}: no state dict found; top-level keys are {keys} "
                               f"(looked for a dict of tensors or one under {', '.join(_WRAPPER_KEYS)})")
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
@@ -264,22 +255,17 @@ def load_checkpoint(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cac
     """Read a checkpoint of any supported format into a state dict with our key names,
     and what it says about itself (format, layout, metadata, class names)."""
     path = resolve(path_or_url, sha256=sha256, cache_dir=cache_dir, offline=offline, progress=progress)
-    fmt = detect_format(path)
-    metadata: dict = {}
-    if fmt == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state_dict = load_file(str(path), device="cpu")
-        except SafetensorError as error:
-            short = _safetensors_shortfall(path)
-            if short:
-                raise CheckpointError(f"{path}: {short}: truncated or damaged; fetch or copy it again") from None
-            raise CheckpointError(f"{path}: cannot read this safetensors file: {error}") from None
-        metadata = read_metadata(path)
-    else:
-        state_dict = _find_state_dict(_torch_load(path, fmt), path)
+    try:
+        state_dict, fmt, metadata = _read_checkpoint(path)
+    except CheckpointError as error:
+        text = os.fspath(path_or_url)
+        if re.match(r"^https?://", text) and expected_sha256(text, sha256) is None and path.is_file():
+            # nothing vouches for a download without a hash (a server that closes early without announcing a
+            # length looks complete): a copy that cannot be read is not kept, so the next try fetches it again
+            path.unlink()
+            raise CheckpointError(f"{error}; removed from the download cache, the next use fetches it again") \
+                from None
+        raise
     if metadata.get("format") == FORMAT_NAME:
         layout = "resnets"
     else:
@@ -289,6 +275,44 @@ def load_checkpoint(path_or_url: PathOrUrl, *, sha256: Optional[str] = None, cac
         raise CheckpointError(f"{path}: metadata 'classes' must be a list of strings")
     info = CheckpointInfo(path=path, format=fmt, layout=layout, metadata=metadata, classes=classes)
     return state_dict, info
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """(state dict, format, metadata) of the checkpoint at ``path``, sized from its header before it is read
+    (resnets.weights.sizing)."""
+    fmt = detect_format(path)
+    if fmt != "safetensors":
+        state_dict = _find_state_dict(_torch_load(path, fmt), path)
+        for key, value in state_dict.items():
+            if value.dtype not in _LOADABLE_DTYPES:
+                raise CheckpointError(f"{path}: {key[:120]} holds {value.dtype} values, which no network of resnets "
+                                      f"keeps (weights are float16, bfloat16, float32 or float64, counters "
+                                      f"integers); convert them to float32 first")
+            if value.layout != torch.strided:
+                raise CheckpointError(f"{path}: {key[:120]} is a {value.layout} tensor, not the dense weights of a "
+                                      f"network")
+        check_classifier(_classifier_shapes({k: tuple(v.shape) for k, v in state_dict.items()}), str(path))
+        return state_dict, fmt, {}
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    header = read_safetensors_header(path)
+    check_classifier(_classifier_shapes(header.shapes), str(path))
+    metadata = _decode_metadata(header.metadata, path)
+    try:
+        state_dict = load_file(str(path), device="cpu")
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: cannot read this safetensors file: {error}") from None
+    return state_dict, fmt, metadata
+
+
+def _classifier_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The shapes under our names for the classifier: prefixes undone, pytorch_resnet_cifar10's ``linear``
+    read as ``fc`` (as _to_our_layout maps them)."""
+    shapes = strip_prefixes(shapes)
+    if "fc.weight" not in shapes and "linear.weight" in shapes:
+        shapes = {**shapes, "fc.weight": shapes["linear.weight"]}
+    return shapes
 
 
 # -- matching a state dict against a model -----------------------------------------------------
@@ -314,7 +338,8 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     conv1 = shapes.get("conv1.weight")
     if conv1 is None or len(conv1) != 4:
         return []
-    num_classes = shapes["fc.weight"][0] if "fc.weight" in shapes else 0
+    fc = shapes.get("fc.weight")
+    num_classes = fc[0] if fc is not None and len(fc) == 2 else 0
     family = "imagenet" if conv1[-1] == 7 else "cifar"
     matches = []
     for name in list_models(family=family):
@@ -346,7 +371,8 @@ def shortcut_option(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     """A short description of what a state dict looks like: stem, blocks per stage, classes."""
     fc = state_dict.get("fc.weight")
-    head = f"{fc.shape[0]} classes" if fc is not None else "no classifier"
+    head = "no classifier" if fc is None else f"{fc.shape[0]} classes" if fc.dim() == 2 else \
+        f"a classifier of shape {tuple(fc.shape)}"
     matches = guess_architecture(state_dict)
     if matches:
         return f"{' or '.join(matches)} with {head}"
@@ -358,7 +384,8 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     conv1 = state_dict.get("conv1.weight")
     if conv1 is None and not stages:
         return f"not a ResNet (no conv1.weight and no layerN.M blocks; {len(state_dict)} tensor(s))"
-    stem = "no conv1" if conv1 is None else f"{tuple(conv1.shape)[-1]}x{tuple(conv1.shape)[-1]} stem"
+    stem = "no conv1" if conv1 is None else f"{conv1.shape[-1]}x{conv1.shape[-1]} stem" if conv1.dim() == 4 else \
+        f"conv1 of shape {tuple(conv1.shape)}"
     block = "bottleneck" if any(".conv3." in k for k in state_dict) else "basic"
     layers = tuple(len(stages[i]) for i in sorted(stages))
     return f"no registered model; a {stem}, {block} blocks {layers}, {head}"
@@ -369,12 +396,12 @@ def _format_keys(keys: Sequence[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
-                    exclude: Sequence[str] = (), source: str = "state dict",
-                    info: Optional[CheckpointInfo] = None) -> CheckpointInfo:
-    """Copy ``state_dict`` into ``model``, naming every missing, unexpected and wrongly
-    shaped key on a mismatch (shape mismatches are errors even with ``strict=False``).
-    Keys starting with a prefix in ``exclude`` are skipped on both sides."""
+def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+              exclude: Sequence[str] = (), source: str = "state dict",
+              info: Optional[CheckpointInfo] = None) -> tuple[list[str], list[str], list[str]]:
+    """The (missing, unexpected, skipped) keys of ``state_dict`` against ``model``, or the CheckpointError of
+    load_state_dict naming every missing, unexpected and wrongly shaped key. ``model`` may be on the meta
+    device: a network built there is compared with a file before the real one is allocated."""
     info = info or CheckpointInfo(path=Path(source), format="memory", layout="torchvision")
     target = model.state_dict()
 
@@ -399,6 +426,20 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             lines.append(f"  wrong shapes ({len(wrong_shape)}): {_format_keys(wrong_shape)}")
         lines.append(f"  the file looks like: {describe_state_dict(state_dict)}")
         raise CheckpointError("\n".join(lines))
+    return missing, unexpected, skipped
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+                    exclude: Sequence[str] = (), source: str = "state dict",
+                    info: Optional[CheckpointInfo] = None) -> CheckpointInfo:
+    """Copy ``state_dict`` into ``model``, naming every missing, unexpected and wrongly
+    shaped key on a mismatch (shape mismatches are errors even with ``strict=False``).
+    Keys starting with a prefix in ``exclude`` are skipped on both sides."""
+    info = info or CheckpointInfo(path=Path(source), format="memory", layout="torchvision")
+    missing, unexpected, skipped = check_fit(model, state_dict, strict=strict, exclude=exclude, source=source,
+                                             info=info)
+    target = model.state_dict()
+    given = {k: v for k, v in state_dict.items() if not any(k.startswith(prefix) for prefix in exclude)}
     loadable = {k: v for k, v in given.items() if k in target}
     for key, value in loadable.items():
         if target[key].is_floating_point() and not value.is_floating_point():
@@ -511,6 +552,6 @@ def save_weights(model: nn.Module, path: PathOrUrl, *, classes: Optional[Sequenc
 
 __all__ = [
     "REPOSITORY_PREFIXES", "CheckpointError", "CheckpointInfo", "UnsafeCheckpointError", "apply_preprocessing",
-    "checkpoint_cache_dir", "describe_state_dict", "detect_format", "guess_architecture", "load_checkpoint",
-    "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
+    "check_fit", "checkpoint_cache_dir", "describe_state_dict", "detect_format", "guess_architecture",
+    "load_checkpoint", "load_state_dict", "load_weights", "read_metadata", "resolve", "save_weights",
 ]

@@ -475,8 +475,9 @@ def test_explain_export_and_calibration_read_image_folders_as_predict_does(tmp_p
     out = tmp_path / "maps"
     code, stdout, err = _cli(capsys, "explain", "resnet20", "--random-weights", str(folder), "--out", str(out))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "c.json", "c.png"]  # names kept per file
-    assert "wrote 2 PNG + JSON pairs" in stdout and "warning: skipped" in err and "b.jpg" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.heatmap.npy", "a.json", "a.png", "c.heatmap.npy", "c.json",
+                                                     "c.png"]  # names kept per file
+    assert "wrote 2 explanations" in stdout and "warning: skipped" in err and "b.jpg" in err
     code, _, err = _cli(capsys, "explain", "resnet20", "--random-weights", str(folder / "b.jpg"), "--out", str(out))
     assert code == 2 and err.strip().splitlines()[-1].endswith("b.jpg: not a recognised image format")
     code, stdout, err = _cli(capsys, "export", "resnet20", "--random-weights", "--format", "torchscript",

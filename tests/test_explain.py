@@ -136,7 +136,11 @@ def test_explain_command_writes_png_and_json(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("a", "b"):
         record = json.loads((out / f"{name}.json").read_text())
-        assert np.asarray(record["heatmap"]).shape == (32, 32)
+        # the map beside a small record, as .npy: a few hundred bytes of JSON, not the map's numbers as text
+        heatmap = np.load(out / record["heatmap"])
+        assert record["heatmap"] == f"{name}.heatmap.npy" and record["heatmap_shape"] == [32, 32]
+        assert heatmap.shape == (32, 32) and heatmap.dtype == np.float32 and 0 <= heatmap.min() <= heatmap.max() <= 1
+        assert (out / f"{name}.json").stat().st_size < 2000
         assert record["method"] == "gradcam++" and record["predictions"][0]["name"].startswith("class")
         assert set(record["faithfulness"]) == {"fraction", "whole", "top_hidden", "bottom_hidden", "random_hidden"}
         with Image.open(out / f"{name}.png") as image:

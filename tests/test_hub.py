@@ -341,8 +341,10 @@ try:
 except resnets.ResnetsError as error:
     sys.exit(f"{type(error).__name__}: {error}")
 x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
+located = resnets.get_weights("resnet18.hubdemo").locate()  # where the file is now, and which cache said so
 with torch.no_grad():
-    print(json.dumps({"path": str(model.checkpoint_info.path), "logits": model(x)[0].tolist()}))
+    print(json.dumps({"path": str(model.checkpoint_info.path), "logits": model(x)[0].tolist(),
+                      "cache": located.cache, "located": str(located.path)}))
 """
 
 
@@ -366,6 +368,7 @@ def test_named_weights_on_the_hub_come_through_the_hugging_face_cache(loopback_h
     assert ("GET", "/timm-like/resnet18.demo_in1k/resolve/main/model.safetensors") in loopback_hub.requests
     result = json.loads(done.stdout)
     assert Path(result["path"]).is_relative_to(cache)
+    assert result["cache"] == "huggingface_hub" and result["located"] == result["path"]
     x = torch.linspace(-1, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(torch.tensor(result["logits"]), reference(x)[0], rtol=0, atol=1e-5)

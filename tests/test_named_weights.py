@@ -25,7 +25,7 @@ from resnets.download import DownloadError, cache_entry
 from resnets.errors import MissingFileError, UsageError
 from resnets.models import CIFAR10_PREPROCESSING
 from resnets.models.summary import summarize
-from resnets.weights import CheckpointError, named, save_weights
+from resnets.weights import CheckpointError, catalogue, named, save_weights
 from resnets.weights.classes import class_names
 from resnets.weights.named import Weights, WeightsMeta
 
@@ -47,7 +47,7 @@ def _registry_restored(monkeypatch, tmp_path):
     shipped in the package are left out, so that these tests see only the entries they register
     (tests/test_shipped_weights.py covers those)."""
     saved = dict(named._WEIGHTS)
-    for weights in named.SHIPPED:
+    for weights in catalogue.SHIPPED:
         named._WEIGHTS.pop(weights.name)
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
@@ -381,7 +381,12 @@ def test_transforms_resize_as_published():
 def test_cli_lists_the_named_weights(capsys):
     code, out, _ = _cli(capsys, "list", "--weights")
     assert code == 0
-    lines = {line.split()[0]: line for line in out.splitlines()}
+    header, *rows, legend = out.splitlines()  # a header naming the columns, a legend of the FILE column
+    assert header.split() == ["NAME", "TOP-1", "TOP-5", "IMAGES", "DATA", "FILE", "SOURCE"]
+    assert legend.startswith("FILE: package = inside the installed package")
+    lines = {line.split()[0]: line for line in rows}
+    # the file column: the published weights are downloaded (tests/test_newcomer.py: ours ship in the package)
+    assert lines["resnet50.tv2_in1k"].split()[8] == "download"
     assert [n for n in TORCHVISION_NAMES if n not in lines] == []
     assert "80.86" in lines["resnet50.tv2_in1k"] and "95.43" in lines["resnet50.tv2_in1k"]
     assert "n 50,000" in lines["resnet50.tv2_in1k"] and "n 10,000" in lines["resnet56.chenyaofo_cifar10"]
@@ -393,7 +398,7 @@ def test_cli_lists_the_named_weights(capsys):
     assert first["top1"] == 80.858 and first["n"] == 50_000 and first["default"] is True
     assert first["preprocessing"]["crop_pct"] == pytest.approx(224 / 232)
     code, out, _ = _cli(capsys, "list", "--weights", "--family", "cifar")
-    assert code == 0 and sorted(line.split()[0] for line in out.splitlines()) == sorted(CIFAR_NAMES)
+    assert code == 0 and sorted(line.split()[0] for line in out.splitlines()[1:-1]) == sorted(CIFAR_NAMES)
     code, out, err = _cli(capsys, "list", "--weights", "plain*")
     assert code == 0 and out == "" and err.startswith("no named weights match")  # said, off the listing
     # a tag alone, as --weights takes it

@@ -17,7 +17,8 @@ from resnets._io import sha256_file
 from resnets.data import resolve_source
 from resnets.deploy.evaluate import evaluate_checkpoint
 from resnets.weights.classes import class_names
-from resnets.weights.named import FILES_DIR, SHIPPED, model_card, weights_for
+from resnets.weights.catalogue import SHIPPED
+from resnets.weights.named import FILES_DIR, model_card, weights_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # the data each shipped dataset tag was trained on, in ../shared/datasets

@@ -7,6 +7,7 @@ import collections.abc
 import dataclasses
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -23,15 +24,15 @@ from .deploy.classes import printable
 from .deploy.server_config import ServerConfig
 from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
-from .factory import create_model
+from .factory import NoDefaultWeights, choose_weights, create_model
 from .deploy.runtimes import BACKENDS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import format_table, summarize
 from .weights.hub import is_repository
-from .weights.named import (default_weights, find_weights, get_weights, list_weights, split_weights_name,
-                            take_weights_name)
+from .weights.named import (checkpoint_model, default_weights, find_weights, get_weights, list_weights,
+                            split_weights_name, weights_layout)
 from .train import FusedResult, TrainingDiverged, TrainOptions, train
 from .train.plot import plot_runs
 from ._precision import AMP_CHOICES
@@ -64,7 +65,9 @@ IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's prepr
 WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
                 "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
 
-MODEL_HELP = "model name (resnets list), or MODEL.TAG: the model with those named weights (resnets list --weights)"
+MODEL_HELP = ("model name (resnets list); MODEL.TAG: the model with those named weights (resnets list --weights); or "
+              "a checkpoint of ours (FILE.safetensors) or a training run's directory (its best.safetensors, else "
+              "last.safetensors), whose file names the architecture")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -93,14 +96,30 @@ def _list_weights(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_weights_record(w) for w in entries]))
         return 0
+    if entries:
+        print(_weights_header(width=28))
     for w in entries:
         print(printable(_weights_line(w, width=28)))
+    if entries:
+        print(FILE_LEGEND)
     return 0
+
+
+# the file column: inside the installed package, or fetched once on first use (then cached)
+_FILE_COLUMN = {True: "package", False: "download"}
+
+
+def _weights_header(*, width: int) -> str:
+    return f"{'NAME':<{width}} {'TOP-1':>12}  {'TOP-5':>12}  {'IMAGES':<8}  {'DATA':<11} {'FILE':<8}  SOURCE"
+
+
+FILE_LEGEND = "FILE: package = inside the installed package; download = fetched once on first use, then cached"
 
 
 def _weights_record(w) -> dict:
     return {"name": w.name, "model": w.model, "tag": w.tag, "default": w is default_weights(w.model),
-            "url": w.url or None, "sha256": w.sha256, "options": w.options, **w.meta.to_dict()}
+            "shipped": w.shipped, "torchvision": w.torchvision or None, "url": w.url or None, "sha256": w.sha256,
+            "options": w.options, **w.meta.to_dict()}
 
 
 def _weights_line(w, *, width: int) -> str:
@@ -110,7 +129,7 @@ def _weights_line(w, *, width: int) -> str:
     # the images the figures were measured on: 50,000 ImageNet validation, 10,000 CIFAR test, or our 5,000 carved
     n = f"n {w.meta.n:,}" if w.meta.n else ""
     return (f"{w.name:<{width}} top-1 {top1:>6}  top-5 {top5:>6}  {n:<8}  {w.meta.dataset:<11} "
-            f"{w.meta.source}{default}")
+            f"{_FILE_COLUMN[w.shipped]:<8}  {w.meta.source}{default}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -125,7 +144,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({**summary, "weights": [_weights_record(w) for w in weights]}, indent=2))
         return 0
     print(format_table(summary))
-    print("\nnamed weights (--weights TAG or MODEL.TAG; the default first):" if weights else
+    print("\nnamed weights (--weights TAG or MODEL.TAG; the default first; package: the file is inside the "
+          "package, download: fetched once):" if weights else
           "\nnamed weights: none registered (--weights takes a checkpoint's path or URL, or hf-hub:ORG/NAME)")
     # weights are of the model as registered, or of the options they name: another layout computes another function
     registered = summarize(args.model) if set(kwargs) - {"num_classes"} else summary
@@ -313,42 +333,43 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _take_weights_name(args: argparse.Namespace, tagged) -> None:
-    """MODEL given as ``MODEL.TAG`` (as ``resnets list --weights`` prints it): the model, with those weights
-    (``info``: with their layout)."""
+def _take_model_weights(args: argparse.Namespace) -> None:
+    """MODEL given as ``MODEL.TAG`` (as ``resnets list --weights`` prints it), a checkpoint or a run directory:
+    ``info`` shows the layout of those weights; the other commands run the model with them (the library's
+    ``choose_weights`` decides)."""
     if args.command == "info":
-        args.model = tagged.model
-        for key, value in {**tagged.options, "num_classes": len(tagged.classes)}.items():
-            if getattr(args, key, None) is None:
+        args.model, options = weights_layout(args.model)
+        for key, value in options.items():
+            if hasattr(args, key) and getattr(args, key) is None:
                 setattr(args, key, value)
         return
     if getattr(args, "random_weights", False):
-        raise UsageError(f"{args.model} names trained weights: leave out --random-weights, or give the model as "
-                         f"{tagged.model}")
-    args.model, args.weights = take_weights_name(args.model, args.weights)
+        raise UsageError(f"{args.model} names trained weights: leave out --random-weights, or give the model's name "
+                         f"alone")
+    choice = choose_weights(args.model, args.weights, pretrained=True)
+    if choice.reason == "checkpoint":
+        print(choice.describe(), file=sys.stderr)
+    args.model, args.weights = choice.model, choice.weights
 
 
 def _weights_to_use(args: argparse.Namespace) -> Optional[str]:
-    """``--weights``, else the model's default named weights, else (only with ``--random-weights``) none:
-    an untrained network's answers mean nothing, so they are never given silently. Says which on stderr."""
+    """The weights a command runs, by the library's one rule (``resnets.factory.choose_weights``): ``--weights``,
+    the weights the model names, else the model's default named weights; none only with ``--random-weights``
+    (an untrained network's answers mean nothing, so they are never given silently). Says which on stderr."""
     random_weights = getattr(args, "random_weights", False)  # eval has no such option
-    if args.weights:
-        if random_weights:
-            raise UsageError("--weights and --random-weights exclude each other")
-        return args.weights
-    if is_repository(args.model) and not random_weights:
-        return None  # MODEL is hf-hub:ORG/NAME or local-dir:PATH, which brings its weights
-    if random_weights:
-        print(f"using random weights: {args.model} is untrained, its outputs mean nothing", file=sys.stderr)
-        return None
-    named = default_weights(args.model)
-    if named is None:
+    if args.weights and random_weights:
+        raise UsageError("--weights and --random-weights exclude each other")
+    try:
+        choice = choose_weights(args.model, args.weights or None, pretrained=not random_weights)
+    except NoDefaultWeights:
         untrained = " (or --random-weights for an untrained network, whose outputs mean nothing)" \
             if hasattr(args, "random_weights") else ""
         raise UsageError(f"{args.model} has no named weights; pass --weights with a checkpoint's path or URL, or "
-                         f"hf-hub:ORG/NAME{untrained}")
-    print(f"using {named.name}, the default weights of {args.model} (--weights to choose others)", file=sys.stderr)
-    return named.name
+                         f"hf-hub:ORG/NAME{untrained}") from None
+    # said unless the user's own words name them (--weights DEFAULT is said as the entry it names)
+    if choice.reason in ("default", "untrained") or (choice.reason == "given" and choice.weights != args.weights):
+        print(choice.describe(), file=sys.stderr)
+    return choice.weights
 
 
 def _weights_file(model: str, weights: Optional[str]) -> Optional[str]:
@@ -400,7 +421,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if len(session.timings) > 1:  # chosen by timing: which runtime and precision ran, and against what
         timed = ", ".join(f"{key} {seconds * 1000:.1f} ms" for key, seconds in sorted(session.timings.items(),
                                                                                       key=lambda kv: kv[1]))
-        print(f"ran {session.backend}/{session.precision}, the fastest on the first batch ({timed})", file=sys.stderr)
+        print(f"ran {session.backend}/{session.precision}, the fastest on {session.chosen_on} ({timed})",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({"arch": session.arch, "backend": session.backend, "precision": session.precision,
                           "results": results, "skipped": skipped}, indent=2))
@@ -438,7 +460,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   f"with {f['fraction']:.0%} hidden")
     if not written:
         raise _none_readable(paths, args.images)
-    print(f"wrote {written} PNG + JSON pairs to {args.out}")
+    print(f"wrote {written} explanations to {args.out} (NAME.png, NAME.json, NAME.heatmap.npy each)")
     return 0
 
 
@@ -539,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
-    p.add_argument("model", help="model name (resnets list), or MODEL.TAG: the model in the layout of those weights")
+    p.add_argument("model", help="model name (resnets list), or MODEL.TAG, a checkpoint of ours or a run directory: "
+                                 "the model in the layout of those weights")
     p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
     p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS)
     p.add_argument("--variant", choices=["v1", "v1.5"])
@@ -611,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("explain", help="class activation maps of images (PNG + JSON each), with a faithfulness check")
+    p = sub.add_parser("explain", help="class activation maps of images (PNG, JSON and the map as .npy each), "
+                                         "with a faithfulness check")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     _add_weights_options(p)
@@ -684,20 +708,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     shown = warnings.showwarning
     warnings.showwarning = _warning_line(args.command)
+    # which cache a checkpoint came from (torch.hub's, huggingface_hub's, ours) is logged at INFO: said on stderr
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter(f"resnets {args.command}: %(message)s"))
+    weights_log = logging.getLogger("resnets.weights")
+    level = weights_log.level
+    weights_log.addHandler(said)
+    weights_log.setLevel(logging.INFO)
     try:
         return _run(args)
     finally:
         warnings.showwarning = shown
+        weights_log.removeHandler(said)
+        weights_log.setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         model = getattr(args, "model", None)
         if isinstance(model, str) and not is_repository(model):
+            # a checkpoint file or run directory where the model goes (train takes an architecture)
+            checkpoint = checkpoint_model(model) if args.command != "train" else None
             name, tagged = split_weights_name(model)
-            get_model_spec(name)  # an unknown model is named as such, before its weights, images or data
-            if tagged is not None and args.command not in ("train", "finetune"):  # their options take it
-                _take_weights_name(args, tagged)
+            if checkpoint is None:
+                get_model_spec(name)  # an unknown model is named as such, before its weights, images or data
+            if checkpoint is not None and args.command == "finetune":  # its options take a model and weights
+                if args.weights:
+                    raise UsageError(f"{model} is a checkpoint, and --weights {args.weights} others: give one")
+                args.model, args.weights = checkpoint[0], str(checkpoint[1])
+            elif (checkpoint is not None or tagged is not None) and args.command not in ("train", "finetune"):
+                _take_model_weights(args)
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)  # every command's --device, before any work
         if getattr(args, "weights", None) == "":  # not "the default weights": an empty value is a mistake

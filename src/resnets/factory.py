@@ -9,8 +9,11 @@ classifier where the model asked for differs from the weights.
 from __future__ import annotations
 
 import fnmatch
+import os
 import warnings
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -21,7 +24,8 @@ from .models import list_models as registry_list_models
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
 from .weights.formats import PathOrUrl, check_fit, shortcut_option
 from .weights.hub import is_repository, open_repository
-from .weights.named import Weights, default_weights, find_weights, list_weights, split_weights_name
+from .weights.named import (Weights, checkpoint_model, default_weights, find_weights, list_weights, split_weights_name,
+                            take_weights_name, torchvision_name)
 
 
 class WeightsAdaptedWarning(UserWarning):
@@ -29,10 +33,102 @@ class WeightsAdaptedWarning(UserWarning):
     convolution adapted to another number of input channels."""
 
 
-def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: bool = False,
+class NoDefaultWeights(UsageError):
+    """Weights asked for by default (``pretrained=True``, a command without ``--weights``) for a model that has
+    no named weights."""
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Which weights a model gets, and why (``choose_weights``)."""
+
+    model: str  # the architecture, or the repository (hf-hub:..., local-dir:...) that brings its weights
+    weights: Optional[str]  # a registered MODEL.TAG, a checkpoint's path or URL, a repository; None: see reason
+    reason: str  # "given", "tagged" (MODEL.TAG), "checkpoint" (the model is a file or run directory),
+    # "repository" (the model brings them), "default" (the model's default named weights), "untrained"
+    named: Optional[Weights] = None  # the registered entry, where there is one (for "untrained": a tag's layout)
+
+    def describe(self) -> str:
+        """One line saying which weights run, for a command's output."""
+        if self.reason == "default":
+            return f"using {self.weights}, the default weights of {self.model} (--weights to choose others)"
+        if self.reason == "untrained":
+            return f"using random weights: {self.model} is untrained, its outputs mean nothing"
+        if self.reason == "repository":
+            return f"using {self.model} (the repository's weights)"
+        if self.reason == "checkpoint":
+            run = Path(self.weights).parent
+            which = {"best.safetensors": ", the run's best validation weights",
+                     "last.safetensors": ", the run's last weights"}.get(Path(self.weights).name, "")
+            return f"using {self.weights}{which} ({self.model}, as the file records)" + \
+                (f"; {run / 'last.safetensors'} holds its final ones" if which.startswith(", the run's best") else "")
+        return f"using {self.weights}" + (f" ({self.named.meta.source})" if self.named is not None else "")
+
+
+def choose_weights(model: str, weights: Any = None, *, pretrained: bool = False) -> WeightsChoice:
+    """The one rule for which weights a model gets, for ``create_model`` and every command alike:
+
+    1. weights given (``weights=``, ``--weights``): those;
+    2. the model itself names them: ``MODEL.TAG`` (with ``pretrained=True``; without it, the network those
+       weights need, freshly initialised), a checkpoint file or a training run's directory (its
+       ``best.safetensors``, else ``last.safetensors``), or a repository (``hf-hub:``, ``local-dir:``);
+    3. ``pretrained=True``: the model's default named weights (``resnets list --weights`` marks them), a
+       one-line refusal where it has none;
+    4. else none: fresh, untrained weights, as torchvision's ``resnet50()``.
+
+    ``create_model(name)`` passes ``pretrained`` as given (default False: rule 4); the commands that run a
+    model (predict, eval, export, explain, serve, features) pass ``pretrained=True`` unless
+    ``--random-weights``, since an untrained network's answers mean nothing, and print ``describe()``."""
+    if is_repository(model):
+        if weights is not None:
+            raise UsageError(f"{model} brings its weights; leave out weights (--weights)")
+        return WeightsChoice(model, None, "repository")
+    checkpoint = checkpoint_model(model)
+    if checkpoint is not None:
+        model, file = take_weights_name(model, weights if weights is None else str(weights))
+        return WeightsChoice(model, file, "checkpoint")
+    model, tagged = split_weights_name(model)
+    if tagged is not None:
+        if weights is not None and torchvision_name(weights) is None and weights in (tagged.tag, tagged.name):
+            weights, pretrained = None, True  # said twice, the same
+        if weights is not None:
+            raise UsageError(f"{tagged.name} names its weights, and weights {str(weights)!r} others: give one of "
+                             f"them")
+        if not pretrained:
+            return WeightsChoice(model, None, "untrained", named=tagged)
+        return WeightsChoice(model, tagged.name, "tagged", named=tagged)
+    if weights is not None:
+        if is_repository(weights):
+            return WeightsChoice(model, weights, "given")
+        named = find_weights(model, weights)
+        # a tag or name as given (a tag stays a tag in messages and records); torchvision's names of the file
+        # (an enum, "DEFAULT") by the entry's name; a path or URL as it is
+        given = str(weights) if named is None else weights if weights in (named.tag, named.name) else named.name
+        return WeightsChoice(model, given, "given", named=named)
+    if pretrained:
+        named = default_weights(model)
+        if named is None:
+            raise NoDefaultWeights(f"{model} has no named weights (see resnets.list_weights() or `resnets list "
+                                   f"--weights`); pass weights (--weights): a checkpoint's path or URL, or "
+                                   f"hf-hub:ORG/NAME")
+        return WeightsChoice(model, named.name, "default", named=named)
+    return WeightsChoice(model, None, "untrained")
+
+
+def create_model(name: Union[str, "os.PathLike[str]"], *, weights: Any = None, pretrained: bool = False,
                  features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
                  sha256: Optional[str] = None, strict: bool = True, **kwargs) -> nn.Module:
     """Build a registered model by name, with weights if given.
+
+    Which weights, by ``choose_weights`` (the rule the commands follow too): ``weights`` if given, else those
+    ``name`` names (``MODEL.TAG`` with ``pretrained=True``, a checkpoint file or run directory, a repository), else
+    with ``pretrained=True`` the model's default named weights, else none: ``create_model("resnet50")`` is freshly
+    initialised, as torchvision's ``resnet50()``. (``resnets predict resnet50`` runs the default named weights:
+    a command passes ``pretrained=True`` unless ``--random-weights``, and says which weights it used.)
+
+    ``name`` may be a checkpoint instead of a model's name: one of our safetensors files (its metadata records the
+    architecture, ``create_model("runs/x/last.safetensors")``) or a training run's directory
+    (``create_model("runs/x")``: its ``best.safetensors``, the best validation top-1, else ``last.safetensors``).
 
     Keyword arguments go to the ResNet (``num_classes``, ``in_chans``, ``shortcut``,
     ``variant``, ``zero_init_residual``, ``norm_layer``, ...). ``features_only=True``
@@ -43,7 +139,8 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     option-B shortcuts) and their preprocessing, its parameters freshly initialised.
 
     ``weights`` is a registered name, for this model a tag (``"tv2_in1k"``) or ``MODEL.TAG``
-    (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), else the path or URL of a
+    (``"resnet50.tv2_in1k"``; see ``resnets.list_weights()``), torchvision's enum or name of the same file
+    (``torchvision.models.ResNet50_Weights.DEFAULT``, ``"DEFAULT"``, ``"IMAGENET1K_V2"``), else the path or URL of a
     checkpoint of any supported format, or a repository: ``"hf-hub:ORG/NAME"`` (the Hugging Face Hub,
     through its cache; timm's repositories and those ``save_pretrained`` writes) or ``"local-dir:PATH"``
     (the same layout in a folder). ``name`` may itself be a repository, ``create_model("hf-hub:ORG/NAME")``:
@@ -55,38 +152,33 @@ def create_model(name: str, *, weights: Optional[PathOrUrl] = None, pretrained: 
     more: the RGB filters repeated, scaled by 3 / in_chans), each with a WeightsAdaptedWarning.
     """
     named = repository = None
-    if is_repository(name):
-        if weights is not None or pretrained:
-            raise UsageError(f"create_model({name!r}): the repository brings its weights; leave out weights= "
-                             f"and pretrained=")
+    if is_repository(name) and (weights is not None or pretrained):
+        raise UsageError(f"create_model({name!r}): the repository brings its weights; leave out weights= "
+                         f"and pretrained=")
+    tagged_name, tagged = split_weights_name(name) if isinstance(name, str) else (name, None)
+    if tagged is not None and weights is not None and weights not in (tagged.tag, tagged.name):
+        raise UsageError(f"create_model({tagged.name!r}, weights={str(weights)!r}) names two sets of weights; "
+                         f"give the model as {tagged_name!r} with weights=, or {tagged.name!r} with pretrained=True")
+    try:
+        choice = choose_weights(name, weights, pretrained=pretrained)
+    except NoDefaultWeights:
+        raise UsageError(f"pretrained=True: no weights are registered for {name!r} (see resnets.list_weights() or "
+                         f"`resnets list --weights`); pass weights=PATH_OR_URL of a checkpoint") from None
+    if choice.reason == "untrained":
+        if choice.named is not None:
+            return _untrained(choice.named, features_only=features_only, out_indices=out_indices, **kwargs)
+        return build_model(choice.model, features_only=features_only, out_indices=out_indices, **kwargs)
+    if choice.reason == "repository":
         repository = open_repository(name)
         name = repository.architecture
     else:
-        name, tagged = split_weights_name(name)
-        if tagged is not None:
-            if weights is not None and weights not in (tagged.tag, tagged.name):
-                raise UsageError(f"create_model({tagged.name!r}, weights={str(weights)!r}) names two sets of weights; "
-                                 f"give the model as {name!r} with weights=, or {tagged.name!r} with pretrained=True")
-            if weights is None and not pretrained:
-                return _untrained(tagged, features_only=features_only, out_indices=out_indices, **kwargs)
-            weights = tagged.name
+        name, weights, named = choice.model, choice.weights, choice.named
         if is_repository(weights):
             repository = open_repository(weights)
             if repository.architecture != name:
                 raise CheckpointError(f"{weights} holds {repository.architecture} weights, not {name}; use "
                                       f"create_model({weights!r}) or create_model({repository.architecture!r}, "
                                       f"weights=...)")
-        elif weights is None:
-            if pretrained:
-                named = default_weights(name)
-                if named is None:
-                    raise UsageError(f"pretrained=True: no weights are registered for {name!r} (see "
-                                     f"resnets.list_weights() or `resnets list --weights`); pass "
-                                     f"weights=PATH_OR_URL of a checkpoint")
-            else:
-                return build_model(name, features_only=features_only, out_indices=out_indices, **kwargs)
-        else:
-            named = find_weights(name, weights)
     if repository is not None:
         state_dict, info = repository.load(sha256=sha256)
     else:
@@ -239,4 +331,5 @@ def _adapt_first_conv(weight: torch.Tensor, in_chans: int, source: str) -> torch
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans)
 
 
-__all__ = ["WeightsAdaptedWarning", "create_model", "list_models"]
+__all__ = ["NoDefaultWeights", "WeightsAdaptedWarning", "WeightsChoice", "choose_weights", "create_model",
+           "list_models"]

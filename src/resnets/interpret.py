@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_write_text, save_png
+from ._io import atomic_path, atomic_write_text, save_png
 from .errors import UsageError, check_number, require
 
 # method name -> the class of pytorch_grad_cam that computes it
@@ -247,12 +247,16 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return unique
 
 
+HEATMAP_SUFFIX = ".heatmap.npy"
+
+
 def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], out: Union[str, Path], *,
                    method: str = "gradcam", top_k: int = 3, targets=None,
                    fraction: float = DEFAULT_FRACTION) -> list[dict]:
     """Explain a batch and write, for each image, ``NAME.png`` (the image under its heatmap, the
-    top classes in the title) and ``NAME.json`` (predictions, target, faithfulness, the heatmap's
-    numbers at input resolution). Returns the JSON records."""
+    top classes in the title), ``NAME.heatmap.npy`` (the heatmap's numbers at input resolution, float32 in
+    [0, 1]) and ``NAME.json`` (predictions, target, faithfulness, and the .npy file's name under
+    ``heatmap``). Returns the JSON records."""
     if len(names) != len(batch):
         raise UsageError(f"explain_images: {len(names)} names for {len(batch)} images")
     repeated = sorted({name for name in names if list(names).count(name) > 1})
@@ -287,11 +291,15 @@ def explain_images(model: nn.Module, batch: torch.Tensor, names: Sequence[str], 
                   "predictions": top,
                   "faithfulness": {"fraction": fraction, "whole": check.whole[i], "top_hidden": check.top[i],
                                    "bottom_hidden": check.bottom[i], "random_hidden": check.random[i]},
-                  "heatmap": np.round(heatmaps[i].numpy(), 4).tolist()}
+                  # the map's numbers beside the record, as .npy (float32, input resolution): a few kilobytes of
+                  # JSON instead of hundreds; np.load(out / record["heatmap"]) reads it
+                  "heatmap": f"{name}{HEATMAP_SUFFIX}", "heatmap_shape": list(heatmaps[i].shape)}
+        with atomic_path(out / f"{name}{HEATMAP_SUFFIX}", keep_suffix=True) as tmp:
+            np.save(tmp, heatmaps[i].float().numpy())
         atomic_write_text(out / f"{name}.json", json.dumps(record))
         records.append(record)
     return records
 
 
-__all__ = ["DEFAULT_FRACTION", "Faithfulness", "METHODS", "draw_overlay", "explain", "explain_images",
+__all__ = ["DEFAULT_FRACTION", "Faithfulness", "HEATMAP_SUFFIX", "METHODS", "draw_overlay", "explain", "explain_images",
            "faithfulness", "hide_masks", "target_layer", "unnormalize"]

@@ -36,13 +36,16 @@ def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object
     if recorded_split and recorded_split.get("fingerprint") == source.fingerprint \
             and recorded_split.get("num_samples") == len(source):
         return "val", "the weights were trained on this data", source
-    why = "the weights record no training split" if not recorded_split else "the weights were trained on other data"
+    why = "the weights record no training split" if not recorded_split else \
+        "the data is not the files whose split the weights record"
     for split in HELD_OUT_SPLITS:
         try:
             return split, why, resolve_source(data, split.rstrip("/"))
         except (UsageError, FileNotFoundError):
             continue
-    return "all", why, source
+    # every image: some may be pictures the weights were trained on (CIFAR-10's training images in other files)
+    return "all", (f"{why}, and the data has no held-out split: every image is scored, and those the weights may "
+                   f"have been trained on make it no held-out score"), source
 
 
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,

@@ -5,6 +5,7 @@ candidate (see ``runtimes`` for what runs where)."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import statistics
 import tempfile
@@ -80,8 +81,22 @@ def _emulates_bf16(backend: str, precision: str) -> bool:
     return backend == "torch" and precision == "bf16" and not native_bf16(torch.device("cpu"))
 
 
+# calibration images timed to choose the runtime at construction: a batch as predict's default
+SELECTION_IMAGES = 16
+
+
+def quiet_cuda_home_notice() -> None:
+    """torch.compile's C++ builder logs "No CUDA runtime is found, using CUDA_HOME=..." on a machine with a CUDA
+    toolkit and no GPU, once per process, at warning level; compiling for the CPU, it says nothing that matters,
+    so that one logger is raised to errors only."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 class InferenceSession:
     """``InferenceSession("resnet50", weights="r50.safetensors", precision="bf16").run(batch)`` -> logits.
+
+    ``model``: a network, a model's name (``MODEL.TAG`` brings its weights), or a checkpoint of ours or a run
+    directory (``InferenceSession("runs/r20")``: the architecture its file records, with those weights).
 
     ``precision``: "fp32" (the default; logits within 1e-4 of the plain model), "bf16",
     "int8" (post-training static quantisation, activation ranges from ``calibration``) or
@@ -89,7 +104,9 @@ class InferenceSession:
     ``max_accuracy_loss`` points of fp32 (the others are listed in ``self.refused``).
     ``backend="auto"`` times every runtime that computes the precision ("torch", "onnxruntime",
     "openvino" where installed) on the first batch and keeps the fastest: ``self.backend``,
-    ``self.precision``, per-candidate median seconds in ``self.timings``.
+    ``self.precision``, per-candidate median seconds in ``self.timings``: chosen at construction where there
+    are calibration images (always with precision "auto"; timed on up to 16 of them), else on the first batch
+    run (``self.backend`` is None until then). ``self.chosen_on`` says which.
 
     ``calibration``: a preprocessed batch, an (images, labels) pair, a data source string
     (``SOURCE[:SPLIT]``) or a folder; needed by "int8" and "auto". ``compile=True``
@@ -130,6 +147,8 @@ class InferenceSession:
         self._lock = threading.Lock()
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+        if config.compile and not torch.cuda.is_available():
+            quiet_cuda_home_notice()
         self._prepared = fold_batchnorm(model) if config.fold_bn else copy.deepcopy(model).eval()
         self._workdir = tempfile.TemporaryDirectory(prefix="resnets-session-")
         self._onnx: Optional[Path] = None
@@ -153,9 +172,16 @@ class InferenceSession:
             warn_if_emulated(config.precision, torch.device(config.device))
         if config.precision == "auto":
             self._guard()
+        # what was timed to choose the runtime: known at construction where there are calibration images
+        # (always for precision="auto"), else the first batch run (backend stays None until then)
+        self.chosen_on: Optional[str] = None
         if len(self.candidates) == 1:
             self.backend, self.precision = self.candidates[0]
             self._runner(self.backend, self.precision)
+        elif self.calibration is not None:
+            timed = self.calibration.images[:SELECTION_IMAGES].float()
+            self.backend, self.precision = self._choose(timed)
+            self.chosen_on = f"{len(timed)} calibration images"
 
     # -- candidates --------------------------------------------------------------------------
 
@@ -300,6 +326,7 @@ class InferenceSession:
             with self._lock:
                 if self.backend is None:
                     self.backend, self.precision = self._choose(batch)
+                    self.chosen_on = "the first batch"
         return self._runners[(self.backend, self.precision)](batch)
 
     def prepare(self, images) -> torch.Tensor:

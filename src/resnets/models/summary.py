@@ -7,6 +7,8 @@ all on the ``meta`` device so that even ResNet-1202 costs no real compute.
 
 from __future__ import annotations
 
+import re
+
 from typing import Optional
 
 import torch
@@ -78,8 +80,14 @@ def summarize(name: str, input_size: Optional[int] = None, **kwargs) -> dict:
                            layers=[_conv_text(c) for c in _branch_convs(stage[0])]))
     # v1 / v1.5 says where a bottleneck strides; basic-block nets have no such choice
     bottleneck = any(len(_branch_convs(getattr(model, n)[0])) == 3 for n in model.stage_names if len(getattr(model, n)))
+    description = spec.description
+    registered = re.search(r"option ([A-Z]) shortcuts", description)
+    if registered and model.shortcut and registered.group(1) != model.shortcut:
+        # the registration describes its default; this network was built with another shortcut
+        description = description.replace(registered.group(0), f"option {model.shortcut} shortcuts (registered "
+                                                                f"with option {registered.group(1)})")
     return dict(
-        name=name, family=spec.family, kind=spec.kind, description=spec.description,
+        name=name, family=spec.family, kind=spec.kind, description=description,
         input_size=[in_chans, size, size], params=count_parameters(model), macs=macs,
         shortcut=model.shortcut, variant=model.variant if bottleneck else None, preact=model.preact,
         depth=network_depth(model), num_classes=model.num_classes, global_pool=model.global_pool_type, stages=stages,

@@ -36,6 +36,9 @@ def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, ti
     for index, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         if not (run_dir / "metrics.jsonl").is_file():
+            if (run_dir / "config.json").is_file():  # a run, started: its curves begin at its first evaluation
+                raise RunDirError(f"{run_dir}: the run has not been evaluated yet (metrics.jsonl is written at its "
+                                  f"first evaluation); plot it once it has, or train with more --evaluations")
             raise RunDirError(f"{run_dir}: no metrics.jsonl here; give the directory of a training run (--out of "
                               f"resnets train)")
         rows = read_metrics(run_dir)

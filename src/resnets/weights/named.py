@@ -1,51 +1,60 @@
 """Named weights: ``MODEL.TAG`` names a published checkpoint, as in torchvision and timm.
 
-Each entry says where the file is (a URL, or a file shipped in ``resnets/weights/files/``), its
-sha256 (whole, or the 8+ hex digit prefix torchvision puts in its file names) and what it was
-measured to do (``WeightsMeta``). ``create_model(name, weights="tv2_in1k")`` and
-``create_model(name, pretrained=True)`` resolve through here; the file itself is read by
-``formats``, downloaded and checked by the package's one downloader.
+This module is the registry mechanism: ``Weights`` (one entry: where its file is, its sha256, what it was
+measured to do), ``register_weights`` and the look-ups. The entries themselves are data, in ``catalogue``.
+``create_model(name, weights="tv2_in1k")`` and ``create_model(name, pretrained=True)`` resolve through here;
+the file itself is read by ``formats``, downloaded and checked by the package's one downloader, after the
+caches a user already has: torch.hub's (``$TORCH_HOME/hub/checkpoints``, where torchvision and
+``torch.hub.load_state_dict_from_url`` put a file under its own name) and huggingface_hub's.
 
-Sources, checked when the entries were written:
-
-- torchvision: the ``*_Weights`` enums of torchvision 0.29 (URL, acc@1/acc@5 on the 50,000
-  ImageNet validation images, num_params, GFLOPS, file size in MiB, recipe, resize and crop) and
-  https://pytorch.org/vision/stable/models.html. Their multiply-adds are what torchvision calls
-  GFLOPS. BSD-3-Clause.
-- timm: ``timm/models/resnet.py`` (preprocessing of each tag) and ``results/results-imagenet.csv``
-  (top-1/top-5 at 224 pixels) of huggingface/pytorch-image-models; the sha256 from each file's
-  "Git LFS Details" on the Hugging Face Hub. Apache-2.0.
-- pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models): its README's model zoo (URL with the
-  hash prefix, top-1/top-5 on the 10,000 CIFAR test images, parameters, multiply-adds), ``resnet.py``
-  (option B projections) and its training code's CIFAR configuration (mean, std). BSD-3-Clause.
+torchvision's names are accepted for the same files: its enums (``ResNet50_Weights.DEFAULT``), their names
+(``"ResNet50_Weights.IMAGENET1K_V2"``) and, with a model, ``"DEFAULT"``, ``"IMAGENET1K_V1"`` and
+``"IMAGENET1K_V2"``; ``Weights.meta`` is also a mapping with the keys torchvision documents (``categories``,
+``num_params``, ``min_size``, ``recipe``, ``_metrics``, ``_ops``, ``_file_size``, ``_docs``).
 """
 
 from __future__ import annotations
 
+import collections.abc
+import enum
 import fnmatch
 import json
+import logging
+import os
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
-from ..download import check_digest, url_file_name
+from ..download import cache_entry, check_digest, url_file_name
 from ..errors import MissingFileError, ResnetsError, UsageError
 from ..models import Preprocessing, build_model, get_model_spec
-from ..models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .classes import class_names
-from .formats import CheckpointError, PathOrUrl, resolve
-from .hfcache import NotInRepository, has_huggingface_hub, hub_file, hub_url_parts
+from .formats import (FORMAT_NAME, REPOSITORY_PREFIXES, CheckpointError, PathOrUrl, checkpoint_cache_dir, read_metadata,
+                      resolve)
+from .hfcache import NotInRepository, has_huggingface_hub, hub_file, hub_url_parts, huggingface_hub
 
 # where shipped weights live: ``Weights.file`` is relative to this folder
 FILES_DIR = Path(__file__).resolve().parent / "files"
+# which cache a file came from is said here, at INFO (the command line shows it)
+log = logging.getLogger(__name__)
+
+# torchvision's names of the data sets in ``meta["_metrics"]``
+_METRICS_TITLES = {"imagenet1k": "ImageNet-1K", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                   "imagenette": "Imagenette"}
 
 
 @dataclass(frozen=True)
-class WeightsMeta:
-    """What a checkpoint was trained on and measured to do."""
+class WeightsMeta(collections.abc.Mapping):
+    """What a checkpoint was trained on and measured to do.
+
+    Fields by attribute (``meta.top1``); as a mapping (``meta["categories"]``, ``"num_params" in meta``,
+    ``meta.get(...)``) the same fields and the keys of torchvision's ``Weights.meta``: ``categories`` (the
+    class names, a list), ``num_params``, ``min_size``, ``recipe``, ``_metrics``, ``_ops`` (billions of
+    multiply-adds, what torchvision calls GFLOPS), ``_file_size`` (MiB) and ``_docs``."""
 
     dataset: str  # what it was trained and evaluated on: "imagenet1k", "cifar10", "imagenette"...
     preprocessing: Preprocessing  # the evaluation transform the accuracy was measured with
@@ -61,11 +70,60 @@ class WeightsMeta:
     source: str = ""  # who published the weights
     license: str = ""
 
+    @property
+    def categories(self) -> list[str]:
+        """The class names, by label index."""
+        return class_names(self.classes) if isinstance(self.classes, str) else list(self.classes)
+
+    def _torchvision_keys(self) -> dict[str, Any]:
+        metrics = {k: v for k, v in (("acc@1", self.top1), ("acc@5", self.top5)) if v is not None}
+        on = f" on {self.n:,} {_METRICS_TITLES.get(self.dataset, self.dataset)} images" if self.n else ""
+        docs = f"Published by {self.source}" + (f"; top-1 {self.top1}%{on}" if self.top1 is not None else "") + \
+            (f"; recipe: {self.recipe}" if self.recipe else "") + "."
+        # a ResNet ends in adaptive average pooling: any input of at least a pixel goes through
+        return {"categories": self.categories, "num_params": self.params, "min_size": (1, 1), "recipe": self.recipe,
+                "_metrics": {_METRICS_TITLES.get(self.dataset, self.dataset): metrics}, "_ops": self.gmacs,
+                "_file_size": self.file_size_mb, "_docs": docs}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _OWN_META_KEYS:
+            return getattr(self, key)
+        if key in _TORCHVISION_META_KEYS:
+            return self._torchvision_keys()[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*_OWN_META_KEYS, *(k for k in _TORCHVISION_META_KEYS if k not in _OWN_META_KEYS)))
+
+    def __len__(self) -> int:
+        return len(set(_OWN_META_KEYS) | set(_TORCHVISION_META_KEYS))
+
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "top1": self.top1, "top5": self.top5, "n": self.n, "params": self.params,
                 "gmacs": self.gmacs, "file_size_mb": self.file_size_mb, "recipe": self.recipe, "source": self.source,
                 "license": self.license, "preprocessing": self.preprocessing.to_dict(),
                 "classes": self.classes if isinstance(self.classes, str) else list(self.classes)}
+
+
+_TORCHVISION_META_KEYS = ("categories", "num_params", "min_size", "recipe", "_metrics", "_ops", "_file_size", "_docs")
+_OWN_META_KEYS = tuple(f.name for f in fields(WeightsMeta))
+
+
+@dataclass(frozen=True)
+class Located:
+    """A checkpoint on this machine and where it came from: ``"package"`` (shipped inside it),
+    ``"torch.hub"`` (``$TORCH_HOME/hub/checkpoints``), ``"huggingface_hub"`` (its cache) or ``"resnets"``
+    (the package's download cache)."""
+
+    path: Path
+    cache: str
+    downloaded: bool = False  # fetched just now, not found
+
+    def describe(self) -> str:
+        if self.cache == "package":
+            return f"{self.path} (shipped inside the package)"
+        where = {"resnets": "the resnets cache"}.get(self.cache, f"{self.cache}'s cache")
+        return f"{self.path} ({'downloaded into' if self.downloaded else 'found in'} {where})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +139,7 @@ class Weights:
     # architecture options the weights were trained with, where not the model's own ({"shortcut": "B"}):
     # create_model builds them (a caller's keyword wins), and `resnets info` and the counts in meta are of them
     options: dict = field(default_factory=dict, hash=False)  # hashed without it: a dict has no hash
+    torchvision: str = ""  # torchvision's name of the same file: "ResNet50_Weights.IMAGENET1K_V2"
 
     @property
     def model(self) -> str:
@@ -96,10 +155,14 @@ class Weights:
         return self.url or str(FILES_DIR / self.file)
 
     @property
+    def shipped(self) -> bool:
+        """Whether the file is inside the package (else it is downloaded once, on first use)."""
+        return not self.url
+
+    @property
     def classes(self) -> list[str]:
         """The class names, by label index."""
-        names = self.meta.classes
-        return class_names(names) if isinstance(names, str) else list(names)
+        return self.meta.categories
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -112,33 +175,94 @@ class Weights:
     def get_path(self, offline: Optional[bool] = None, *, cache_dir: Optional[PathOrUrl] = None,
                  progress: bool = True) -> Path:
         """The checkpoint on this machine, hash checked: a shipped file, or the URL downloaded into
-        the downloader's cache once (``offline=True`` or ``RESNETS_OFFLINE=1``: the cache only). A file on the
-        Hugging Face Hub (timm's weights) goes through huggingface_hub's own cache where huggingface_hub is
-        installed (``cache_dir`` does not apply), so that timm and resnets share one copy."""
+        the downloader's cache once (``offline=True`` or ``RESNETS_OFFLINE=1``: the caches only). A copy already
+        in torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under the URL's file name, as torchvision
+        downloads it) is used where its hash matches. A file on the Hugging Face Hub (timm's weights) goes
+        through huggingface_hub's own cache where huggingface_hub is installed (``cache_dir`` does not apply),
+        so that timm and resnets share one copy; without it, a copy in that cache is still used where its hash
+        matches. Which cache the file came from is logged (``locate`` returns it)."""
+        return self.locate(offline, cache_dir=cache_dir, progress=progress).path
+
+    def locate(self, offline: Optional[bool] = None, *, cache_dir: Optional[PathOrUrl] = None,
+               progress: bool = True) -> Located:
+        """``get_path``, and which cache the file came from."""
         if not self.url:
-            return resolve(FILES_DIR / self.file, sha256=self.sha256)
+            return Located(resolve(FILES_DIR / self.file, sha256=self.sha256), "package")
         on_the_hub = hub_url_parts(self.url)
         if on_the_hub is not None and has_huggingface_hub():
-            repo_id, revision, filename = on_the_hub
-            try:
-                path = hub_file(repo_id, filename, revision=revision, offline=offline, spec=f"the weights {self.name}",
-                                whole_repository=False, elsewhere=f"download {self.url} and pass the file with "
-                                                                  f"--weights PATH (weights=PATH in Python)")
-            except NotInRepository:
-                raise MissingFileError(f"the weights {self.name}: the Hub's repository {repo_id} has no {filename} "
-                                       f"(at revision {revision})") from None
-            ok, why = check_digest(path, sha256=self.sha256)
-            if not ok:
-                raise CheckpointError(f"the weights {self.name}: {path} (huggingface_hub's cache): {why}; the "
-                                      f"repository's file changed or the copy is damaged (`hf cache delete` removes "
-                                      f"it, to be fetched again)")
-            return path
+            located = self._from_huggingface_hub(*on_the_hub, offline=offline)
+        else:
+            located = self._download(offline, cache_dir=cache_dir, progress=progress)
+        log.info("%s: %s", self.name, located.describe())
+        return located
+
+    def _from_huggingface_hub(self, repo_id: str, revision: str, filename: str, *,
+                              offline: Optional[bool]) -> Located:
+        cached = huggingface_hub().try_to_load_from_cache(repo_id, filename, revision=revision)
         try:
-            return resolve(self.url, sha256=self.sha256, cache_dir=cache_dir, offline=offline, progress=progress)
+            path = hub_file(repo_id, filename, revision=revision, offline=offline, spec=f"the weights {self.name}",
+                            whole_repository=False, elsewhere=f"download {self.url} and pass the file with "
+                                                              f"--weights PATH (weights=PATH in Python)")
+        except NotInRepository:
+            raise MissingFileError(f"the weights {self.name}: the Hub's repository {repo_id} has no {filename} "
+                                   f"(at revision {revision})") from None
+        ok, why = check_digest(path, sha256=self.sha256)
+        if not ok:
+            raise CheckpointError(f"the weights {self.name}: {path} (huggingface_hub's cache): {why}; the "
+                                  f"repository's file changed or the copy is damaged (`hf cache delete` removes "
+                                  f"it, to be fetched again)")
+        return Located(path, "huggingface_hub", downloaded=not isinstance(cached, str))
+
+    def torch_hub_file(self) -> Optional[Path]:
+        """Where torch.hub (``torch.hub.load_state_dict_from_url``, torchvision's weights) keeps this URL's file:
+        ``torch.hub.get_dir()/checkpoints/<the URL's file name>``; None for a shipped file or one on the Hub."""
+        if not self.url or hub_url_parts(self.url) is not None:
+            return None
+        return Path(torch.hub.get_dir()) / "checkpoints" / url_file_name(self.url)
+
+    def _download(self, offline: Optional[bool], *, cache_dir: Optional[PathOrUrl], progress: bool) -> Located:
+        """torch.hub's copy where it has the right hash, else the downloader's cache (fetched into it once)."""
+        on_the_hub = hub_url_parts(self.url)
+        if on_the_hub is not None:  # huggingface_hub is not installed, but its cache may hold the file
+            copy = huggingface_cache_copy(*on_the_hub)
+            if copy is not None and check_digest(copy, sha256=self.sha256)[0]:
+                return Located(copy, "huggingface_hub")
+        theirs = self.torch_hub_file()
+        refused = ""
+        if theirs is not None and theirs.is_file():
+            ok, why = check_digest(theirs, sha256=self.sha256)
+            if ok:
+                return Located(theirs, "torch.hub")
+            # not ours to delete: it is left as it is, and the file is fetched into our own cache
+            refused = f"; {theirs} in torch.hub's cache is not used: {why}"
+            warnings.warn(f"the weights {self.name}: {theirs} in torch.hub's cache does not match the published "
+                          f"file ({why}); not used (delete it, or let torchvision fetch it again)", stacklevel=4)
+        directory = Path(cache_dir).expanduser() if cache_dir is not None else checkpoint_cache_dir()
+        before = cache_entry(self.url, directory).is_file()
+        try:
+            path = resolve(self.url, sha256=self.sha256, cache_dir=cache_dir, offline=offline, progress=progress)
         except MissingFileError:  # a URL is only missing when offline and not cached
+            where = f"torch.hub's cache ({theirs.parent}) nor in " if theirs is not None else ""
             raise MissingFileError(
-                f"offline: the weights {self.name} are not in the cache; download {self.url} on a machine with "
-                f"network access and pass the file with --weights PATH (weights=PATH in Python)") from None
+                f"offline: the weights {self.name} are not in {where}the resnets cache{refused}; "
+                f"download {self.url} on a machine with network access and pass the file with --weights PATH "
+                f"(weights=PATH in Python)") from None
+        return Located(path, "resnets", downloaded=not before)
+
+
+def huggingface_cache_copy(repo_id: str, revision: str, filename: str) -> Optional[Path]:
+    """A Hub file in huggingface_hub's cache, read without huggingface_hub (its layout:
+    ``models--ORG--NAME/snapshots/<the commit refs/REVISION names>/FILE`` under ``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``); None where it is not there."""
+    if ".." in Path(revision).parts or ".." in Path(filename).parts:
+        return None
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
+    repository = root / ("models--" + repo_id.replace("/", "--"))
+    ref = repository / "refs" / revision
+    commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else revision
+    path = repository / "snapshots" / commit / filename
+    return path if path.is_file() else None
 
 
 _WEIGHTS: dict[str, Weights] = {}
@@ -163,6 +287,9 @@ def register_weights(weights: Weights) -> Weights:
                          f"got {weights.sha256!r}")
     if weights.file and weights.sha256 is None:
         raise UsageError(f"weights {weights.name!r}: a shipped file needs its sha256")
+    if weights.torchvision and not re.fullmatch(r"[A-Za-z0-9_]+_Weights\.[A-Z0-9_]+", weights.torchvision):
+        raise UsageError(f"weights {weights.name!r}: torchvision must be torchvision's name of the file, "
+                         f"CLASS_Weights.MEMBER, got {weights.torchvision!r}")
     if not isinstance(weights.options, dict):
         raise UsageError(f"weights {weights.name!r}: options must be a dict of model options, got {weights.options!r}")
     if weights.options:
@@ -209,18 +336,107 @@ def default_weights(model: str) -> Optional[Weights]:
     return next((w for w in own if w.default), own[0] if own else None)
 
 
-def get_weights(name: str) -> Weights:
-    """The entry named ``MODEL.TAG``; a bare ``MODEL`` gives its default weights."""
-    if name in _WEIGHTS:
-        return _WEIGHTS[name]
-    model, dot, _ = name.partition(".")
+# torchvision's names of a model's weights, given with the model: its default, or an enum member's name
+TORCHVISION_DEFAULT = "DEFAULT"
+_TORCHVISION_MEMBER = re.compile(r"IMAGENET1K_V\d+")
+
+
+def torchvision_name(weights: Any) -> Optional[str]:
+    """torchvision's name of a ``*_Weights`` enum member (``ResNet50_Weights.DEFAULT`` ->
+    ``"ResNet50_Weights.IMAGENET1K_V2"``, the member it aliases); None for anything else. torchvision is not
+    imported: an enum given is read by its class's name."""
+    if isinstance(weights, enum.Enum) and type(weights).__name__.endswith("_Weights"):
+        return f"{type(weights).__name__}.{weights.name}"
+    return None
+
+
+def _torchvision_entry(model: Optional[str], weights: Any) -> Optional[Weights]:
+    """The entry of a name torchvision gives these weights: an enum member, its name as a string
+    (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"ResNet50_Weights.DEFAULT"``) or, for ``model``, ``"DEFAULT"`` and a
+    member's name (``"IMAGENET1K_V1"``). None where ``weights`` is no such name; UsageError for a torchvision
+    name that no entry has."""
+    name = torchvision_name(weights)
+    if name is None and not isinstance(weights, str):
+        return None
+    name = name or weights
+    enum_class, dot, member = name.rpartition(".")
     if not dot:
+        if not (member == TORCHVISION_DEFAULT or _TORCHVISION_MEMBER.fullmatch(member)):
+            return None
+        if model is None:
+            raise UsageError(f"{member!r} names weights of a model: give the model too (get_weights({member!r}, "
+                             f"model='resnet50'), create_model('resnet50', weights={member!r}), or torchvision's "
+                             f"ResNet50_Weights.{member})")
+        own = weights_for(model)
+        if member == TORCHVISION_DEFAULT:
+            if not own:
+                raise UsageError(f"{model} has no named weights, so no DEFAULT ones; pass a checkpoint's path or "
+                                 f"URL, or hf-hub:ORG/NAME")
+            return own[0]
+        found = next((w for w in own if w.torchvision.endswith("." + member)), None)
+        if found is None:
+            names = ", ".join(w.torchvision.rpartition(".")[2] for w in own if w.torchvision)
+            raise UsageError(f"{model} has no torchvision weights {member}" +
+                             (f"; torchvision's are {names}, or DEFAULT" if names else
+                              f"; its named weights are {', '.join(w.tag for w in own) or 'none'}"))
+        return found
+    if not re.fullmatch(r"[A-Za-z0-9_]+_Weights", enum_class):
+        return None
+    of_class = [w for w in _WEIGHTS.values() if w.torchvision.partition(".")[0] == enum_class]
+    if member == TORCHVISION_DEFAULT and of_class:
+        return default_weights(of_class[0].model)
+    found = next((w for w in of_class if w.torchvision == name), None)
+    if found is None:
+        raise UsageError(f"torchvision's weights {name} are not in the catalogue (see `resnets list --weights`); "
+                         f"pass their URL as weights= instead")
+    return found
+
+
+def get_weights(name: Any, model: Optional[str] = None) -> Weights:
+    """The entry ``name`` names: ``MODEL.TAG``; a bare ``MODEL`` (its default weights); a tag where it is one
+    model's, or with ``model`` given (``get_weights("tv2_in1k", model="resnet50")``); torchvision's enums and
+    names of the same files (``ResNet50_Weights.DEFAULT``, ``"ResNet50_Weights.IMAGENET1K_V2"``, and with
+    ``model`` ``"DEFAULT"`` or ``"IMAGENET1K_V1"``). Anything else raises UsageError in one line."""
+    found = _torchvision_entry(model, name)
+    if found is not None:
+        if model is not None and found.model != model:
+            raise _other_model(found, model)
+        return found
+    if not isinstance(name, str):
+        raise UsageError(f"weights must be a name (MODEL.TAG) or one of torchvision's *_Weights enums, "
+                         f"got {type(name).__name__}")
+    if name in _WEIGHTS:
+        found = _WEIGHTS[name]
+        if model is not None and found.model != model:
+            raise _other_model(found, model)
+        return found
+    head, dot, _ = name.partition(".")
+    if model is not None and not dot:
+        found = _WEIGHTS.get(f"{model}.{name}")
+        if found is not None:
+            return found
+    if not dot and model is None:
         found = default_weights(name)
         if found is not None:
             return found
+        tagged = [w for w in _WEIGHTS.values() if w.tag == name]
+        if len(tagged) == 1:
+            return tagged[0]
+        if tagged:
+            models = ", ".join(w.model for w in tagged)
+            raise UsageError(f"{name!r} is a tag of the weights of {len(tagged)} models ({models}): give MODEL.TAG "
+                             f"(get_weights({tagged[0].name!r})) or the model (get_weights({name!r}, "
+                             f"model={tagged[0].model!r}))")
+    model = model or head
     known = ", ".join(w.tag for w in weights_for(model))
     hint = f"; {model} has {known}" if known else "; see resnets.list_weights() or `resnets list --weights`"
     raise UsageError(f"no weights named {name!r} are registered{hint}")
+
+
+def _other_model(found: Weights, model: str) -> UsageError:
+    return UsageError(f"{found.name} are weights of {found.model}, not {model}; load them as {found.model} "
+                      f"(`resnets COMMAND {found.model} --weights {found.tag}`, "
+                      f"create_model({found.model!r}, weights={found.name!r}))")
 
 
 def split_weights_name(name: str) -> tuple[str, Optional[Weights]]:
@@ -237,10 +453,74 @@ def split_weights_name(name: str) -> tuple[str, Optional[Weights]]:
     return model, get_weights(name)
 
 
+# a training run's weights, in the order a run directory given as the model is read: the best validation
+# top-1 first (what the run's summary tells users to predict with), else the final weights
+RUN_WEIGHTS = ("best.safetensors", "last.safetensors")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def checkpoint_model(spec: Any) -> Optional[tuple[str, Path]]:
+    """A checkpoint where a model's name goes: (its architecture, the file). ``spec`` is a file of ours (our
+    safetensors files record the architecture in their metadata) or a training run's directory (its
+    ``best.safetensors``, else its ``last.safetensors``). None where ``spec`` is a model's name, ``MODEL.TAG``, a
+    repository or a URL; a path that is missing, or a file that records no architecture, raises in one line."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or spec.startswith(REPOSITORY_PREFIXES) or re.match(r"^https?://", spec):
+        return None
+    path = Path(spec).expanduser()
+    slash = "/" in spec or os.sep in spec
+    if not slash and (spec in _WEIGHTS or _registered(spec.partition(".")[0])) and not path.is_file():
+        return None
+    if not (slash or path.exists() or path.suffix in CHECKPOINT_SUFFIXES):
+        return None  # an unknown model's name, for the caller to name as such
+    if path.is_dir():
+        file = next((path / n for n in RUN_WEIGHTS if (path / n).is_file()), None)
+        if file is None:
+            raise MissingFileError(f"{path} is a folder without {' or '.join(RUN_WEIGHTS)}: give a training run's "
+                                   f"directory, a checkpoint file, or a model's name (resnets list)")
+    elif path.is_file():
+        file = path
+    else:
+        raise MissingFileError(f"checkpoint not found: {path} (a model's name, MODEL.TAG, a checkpoint file or a "
+                               f"run directory goes here)")
+    try:
+        metadata = read_metadata(file)
+    except CheckpointError:  # not safetensors: no metadata
+        metadata = {}
+    except Exception as error:  # noqa: BLE001 - a damaged header, said in one line
+        raise CheckpointError(f"{file}: cannot read its safetensors header ({str(error).splitlines()[0]}); "
+                              f"fetch or copy it again") from None
+    arch = metadata.get("arch") if metadata.get("format") == FORMAT_NAME else None
+    if not isinstance(arch, str) or not arch:
+        raise CheckpointError(f"{file} records no architecture (resnets' own safetensors files do): give the "
+                              f"model's name with the file as its weights (`resnets COMMAND MODEL --weights {spec}`, "
+                              f"create_model(MODEL, weights={spec!r}))")
+    if not _registered(arch):
+        raise CheckpointError(f"{file} records the architecture {arch[:60]!r}, which is not a registered model "
+                              f"(resnets list; register your own with @resnets.register_model)")
+    return arch, file
+
+
+def _registered(model: str) -> bool:
+    try:
+        get_model_spec(model)
+    except UsageError:
+        return False
+    return True
+
+
 def take_weights_name(model: str, weights: Optional[PathOrUrl]) -> tuple[str, Optional[PathOrUrl]]:
     """Where ``model`` names what runs (a command's MODEL, ``InferenceSession``, ``backbone``, a teacher),
-    ``MODEL.TAG`` is the model with those weights: returns (MODEL, TAG); any other name comes back with
-    ``weights`` unchanged. ``weights`` naming others beside a tag raises UsageError."""
+    ``MODEL.TAG`` is the model with those weights: returns (MODEL, TAG); a checkpoint or a run directory (see
+    ``checkpoint_model``) is its architecture with that file; any other name comes back with ``weights``
+    unchanged. ``weights`` naming others beside a tag or a checkpoint raises UsageError."""
+    checkpoint = checkpoint_model(model)
+    if checkpoint is not None:
+        arch, file = checkpoint
+        if weights is not None and str(weights) != str(file):
+            raise UsageError(f"{model} is a checkpoint, and weights {str(weights)!r} others: give one of them")
+        return arch, str(file)
     name, tagged = split_weights_name(model)
     if tagged is None:
         return model, weights
@@ -249,19 +529,38 @@ def take_weights_name(model: str, weights: Optional[PathOrUrl]) -> tuple[str, Op
     return name, tagged.tag
 
 
-def find_weights(model: str, weights: PathOrUrl) -> Optional[Weights]:
-    """The entry that ``weights`` names for ``model``: a tag (``"tv2_in1k"``) or ``MODEL.TAG``.
+def weights_layout(name: str) -> tuple[str, dict]:
+    """The model ``name`` names and the architecture options of its weights: ``MODEL.TAG`` -> (MODEL, the
+    weights' options and class count); a checkpoint or run directory -> (its architecture, the options its file
+    records); a model's name -> (it, {})."""
+    checkpoint = checkpoint_model(name)
+    if checkpoint is not None:
+        arch, file = checkpoint
+        metadata = read_metadata(file)
+        options = dict(metadata.get("arch_kwargs") or {})
+        if isinstance(metadata.get("num_classes"), int):
+            options["num_classes"] = metadata["num_classes"]
+        return arch, options
+    model, tagged = split_weights_name(name)
+    if tagged is None:
+        return model, {}
+    return model, {**tagged.options, "num_classes": len(tagged.classes)}
+
+
+def find_weights(model: str, weights: Any) -> Optional[Weights]:
+    """The entry that ``weights`` names for ``model``: a tag (``"tv2_in1k"``), ``MODEL.TAG``, or torchvision's
+    enum or name of the same file (``ResNet50_Weights.DEFAULT``, ``"DEFAULT"``, ``"IMAGENET1K_V2"``).
     None when it names none, so that it is a path or URL; one that is neither a URL, nor a file,
     nor a registered name raises MissingFileError listing the model's tags."""
-    if not isinstance(weights, str):
-        return None
-    found = _WEIGHTS.get(weights) or _WEIGHTS.get(f"{model}.{weights}")
+    found = _torchvision_entry(model, weights)
+    if found is None and isinstance(weights, str):
+        found = _WEIGHTS.get(weights) or _WEIGHTS.get(f"{model}.{weights}")
     if found is not None:
         if found.model != model:
-            raise UsageError(f"{found.name} are weights of {found.model}, not {model}; "
-                             f"load them as {found.model} (`resnets COMMAND {found.model} --weights {found.tag}`, "
-                             f"create_model({found.model!r}, weights={found.name!r}))")
+            raise _other_model(found, model)
         return found
+    if not isinstance(weights, str):
+        return None
     if re.match(r"^https?://", weights) or Path(weights).expanduser().exists():
         return None
     tags = ", ".join(w.tag for w in weights_for(model))
@@ -281,155 +580,6 @@ def weights_tag(model: str, weights: PathOrUrl) -> PathOrUrl:
     return found.tag if found is not None else weights
 
 
-# -- the entries ------------------------------------------------------------------------------
-
-# torchvision's evaluation transform: resize 256 (V1) or 232 (V2 recipe), center crop 224, bilinear
-TORCHVISION_V1 = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bilinear", crop_pct=224 / 256)
-TORCHVISION_V2 = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bilinear", crop_pct=224 / 232)
-# timm's "ResNet strikes back" tags: crop_pct 0.95, bicubic; timm resizes to floor(224 / 0.95) = 235
-TIMM_RSB = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bicubic", crop_pct=224 / 235)
-TIMM_RA = Preprocessing((3, 224, 224), IMAGENET_MEAN, IMAGENET_STD, "bicubic", crop_pct=224 / 256)
-
-_TV_RECIPE_V1 = "https://github.com/pytorch/vision/tree/main/references/classification#resnet"
-_TV_RECIPE_NEW = "https://github.com/pytorch/vision/issues/3995#new-recipe"
-_TV_RECIPE_FIXRES = "https://github.com/pytorch/vision/issues/3995#new-recipe-with-fixres"
-_TIMM_RSB_RECIPE = "https://arxiv.org/abs/2110.00476"
-
-
-def _torchvision(model: str, version: int, file: str, top1: float, top5: float, params: int, gmacs: float,
-                 size_mb: float, recipe: str, *, sha256: Optional[str] = None, default: bool = False) -> Weights:
-    """torchvision's IMAGENET1K_V<version> weights of ``model``; the hash is the prefix in ``file``."""
-    if sha256 is None:
-        sha256 = re.search(r"-([0-9a-f]{8,})\.pth$", file).group(1)
-    v2 = version == 2 or model == "resnext101_64x4d"  # trained with the new recipe, evaluated at 232
-    return Weights(name=f"{model}.tv{'2' if version == 2 else ''}_in1k",
-                   url=f"https://download.pytorch.org/models/{file}", sha256=sha256, default=default,
-                   meta=WeightsMeta(dataset="imagenet1k", preprocessing=TORCHVISION_V2 if v2 else TORCHVISION_V1,
-                                    top1=top1, top5=top5, n=50_000, params=params, gmacs=gmacs, file_size_mb=size_mb,
-                                    classes="imagenet1k", recipe=recipe,
-                                    source=f"torchvision ({model}, IMAGENET1K_V{version})", license="BSD-3-Clause"))
-
-
-def _timm(name: str, sha256: str, top1: float, top5: float, params: int, gmacs: float,
-          preprocessing: Preprocessing, recipe: str) -> Weights:
-    """A timm tag whose file is ``model.safetensors`` of the Hub repository ``timm/<name>``."""
-    return Weights(name=name, url=f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors",
-                   sha256=sha256,
-                   meta=WeightsMeta(dataset="imagenet1k", preprocessing=preprocessing, top1=top1, top5=top5,
-                                    n=50_000, params=params, gmacs=gmacs, classes="imagenet1k", recipe=recipe,
-                                    source=f"timm (huggingface.co/timm/{name})", license="Apache-2.0"))
-
-
-TORCHVISION = (
-    # torchvision's DEFAULT for resnet18/34 is V1 (no V2 exists); marked, so that our resnet18.imagenette,
-    # registered earlier, does not become the default by order
-    _torchvision("resnet18", 1, "resnet18-f37072fd.pth", 69.758, 89.078, 11_689_512, 1.814, 44.661, _TV_RECIPE_V1,
-                 default=True),
-    _torchvision("resnet34", 1, "resnet34-b627a593.pth", 73.314, 91.420, 21_797_672, 3.664, 83.275, _TV_RECIPE_V1,
-                 default=True),
-    # the whole sha256 of resnet50-0676ba61.pth (102,530,333 bytes = 97.781 MiB), from a Git LFS pointer of it
-    _torchvision("resnet50", 1, "resnet50-0676ba61.pth", 76.130, 92.862, 25_557_032, 4.089, 97.781, _TV_RECIPE_V1,
-                 sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"),
-    _torchvision("resnet50", 2, "resnet50-11ad3fa6.pth", 80.858, 95.434, 25_557_032, 4.089, 97.790,
-                 "https://github.com/pytorch/vision/issues/3995#issuecomment-1013906621", default=True),
-    _torchvision("resnet101", 1, "resnet101-63fe2227.pth", 77.374, 93.546, 44_549_160, 7.801, 170.511,
-                 _TV_RECIPE_V1),
-    _torchvision("resnet101", 2, "resnet101-cd907fc2.pth", 81.886, 95.780, 44_549_160, 7.801, 170.530,
-                 _TV_RECIPE_NEW, default=True),
-    _torchvision("resnet152", 1, "resnet152-394f9c45.pth", 78.312, 94.046, 60_192_808, 11.514, 230.434,
-                 _TV_RECIPE_V1),
-    _torchvision("resnet152", 2, "resnet152-f82ba261.pth", 82.284, 96.002, 60_192_808, 11.514, 230.474,
-                 _TV_RECIPE_NEW, default=True),
-    _torchvision("resnext50_32x4d", 1, "resnext50_32x4d-7cdf4587.pth", 77.618, 93.698, 25_028_904, 4.230, 95.789,
-                 "https://github.com/pytorch/vision/tree/main/references/classification#resnext"),
-    _torchvision("resnext50_32x4d", 2, "resnext50_32x4d-1a0047aa.pth", 81.198, 95.340, 25_028_904, 4.230, 95.833,
-                 _TV_RECIPE_NEW, default=True),
-    _torchvision("resnext101_32x8d", 1, "resnext101_32x8d-8ba56ff5.pth", 79.312, 94.526, 88_791_336, 16.414,
-                 339.586, "https://github.com/pytorch/vision/tree/main/references/classification#resnext"),
-    _torchvision("resnext101_32x8d", 2, "resnext101_32x8d-110c445d.pth", 82.834, 96.228, 88_791_336, 16.414,
-                 339.673, _TV_RECIPE_FIXRES, default=True),
-    # torchvision's only weights of this model: V1 by name, the new recipe and resize 232 in fact
-    _torchvision("resnext101_64x4d", 1, "resnext101_64x4d-173b62eb.pth", 83.246, 96.454, 83_455_272, 15.460,
-                 319.318, "https://github.com/pytorch/vision/pull/5935"),
-    # the V1 wide nets are stored in half precision (about 2 bytes a parameter)
-    _torchvision("wide_resnet50_2", 1, "wide_resnet50_2-95faca4d.pth", 78.468, 94.086, 68_883_240, 11.398, 131.820,
-                 "https://github.com/pytorch/vision/pull/912#issue-445437439"),
-    _torchvision("wide_resnet50_2", 2, "wide_resnet50_2-9ba9bcbe.pth", 81.602, 95.758, 68_883_240, 11.398, 263.124,
-                 _TV_RECIPE_FIXRES, default=True),
-    _torchvision("wide_resnet101_2", 1, "wide_resnet101_2-32ee1156.pth", 78.848, 94.284, 126_886_696, 22.753,
-                 242.896, "https://github.com/pytorch/vision/pull/912#issue-445437439"),
-    _torchvision("wide_resnet101_2", 2, "wide_resnet101_2-d733dc28.pth", 82.510, 96.020, 126_886_696, 22.753,
-                 484.747, _TV_RECIPE_NEW, default=True),
-)
-
-# top-1/top-5 at 224 pixels, timm's default evaluation (timm also reports them at 288, its test size)
-TIMM = (
-    _timm("resnet50.a1_in1k", "773525d5821de224f8f30c33377b7a795d7863e08522698200d3217d3f2a41bb", 80.382, 94.598,
-          25_557_032, 4.089, TIMM_RSB, _TIMM_RSB_RECIPE + " (A1)"),
-    _timm("resnet50.a2_in1k", "f531f9aca4dde1b89e9a465c5b9e3b916a2d1b20a216acf3b9473d1e1212ecf6", 79.828, 94.560,
-          25_557_032, 4.089, TIMM_RSB, _TIMM_RSB_RECIPE + " (A2)"),
-    _timm("resnet50.d_in1k", "d8ed291891c8ee5777f68136665a4eee2f9ddeb2a9bc88acf4b1676b3bbebf55", 79.904, 94.666,
-          25_557_032, 4.089, TIMM_RSB, "https://github.com/huggingface/pytorch-image-models (D recipe)"),
-    _timm("resnet50.b1k_in1k", "cd64707e0ef72aa0526ac6d46fba6495ad2088717adb47a62a0b526eb3cd3480", 79.564, 94.622,
-          25_557_032, 4.089, TIMM_RSB, "https://github.com/huggingface/pytorch-image-models (B1K recipe)"),
-    _timm("resnet50.ra_in1k", "c49195c94e4fe19545a332e706f998d836f63b5d9892cc54526df3ee9b92ba18", 78.820, 94.314,
-          25_557_032, 4.089, TIMM_RA, "https://github.com/huggingface/pytorch-image-models (RandAugment)"),
-    _timm("resnet101.a1_in1k", "1ba5b660e7c175b3c27c557fc7dc8b2815be830c516815b0155f61b403f27380", 81.494, 95.164,
-          44_549_160, 7.801, TIMM_RSB, _TIMM_RSB_RECIPE + " (A1)"),
-)
-
-
-# pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models, the torch.hub source of CIFAR ResNets): option B
-# shortcuts (1x1 projections, which create_model reads from the file), trained on the lossless CIFAR training set,
-# top-1/top-5 published on its 10,000 test images; evaluated on the 32-pixel image as it is, normalised as its
-# training code's configuration (github.com/chenyaofo/image-classification-codebase, conf/cifar10[0].conf) says
-PCM_CIFAR10 = Preprocessing((3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "bilinear", crop_pct=1.0)
-PCM_CIFAR100 = Preprocessing((3, 32, 32), (0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761), "bilinear",
-                             crop_pct=1.0)
-_PCM_RELEASES = "https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/"
-
-
-def _pytorch_cifar_models(model: str, dataset: str, file: str, top1: float, top5: float, params: int,
-                          gmacs: float) -> Weights:
-    """A CIFAR ResNet of pytorch-cifar-models; the hash is the prefix in ``file``, as torch.hub names files."""
-    preprocessing = PCM_CIFAR10 if dataset == "cifar10" else PCM_CIFAR100
-    return Weights(name=f"{model}.chenyaofo_{dataset}", url=_PCM_RELEASES + file, options={"shortcut": "B"},
-                   sha256=re.search(r"-([0-9a-f]{8,})\.pt$", file).group(1),
-                   meta=WeightsMeta(dataset=dataset, preprocessing=preprocessing,
-                                    top1=top1, top5=top5, n=10_000, params=params, gmacs=gmacs, classes=dataset,
-                                    recipe="https://github.com/chenyaofo/pytorch-cifar-models#implementation-details "
-                                           "(200 epochs, batch 256, lr 0.1 nesterov, wd 1e-4 ... option B shortcuts)",
-                                    source="pytorch-cifar-models (github.com/chenyaofo/pytorch-cifar-models)",
-                                    license="BSD-3-Clause"))
-
-
-PYTORCH_CIFAR_MODELS = (
-    _pytorch_cifar_models("resnet20", "cifar10", "cifar10_resnet20-4118986f.pt", 92.60, 99.81, 272_474, 0.04081),
-    _pytorch_cifar_models("resnet32", "cifar10", "cifar10_resnet32-ef93fc4d.pt", 93.53, 99.77, 466_906, 0.06912),
-    _pytorch_cifar_models("resnet44", "cifar10", "cifar10_resnet44-2a3cabcb.pt", 94.01, 99.77, 661_338, 0.09744),
-    _pytorch_cifar_models("resnet56", "cifar10", "cifar10_resnet56-187c023a.pt", 94.37, 99.83, 855_770, 0.12575),
-    _pytorch_cifar_models("resnet20", "cifar100", "cifar100_resnet20-23dac2f1.pt", 68.83, 91.01, 278_324, 0.04082),
-    _pytorch_cifar_models("resnet32", "cifar100", "cifar100_resnet32-84213ce6.pt", 70.16, 90.89, 472_756, 0.06913),
-    _pytorch_cifar_models("resnet44", "cifar100", "cifar100_resnet44-ffe32858.pt", 71.63, 91.58, 667_188, 0.09744),
-    _pytorch_cifar_models("resnet56", "cifar100", "cifar100_resnet56-f2eff4c8.pt", 72.63, 91.94, 861_620, 0.12575),
-)
-
-
-def _shipped(card_path: Path) -> Weights:
-    """The entry of a weights file shipped in ``files/``, from its model card (``MODEL-TAG.json`` beside it,
-    written with the file: what it was trained on, how, for how long, where, and its measured accuracy)."""
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    classes, preprocessing = card["classes"], Preprocessing.from_dict(card["preprocessing"])
-    return Weights(name=card["name"], file=card["file"], sha256=card["sha256"], default=card["default"],
-                   meta=WeightsMeta(dataset=card["dataset"], preprocessing=preprocessing,
-                                    top1=card["val"]["top1"], top5=card["val"].get("top5"), n=card["val"]["n"],
-                                    params=card["params"], gmacs=card["gmacs"],
-                                    file_size_mb=round(card["file_size_bytes"] / 2**20, 3),
-                                    classes=classes if isinstance(classes, str) else tuple(classes),
-                                    recipe=f"resnets recipe {card['training']['recipe_name']}", source="resnets",
-                                    license=card["license"]))
-
-
 def model_card(name: str) -> dict:
     """The model card of shipped weights ``MODEL.TAG`` (data, split, recipe, command, length, time, machine,
     validation accuracy with n, sha256) as a dict."""
@@ -439,14 +589,11 @@ def model_card(name: str) -> dict:
     return json.loads((FILES_DIR / weights.file).with_suffix(".json").read_text(encoding="utf-8"))
 
 
-# our own weights: each file in files/ with its card, in name order
-SHIPPED: tuple[Weights, ...] = tuple(_shipped(path) for path in sorted(FILES_DIR.glob("*.json")))
-
-for _entry in (*SHIPPED, *TORCHVISION, *TIMM, *PYTORCH_CIFAR_MODELS):
-    register_weights(_entry)
 
 
 __all__ = [
-    "FILES_DIR", "PYTORCH_CIFAR_MODELS", "SHIPPED", "TIMM", "TORCHVISION", "Weights", "WeightsMeta", "default_weights",
-    "find_weights", "get_weights", "list_weights", "model_card", "register_weights", "weights_for", "weights_tag",
+    "CHECKPOINT_SUFFIXES", "FILES_DIR", "Located", "RUN_WEIGHTS", "TORCHVISION_DEFAULT", "Weights", "WeightsMeta",
+    "checkpoint_model", "default_weights", "find_weights", "get_weights", "huggingface_cache_copy", "list_weights",
+    "model_card",
+    "register_weights", "take_weights_name", "torchvision_name", "weights_for", "weights_layout", "weights_tag",
 ]

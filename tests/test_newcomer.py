@@ -26,7 +26,6 @@ from cli_helpers import cli_env, run_main
 from data_helpers import encode, random_rgb, write_tree
 from model_helpers import randomise_bn
 from resnets.cli import main
-from resnets.download import DownloadError
 from resnets.errors import MissingFileError, UsageError
 from resnets.factory import choose_weights
 from resnets.weights import CheckpointError, catalogue, named, save_weights

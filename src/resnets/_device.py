@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Union
 
 import torch
@@ -46,4 +47,11 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return resolved
 
 
-__all__ = ["resolve_device"]
+def quiet_cuda_home_notice() -> None:
+    """torch.compile's C++ builder logs "No CUDA runtime is found, using CUDA_HOME=..." on a machine with a CUDA
+    toolkit and no GPU, once per process, at warning level; compiling for the CPU, it says nothing that matters,
+    so that one logger is raised to errors only."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+__all__ = ["quiet_cuda_home_notice", "resolve_device"]

@@ -22,7 +22,7 @@ from .errors import UsageError
 from .models import build_model, get_model_spec
 from .models import list_models as registry_list_models
 from .weights import CheckpointError, apply_preprocessing, load_checkpoint, load_state_dict
-from .weights.formats import PathOrUrl, check_fit, shortcut_option
+from .weights.formats import check_fit, shortcut_option
 from .weights.hub import is_repository, open_repository
 from .weights.named import (Weights, checkpoint_model, default_weights, find_weights, list_weights, split_weights_name,
                             take_weights_name, torchvision_name)

@@ -5,7 +5,6 @@ candidate (see ``runtimes`` for what runs where)."""
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._device import resolve_device
+from .._device import quiet_cuda_home_notice, resolve_device
 from ..errors import OPTIONAL_EXTRAS, ResnetsError, UsageError, check_number
 from ..factory import create_model
 from ..weights import load_weights
@@ -83,13 +82,6 @@ def _emulates_bf16(backend: str, precision: str) -> bool:
 
 # calibration images timed to choose the runtime at construction: a batch as predict's default
 SELECTION_IMAGES = 16
-
-
-def quiet_cuda_home_notice() -> None:
-    """torch.compile's C++ builder logs "No CUDA runtime is found, using CUDA_HOME=..." on a machine with a CUDA
-    toolkit and no GPU, once per process, at warning level; compiling for the CPU, it says nothing that matters,
-    so that one logger is raised to errors only."""
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 class InferenceSession:

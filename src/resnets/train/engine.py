@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._device import quiet_cuda_home_notice
 from ..data import build_loaders
 from ..errors import ResnetsError, UsageError
 from ..factory import create_model
@@ -370,6 +371,8 @@ def _compiled(run: Run) -> nn.Module:
     options = run.options
     net = run.dist.wrap(run.trained) if run.trained is run.model else run.trained
     if options.compile or options.compile_mode:
+        if run.device.type == "cpu":
+            quiet_cuda_home_notice()
         # every training batch has one shape (drop_last): static kernels, and no dynamic-shape graph where one
         # process trains several networks (torch.compile marks dimensions dynamic once a function sees a second
         # shape; a second network in one process did so on a GPU)

@@ -13,8 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 from resnets._options import bounds
+from resnets._precision import AutocastOption
+from resnets.deploy.session_config import SessionConfig
 from resnets.data.pipeline import DataConfig
 from resnets.data.small import DeviceLoaderConfig
+from resnets.deploy.options import EvalOptions, ExplainOptions, ExportOptions, FeaturesOptions, PredictOptions
 from resnets.studies import DegradationConfig, GradientConfig, ResponseConfig
 from resnets.train import Recipe, TrainOptions, train
 from resnets.train.config import Distillation, RunConfig
@@ -23,7 +26,10 @@ from resnets.transfer.finetune import FinetuneOptions
 DATA = Path(__file__).parent / "data"
 # the classes that take a training or data knob: each bound and choice is declared in one of them only
 CLASSES = (DataConfig, DeviceLoaderConfig, Recipe, Distillation, TrainOptions, FinetuneOptions, DegradationConfig,
-           GradientConfig, ResponseConfig)
+           GradientConfig, ResponseConfig, FeaturesOptions, EvalOptions, PredictOptions, ExplainOptions, ExportOptions,
+           SessionConfig, AutocastOption)
+# one name, two knobs: the exported file's number format (a subset per format) is not a session's precision
+OTHER_KNOBS = {("ExportOptions", "precision")}
 DECLARED = ("low", "high", "low_open", "high_open", "choices")
 
 
@@ -38,7 +44,7 @@ def test_each_bound_and_choice_is_declared_once():
         for f in dataclasses.fields(cls):
             if "origin" in f.metadata:
                 origins[(cls.__name__, f.name)] = f
-            elif _declaration(f):
+            elif _declaration(f) and (cls.__name__, f.name) not in OTHER_KNOBS:
                 own.setdefault(f.name, []).append(cls.__name__)
     # FinetuneOptions inherits TrainOptions' fields: the same declaration, not a second one
     twice = {name: where for name, where in own.items()
@@ -110,3 +116,27 @@ def test_a_run_recorded_before_the_configuration_was_typed_resumes(tmp_path):
     assert result.step == 4 and result.val_top1 == result["val_top1"]
     expected, got = load_file(str(whole / "last.safetensors")), load_file(str(resumed / "last.safetensors"))
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_every_subcommand_takes_the_flags_of_its_options_classes():
+    """The command line is built from the options classes: each subcommand's flags are exactly their fields."""
+    import argparse
+
+    from resnets._options import option_fields
+    from resnets.cli import build_parser
+    from resnets.deploy.server_config import ServerConfig
+    from resnets.deploy.session_config import SessionConfig
+    from resnets.deploy.options import ModelOptions
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    session = {f.name for f in option_fields(SessionConfig)} | {"calibration"}
+    expected = {"train": TrainOptions, "finetune": FinetuneOptions, "features": FeaturesOptions,
+                "eval": EvalOptions, "predict": PredictOptions, "explain": ExplainOptions, "export": ExportOptions}
+    for name, cls in expected.items():
+        dests = {a.dest for a in commands[name]._actions if a.dest != "help"}
+        extra = session if name == "predict" else set()
+        assert dests == {f.name for f in option_fields(cls)} | extra, name
+    serve = {a.dest for a in commands["serve"]._actions if a.dest != "help"}
+    assert serve == ({f.name for f in option_fields(ModelOptions)} | session
+                     | {f.name for f in option_fields(ServerConfig)})

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "resnets"
 # lower imports nothing higher; modules of one layer may import each other
 LAYERS = [
     # "" is the package's own __init__ (lazy: imports nothing)
-    ["errors", "_io", "_lazy", "_device", "_precision", "_options", "download", "scoring", ""],
+    ["errors", "_io", "_lazy", "_device", "_precision", "_options", "download", "results", "scoring", ""],
     ["models"],
     ["weights"],
     ["factory", "pretrained"],

@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ._device import cpu_units
+from ._options import option
 from .errors import UsageError, check_choice
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class AutocastOption:
+    """The autocast knob, declared once for training and evaluation (their options take it ``same_as``)."""
+
+    amp: str = option("auto", choices=AMP_CHOICES, help="autocast precision; auto: bf16 where the device computes it "
+                                                        "natively (recent Intel/AMD CPUs, Ampere+ GPUs), else off "
+                                                        "(fp32)")
 
 
 def native_bf16(device: torch.device) -> bool:

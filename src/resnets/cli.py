@@ -21,11 +21,12 @@ from ._device import resolve_device
 from ._io import disk_full_error, is_disk_full
 from ._options import bounds, option_fields
 from .deploy.classes import printable
+from .deploy.options import (CALIBRATION_HELP, EvalOptions, ExplainOptions, ExportOptions, FeaturesOptions,
+                             ModelOptions, PredictOptions)
 from .deploy.server_config import ServerConfig
 from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import NoDefaultWeights, choose_weights, create_model
-from .deploy.runtimes import BACKENDS, PRECISIONS, QUANTIZATION_IMAGES
 from .models import get_model_spec, import_models, list_models
 from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
@@ -35,7 +36,6 @@ from .weights.named import (checkpoint_model, default_weights, find_weights, get
                             split_weights_name, weights_layout)
 from .train import FusedResult, TrainingDiverged, TrainOptions, train
 from .train.plot import plot_runs
-from ._precision import AMP_CHOICES
 from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
@@ -61,14 +61,6 @@ POSITIVE = _number(int, 1)
 NON_NEGATIVE = _number(int, 0)
 POSITIVE_FLOAT = _number(float, 0, low_open=True)
 IMAGE_SIDE = _number(int, 1, MAX_INPUT_SIDE)  # the largest side a model's preprocessing takes
-
-WEIGHTS_HELP = ("named weights (TAG or MODEL.TAG, see resnets list --weights), a checkpoint path or URL, or a "
-                "repository: hf-hub:ORG/NAME (Hugging Face Hub) or local-dir:PATH")
-
-MODEL_HELP = ("model name (resnets list); MODEL.TAG: the model with those named weights (resnets list --weights); or "
-              "a checkpoint of ours (FILE.safetensors) or a training run's directory (its best.safetensors, else "
-              "last.safetensors), whose file names the architecture")
-
 
 def _cmd_list(args: argparse.Namespace) -> int:
     if args.weights:
@@ -180,7 +172,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in option_fields(cls):
         meta = f.metadata
         if meta.get("positional"):
-            parser.add_argument(f.name, help=meta.get("help"))
+            parser.add_argument(f.name, help=meta.get("help"), nargs=meta.get("nargs"))
             continue
         kind = hints[f.name]
         optional = typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind)
@@ -204,7 +196,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             if typing.get_origin(kind) is collections.abc.Sequence:  # one or more values
                 kind = typing.get_args(kind)[0]
-                spec["nargs"] = "+"
+                spec["nargs"] = meta.get("nargs", "+")
             declared = bounds(f)
             parse = _number(kind, *declared[:2], low_open=declared[2], high_open=declared[3]) if declared else \
                 kind if kind in (int, float, Path) else str
@@ -291,7 +283,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                         num_workers=args.num_workers, amp=args.amp, backend=args.backend,
                                         precision=args.precision, calibration=args.calibration, cache_exports=True)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_dict()))
     else:
         which = {"val": "the validation split recorded in the weights", "all": "every image of the train part"}.get(
             result["split"], f"its {result['split']} folder" if result["split"].endswith("/") else
@@ -523,22 +515,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_weights_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="run an untrained, randomly initialised network (its outputs mean nothing)")
-def _add_loader_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """The flags of a command that reads a data source through the evaluation loader (eval, features)."""
-    parser.add_argument("--batch-size", type=POSITIVE, default=batch_size,
-                        help=f"images a batch (default {batch_size})")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--num-workers", type=NON_NEGATIVE,
-                        help="data loader workers for large images (default: the cores, at most 4)")
-
-
-CALIBRATION_HELP = ("images for int8 calibration and the auto accuracy check: a data source (SOURCE[:SPLIT], e.g. "
-                    "photos.zip:train) or a folder")
-
 
 def add_session_options(parser: argparse.ArgumentParser) -> None:
     """An inference session's flags (predict, serve): SessionConfig's fields, and the calibration images."""
@@ -579,43 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("features", help="embeddings of every image of a data source (.npy or .safetensors)")
-    p.add_argument("model", help=MODEL_HELP)
-    _add_weights_options(p)
-    p.add_argument("--data", required=True, help="data source")
-    p.add_argument("--out", required=True, help="FILE.npy (+ FILE.json: files, labels, classes) or FILE.safetensors")
-    p.add_argument("--stage", type=NON_NEGATIVE,
-                   help="average-pooled output of stage K (0: stem) instead of the pooled features the "
-                        "classifier sees")
-    p.add_argument("--image-size", type=IMAGE_SIDE, help="input side (default: the weights' own preprocessing)")
-    _add_loader_options(p, batch_size=64)
+    add_options(p, FeaturesOptions)
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("eval", help="evaluate weights on a data split: top-1, top-5, loss")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--weights", help=WEIGHTS_HELP + " (default: the model's default named weights)")
-    p.add_argument("--data", required=True, help="data source")
-    p.add_argument("--split", default="auto",
-                   help="auto (default): the validation split recorded in the weights when --data is the data they "
-                        "were trained on, else the source's own held-out split where it has one (test, else a val/ "
-                        "folder), else every image; val: the recorded (or a seeded 10%%) validation split; all: every "
-                        "image of the source's train part (a folder without split folders is all train); or the "
-                        "source's own split name such as test, or val/ for a folder named val")
-    p.add_argument("--mean", help="per-channel mean, e.g. 0.49,0.48,0.45 (default: the weights' own)")
-    p.add_argument("--std", help="per-channel std (default: the weights' own)")
-    _add_loader_options(p, batch_size=256)
-    p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                   help="autocast precision (default auto: bf16 where the device computes it natively; off: fp32, "
-                        "as the model cards' figures)")
-    p.add_argument("--confusion", help="write the confusion matrix to this PNG")
-    p.add_argument("--per-class", action="store_true", help="per-class accuracy")
-    p.add_argument("--backend", choices=BACKENDS,
-                   help="evaluate through an inference session (BN folded; ONNX Runtime, OpenVINO) instead of the "
-                        "plain model")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="evaluate through an inference session at this precision (see predict --help) and report "
-                        "its top-1 against fp32's")
-    p.add_argument("--calibration", metavar="DATA", help=CALIBRATION_HELP)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_options(p, EvalOptions)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("plot", help="training and validation error against iterations (PNG)")
@@ -625,47 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    _add_weights_options(p)
-    p.add_argument("--top-k", type=POSITIVE, default=5)
-    p.add_argument("--batch-size", type=POSITIVE, default=16)
+    add_options(p, PredictOptions)
     add_session_options(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("explain", help="class activation maps of images (PNG, JSON and the map as .npy each), "
                                          "with a faithfulness check")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    _add_weights_options(p)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++, scorecam, hirescam, xgradcam, "
-                   "layercam, eigencam, eigengradcam, ablationcam")
-    p.add_argument("--target", type=NON_NEGATIVE, help="explain this class index (default: each image's prediction)")
-    p.add_argument("--top-k", type=POSITIVE, default=3, help="classes named in each figure's title")
-    p.add_argument("--batch-size", type=POSITIVE, default=16)
+    add_options(p, ExplainOptions)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("export", help="export to ONNX, torch.export (.pt2) or TorchScript, checked against PyTorch")
-    p.add_argument("model", help=MODEL_HELP)
-    _add_weights_options(p)
-    p.add_argument("--format", choices=["onnx", "torch.export", "torchscript"], required=True)
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="fp32 (any format), int8 (onnx; needs --calibration) or bf16 (torch.export, torchscript)")
-    p.add_argument("--calibration", metavar="DATA", help="images for int8 calibration: a data source "
-                                                         "(SOURCE[:SPLIT]) or a folder")
-    p.add_argument("--calibration-count", type=POSITIVE, default=QUANTIZATION_IMAGES,
-                   help="how many calibration images to sample")
-    p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--check-images", nargs="*", default=[], help="real images (files or directories) to compare on")
-    p.add_argument("--check-count", type=POSITIVE, default=8, help="how many of the real images to use")
-    p.add_argument("--tolerance", type=POSITIVE_FLOAT, default=1e-4, help="largest allowed max abs difference")
+    add_options(p, ExportOptions)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="HTTP service: POST /predict, GET /health, GET /metadata")
-    p.add_argument("model", help=MODEL_HELP)
-    _add_weights_options(p)
+    add_options(p, ModelOptions)
     add_session_options(p)
     add_options(p, ServerConfig)
     p.set_defaults(func=_cmd_serve)

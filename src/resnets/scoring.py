@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UsageError
 from ._precision import autocast_context
+from .errors import UsageError
+from .results import Result
+
+
+@dataclass
+class Scores(Result):
+    """What :func:`evaluate` measures: mean cross-entropy, top-1 and top-5 accuracy (percent) and the image
+    count; with ``confusion=True`` the confusion matrix (rows: true class, columns: predicted) and each class's
+    accuracy (percent, None for a class with no image)."""
+
+    loss: float
+    top1: float
+    top5: float
+    n: int
+    confusion: Optional[list] = None
+    per_class_accuracy: Optional[list] = None
 
 
 @torch.no_grad()
 def evaluate(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
              batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int, *,
-             amp: str = "off", confusion: bool = False, device: Optional[torch.device] = None) -> dict:
+             amp: str = "off", confusion: bool = False, device: Optional[torch.device] = None) -> Scores:
     """Mean cross-entropy, top-1 and top-5 accuracy (percent) and the image count.
 
     ``model`` is a module (put in eval mode for the duration) or any callable from a batch
@@ -51,12 +67,12 @@ def evaluate(model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
         model.train(was_training)
     if count == 0:
         raise UsageError("evaluation got no images")
-    result = dict(loss=loss_sum.item() / count, top1=100.0 * top1.item() / count,
-                  top5=100.0 * top5.item() / count, n=count)
+    result = Scores(loss=loss_sum.item() / count, top1=100.0 * top1.item() / count,
+                    top5=100.0 * top5.item() / count, n=count)
     if matrix is not None:
         rows = matrix.cpu()
-        result["confusion"] = rows.tolist()
         totals = rows.sum(1)
-        result["per_class_accuracy"] = [100.0 * rows[i, i].item() / totals[i].item() if totals[i] else None
-                                        for i in range(num_classes)]
+        result.confusion = rows.tolist()
+        result.per_class_accuracy = [100.0 * rows[i, i].item() / totals[i].item() if totals[i] else None
+                                     for i in range(num_classes)]
     return result

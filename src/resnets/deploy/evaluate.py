@@ -5,6 +5,7 @@ images and the share of identical top-1 predictions (``precision_check``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -13,12 +14,13 @@ from torch import nn
 
 from .._device import resolve_device
 from .._io import check_png_path, save_png
+from .._precision import resolve_amp, resolve_channels_last, warn_if_emulated
 from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
+from ..results import Result
 from ..scoring import evaluate
-from .._precision import resolve_amp, resolve_channels_last, warn_if_emulated
 from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig, check_finite
 
@@ -48,12 +50,36 @@ def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object
                    f"have been trained on make it no held-out score"), source
 
 
+@dataclass
+class Evaluation(Result):
+    """What :func:`evaluate_checkpoint` (``resnets eval``) measures and on what: the scores, the split and why
+    it was chosen, the precision computed in; ``to_dict()`` is ``resnets eval --json``'s object."""
+
+    loss: float
+    top1: float
+    top5: float
+    n: int
+    amp: str
+    channels_last: bool
+    split: str
+    split_reason: str
+    num_classes: int
+    data_classes: list
+    confusion: Optional[list] = None
+    backend: Optional[str] = None
+    precision: Optional[str] = None
+    precision_check: Optional[dict] = None
+    refused: Optional[dict] = None
+    per_class_accuracy: Optional[dict] = None
+    confusion_png: Optional[str] = None
+
+
 def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str = "auto", batch_size: int = 256,
                         mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                         device: str = "cpu", confusion_png: Optional[str] = None, per_class: bool = False,
                         num_workers: Optional[int] = None, amp: str = "auto", backend: Optional[str] = None,
                         precision: Optional[str] = None, calibration: Optional[str] = None,
-                        cache_exports: bool = False) -> dict:
+                        cache_exports: bool = False) -> Evaluation:
     """Evaluate a checkpoint (any supported format) on a split of a data source.
 
     Normalisation comes from ``mean``/``std``, else the checkpoint's recorded preprocessing,
@@ -135,25 +161,23 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     if session is not None and session.config.precision != "fp32":
         predictor, batches, compared = _compared_with_fp32(session, model, batches)
     model.eval()  # evaluate() sets it for a module; the check below hands it a function
-    result = evaluate(_finite(predictor), batches, len(classes), amp=amp,
+    scores = evaluate(_finite(predictor), batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
-    result["amp"], result["channels_last"] = amp, channels_last
-    result["split"], result["split_reason"] = split, reason
-    result["num_classes"], result["data_classes"] = len(classes), data_classes
+    result = Evaluation(loss=scores.loss, top1=scores.top1, top5=scores.top5, n=scores.n, amp=amp,
+                        channels_last=channels_last, split=split, split_reason=reason, num_classes=len(classes),
+                        data_classes=data_classes, confusion=scores.confusion)
     if session is not None:
-        result["backend"], result["precision"] = session.backend, session.precision
+        result.backend, result.precision = session.backend, session.precision
         if session.config.precision != "fp32":
-            result["precision_check"] = compared().to_dict()
+            result.precision_check = compared().to_dict()
         if session.refused:
-            result["refused"] = session.refused
+            result.refused = session.refused
     if per_class:
-        result["per_class_accuracy"] = dict(zip(classes, result["per_class_accuracy"]))
-    else:
-        result.pop("per_class_accuracy", None)
+        result.per_class_accuracy = dict(zip(classes, scores.per_class_accuracy))
     if confusion_png is not None:
-        write_confusion_png(result["confusion"], classes, confusion_png,
-                            title=f"{model_name} on {data} ({split}), top-1 {result['top1']:.2f}%")
-        result["confusion_png"] = str(confusion_png)
+        write_confusion_png(scores.confusion, classes, confusion_png,
+                            title=f"{model_name} on {data} ({split}), top-1 {scores.top1:.2f}%")
+        result.confusion_png = str(confusion_png)
     return result
 
 

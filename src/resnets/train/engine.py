@@ -648,8 +648,8 @@ def _evaluate_and_save(run: Run, row: dict, evaluated: nn.Module) -> dict:
     if run.val_loader is not None:
         net = evaluated if run.trained is model else run.trained
         result = evaluate(net, run.val_loader.epoch_batches(0), info.num_classes, amp=run.config.amp)
-        row.update(val_loss=result["loss"], val_top1=result["top1"], val_top5=result["top5"],
-                   val_error=100.0 - result["top1"], val_n=result["n"])
+        row.update(val_loss=result.loss, val_top1=result.top1, val_top5=result.top5, val_error=100.0 - result.top1,
+                   val_n=result.n)
     append_metrics(out, row)
     classes = list(info.classes)
     improved = "val_top1" not in row or better(row, run.best)

@@ -14,7 +14,7 @@ from .._options import MAX_SEED, check_bounds, option, option_fields, required, 
 from ..errors import UsageError
 from ..weights.named import split_weights_name, take_weights_name, weights_tag
 from .hooks import TrainHook
-from .._precision import AMP_CHOICES
+from .._precision import AMP_CHOICES, AutocastOption
 from .config import Distillation
 from .recipe import Recipe, list_recipes
 from .warmstart import WarmStart
@@ -46,8 +46,7 @@ class TrainOptions:
                                        "each in OUT/MODEL-seedS, as if trained alone", metavar="S,S,...")
     evaluations: Optional[int] = same_as(Recipe, "evaluations")
     val_size: Optional[int] = same_as(Recipe, "val_size")
-    amp: str = option("auto", help="autocast precision; auto: bf16 where the device computes it natively "
-                                   "(recent Intel/AMD CPUs, Ampere+ GPUs), else off (fp32)", choices=AMP_CHOICES)
+    amp: str = same_as(AutocastOption, "amp", "auto")
     channels_last: Optional[bool] = option(help="channels-last memory format (default: where faster: on CUDA and "
                                                 "on CPUs)")
     compile: bool = option(False, help="torch.compile the model")

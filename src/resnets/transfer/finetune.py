@@ -31,7 +31,7 @@ from ..data import resolve_source
 from ..data.sources import BadImageError
 from ..errors import UsageError, check_choice
 from ..factory import create_model
-from ..train.engine import train
+from ..train.engine import TrainResult, train
 from ..train.options import TrainOptions, option
 from ..train.recipe import Recipe, list_recipes
 from ..weights.named import take_weights_name, weights_tag
@@ -140,7 +140,7 @@ def check_finetune_data(data: str, *, bad_input: str = "skip", cache_dir: Option
     return classes
 
 
-def finetune(options: FinetuneOptions) -> dict:
+def finetune(options: FinetuneOptions) -> TrainResult:
     """Fine-tune ``options.model`` from ``options.weights`` on ``options.data``; returns the
     last evaluation's metrics (``val_top1``, ...). The run directory is a training run
     (``resnets plot``, ``resnets eval`` and ``resnets predict`` read it as they read any)."""

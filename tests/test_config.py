@@ -131,12 +131,17 @@ def test_every_subcommand_takes_the_flags_of_its_options_classes():
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     session = {f.name for f in option_fields(SessionConfig)} | {"calibration"}
-    expected = {"train": TrainOptions, "finetune": FinetuneOptions, "features": FeaturesOptions,
+    from resnets.models.summary import InfoOptions, ListOptions
+    from resnets.train.plot import PlotOptions
+
+    expected = {"list": ListOptions, "info": InfoOptions, "plot": PlotOptions,
+                "train": TrainOptions, "finetune": FinetuneOptions, "features": FeaturesOptions,
                 "eval": EvalOptions, "predict": PredictOptions, "explain": ExplainOptions, "export": ExportOptions}
     for name, cls in expected.items():
         dests = {a.dest for a in commands[name]._actions if a.dest != "help"}
         extra = session if name == "predict" else set()
         assert dests == {f.name for f in option_fields(cls)} | extra, name
+    assert set(commands) - set(expected) == {"serve", "study"}  # serve: below; study: one class per study
     serve = {a.dest for a in commands["serve"]._actions if a.dest != "help"}
     assert serve == ({f.name for f in option_fields(ModelOptions)} | session
                      | {f.name for f in option_fields(ServerConfig)})

@@ -30,12 +30,12 @@ from .factory import NoDefaultWeights, choose_weights, create_model
 from .models import get_model_spec, import_models, list_models
 from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
-from .models.summary import format_table, summarize
+from .models.summary import InfoOptions, ListOptions, format_table, summarize
 from .weights.hub import is_repository
 from .weights.named import (checkpoint_model, default_weights, find_weights, get_weights, list_weights,
                             split_weights_name, weights_layout)
 from .train import FusedResult, TrainingDiverged, TrainOptions, train
-from .train.plot import plot_runs
+from .train.plot import PlotOptions, plot_runs
 from .transfer import FinetuneOptions, compute_features, finetune
 from .transfer.features import feature_paths
 
@@ -529,21 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("list", help="list the registered models, or with --weights the named weights")
-    p.add_argument("filter", nargs="*", help="glob patterns, e.g. 'resnet*' (with --weights also '*.tv2_in1k')")
-    p.add_argument("--family", choices=["imagenet", "cifar"])
-    p.add_argument("--weights", action="store_true",
-                   help="list the named weights (MODEL.TAG, for --weights of every command) with their accuracy")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_options(p, ListOptions)
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("info", help="a model's layer table (paper Table 1), parameters and multiply-adds")
-    p.add_argument("model", help="model name (resnets list), or MODEL.TAG, a checkpoint of ours or a run directory: "
-                                 "the model in the layout of those weights")
-    p.add_argument("--input-size", type=IMAGE_SIDE, default=None, help="square input side (default: the model's own)")
-    p.add_argument("--shortcut", choices=SHORTCUT_OPTIONS)
-    p.add_argument("--variant", choices=["v1", "v1.5"])
-    p.add_argument("--num-classes", type=NON_NEGATIVE)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_options(p, InfoOptions)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train a model with a recipe; resumable, one or many processes (torchrun)")
@@ -563,9 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("plot", help="training and validation error against iterations (PNG)")
-    p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
-    p.add_argument("--title")
+    add_options(p, PlotOptions)
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("predict", help="top-k classes of images (files or directories)")

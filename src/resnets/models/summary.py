@@ -8,15 +8,21 @@ all on the ``meta`` device so that even ResNet-1202 costs no real compute.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._options import option, required
+from .blocks import SHORTCUT_OPTIONS
+from .preprocessing import MAX_INPUT_SIDE
 from .registry import build_model, get_model_spec
-from .resnet import ResNet
+from .resnet import VARIANTS, ResNet
+
+FAMILIES = ("imagenet", "cifar")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -129,3 +135,29 @@ def _human(n: int) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.3f} G"
     return f"{n / 1e6:.2f} M"
+
+
+@dataclass(kw_only=True)
+class ListOptions:
+    """What ``resnets list`` takes."""
+
+    filter: Sequence[str] = option(list, help="glob patterns, e.g. 'resnet*' (with --weights also '*.tv2_in1k')",
+                                   positional=True, nargs="*")
+    family: Optional[str] = option(choices=FAMILIES, help="only the models of this family")
+    weights: bool = option(False, help="list the named weights (MODEL.TAG, for --weights of every command) with "
+                                       "their accuracy")
+    json: bool = option(False, help="print JSON")
+
+
+@dataclass(kw_only=True)
+class InfoOptions:
+    """What ``resnets info`` takes: a model, and the options of its layout that change the table."""
+
+    model: str = required(help="model name (resnets list), or MODEL.TAG, a checkpoint of ours or a run directory: "
+                               "the model in the layout of those weights", positional=True)
+    input_size: Optional[int] = option(help="square input side (default: the model's own)", low=1,
+                                       high=MAX_INPUT_SIDE)
+    shortcut: Optional[str] = option(choices=SHORTCUT_OPTIONS, help="shortcut option A, B or C")
+    variant: Optional[str] = option(choices=VARIANTS, help="v1 or v1.5 (ImageNet bottleneck networks)")
+    num_classes: Optional[int] = option(help="classifier width", low=0)
+    json: bool = option(False, help="print one JSON object")

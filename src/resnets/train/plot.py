@@ -3,10 +3,12 @@ error thin and dashed, validation error bold."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .._io import check_png_path, save_png
+from .._options import option, required
 from .checkpoint import RunDirError, read_config, read_metrics
 
 
@@ -19,6 +21,15 @@ def run_labels(run_dirs: Sequence[Union[str, Path]]) -> list[str]:
     if len(set(labels)) < len(labels):
         labels = [f"{m} ({r})" for m, r in zip(models, run_dirs)]
     return labels
+
+
+@dataclass(kw_only=True)
+class PlotOptions:
+    """What ``resnets plot`` takes."""
+
+    runs: Sequence[str] = required(help="run directories", positional=True, nargs="+")
+    out: Optional[str] = option(help="PNG path (default: RUN_DIR/curves.png)")
+    title: Optional[str] = option(help="the figure's title")
 
 
 def plot_runs(run_dirs: Sequence[Union[str, Path]], out: Union[str, Path], *, title: Optional[str] = None,

@@ -385,3 +385,29 @@ def test_the_first_frame_notice_is_said_again_from_the_decoded_cache(tmp_path):
         assert info.from_cache is from_cache
         notices = _first_frame_warnings(caught)
         assert len(notices) == 1 and "3 multi-frame" in notices[0] and "moving.gif" in notices[0]
+
+
+@pytest.mark.parametrize("count", [1, 1000])
+def test_load_weights_refuses_class_names_that_are_not_one_per_output(tmp_path, count):
+    from resnets.weights import load_weights
+
+    path = _weights_with_class_names(tmp_path / "w.safetensors", [f"c{i}" for i in range(count)])
+    model = resnets.create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=f"names {count} classes for a classifier of 10 outputs"):
+        load_weights(model, path)
+    assert getattr(model, "classes", None) is None  # the model is left as it was
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_predict_says_the_first_frame_notice_once_for_the_run(tmp_path):
+    folder = tmp_path / "animated"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.gif").write_bytes(_frames("GIF"))
+    result = run_main("predict", "resnet20", "--random-weights", "--backend", "torch", "--batch-size", "1",
+                      "--json", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["results"]) == 3
+    notices = [line for line in result.stderr.splitlines() if "took the first frame" in line]
+    assert len(notices) == 1 and "of 3 multi-frame image(s)" in notices[0], result.stderr

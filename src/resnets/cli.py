@@ -401,13 +401,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no images found in {', '.join(args.images)}")
     named = _named_files(args.images)
     session = _session(args)
-    results, skipped = [], []
+    results, skipped, first_frame = [], [], []
     for start in range(0, len(paths), args.batch_size):
-        read = deploy.read_images(paths[start:start + args.batch_size], session.preprocessing, named=named)
+        read = deploy.read_images(paths[start:start + args.batch_size], session.preprocessing, named=named,
+                                  report=False)
+        first_frame += read.first_frame
         skipped += [{"image": str(path), "error": str(error)} for path, error in read.skipped]
         if read.batch is not None:
             for path, top in zip(read.paths, session.predict(read.batch, top_k=args.top_k)):
                 results.append({"image": str(path), "predictions": [p.to_dict() for p in top]})
+    deploy.report_multi_frames(first_frame)  # once for the run, not once a batch
     if not results:
         raise _none_readable(paths, args.images)
     if len(session.timings) > 1:  # chosen by timing: which runtime and precision ran, and against what

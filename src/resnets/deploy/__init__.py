@@ -20,7 +20,7 @@ _EXPORTS = {
     "evaluate_checkpoint": "evaluate", "write_confusion_png": "evaluate",
     "fold_batchnorm": ".models.fold", "fuse_conv_bn": ".models.fold",  # in models: training folds too
     "ImageDecodeError": "images", "decode_image": "images", "find_images": "images", "load_batch": "images",
-    "preprocess": "images", "ReadImages": "images", "read_images": "images",
+    "preprocess": "images", "ReadImages": "images", "read_images": "images", "report_multi_frames": "images",
     "InferenceSession": "session", "Prediction": "session", "SessionConfig": "session",
     "ServerConfig": "server_config",
     "MissingExtraError": "optional",
@@ -37,6 +37,6 @@ if TYPE_CHECKING:
     from ..models.fold import fold_batchnorm, fuse_conv_bn
     from .optional import MissingExtraError
     from .images import (ImageDecodeError, ReadImages, decode_image, find_images, load_batch, preprocess,
-                         read_images)
+                         read_images, report_multi_frames)
     from .server_config import ServerConfig
     from .session import InferenceSession, Prediction, SessionConfig

@@ -154,11 +154,12 @@ class ReadImages:
 
 
 def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preprocessing, *,
-                named: Iterable[Union[str, os.PathLike]] = ()) -> ReadImages:
+                named: Iterable[Union[str, os.PathLike]] = (), report: bool = True) -> ReadImages:
     """Decode and preprocess image files, as the commands that take files and folders read them: a file that
     cannot be read raises ImageDecodeError if it is among ``named`` (asked for by name: it gets an answer or the
     run stops), and is otherwise skipped with a BadInputWarning naming it (found in a folder, as evaluation and
-    training skip them). Multi-frame images give their first frame, said in one FirstFrameWarning."""
+    training skip them). Multi-frame images give their first frame, said in one FirstFrameWarning (by
+    :func:`report_multi_frames`; ``report=False`` leaves it to a caller reading in batches, once for all)."""
     asked = {Path(p) for p in named}
     images, kept, indices, skipped, first_frame = [], [], [], [], []
     for index, item in enumerate(paths):
@@ -176,10 +177,15 @@ def read_images(paths: Sequence[Union[str, os.PathLike]], preprocessing: Preproc
             continue
         kept.append(path)
         indices.append(index)
-    if first_frame:
-        report_first_frames(os.path.commonpath([str(p.parent) for p in first_frame]) or ".",
-                            [str(p) for p in first_frame])
+    if report:
+        report_multi_frames(first_frame)
     return ReadImages(torch.stack(images) if images else None, kept, indices, skipped, first_frame)
+
+
+def report_multi_frames(paths: Sequence[Path]) -> None:
+    """One FirstFrameWarning for the multi-frame images among those read (none when there are none)."""
+    if paths:
+        report_first_frames(os.path.commonpath([str(p.parent) for p in paths]) or ".", [str(p) for p in paths])
 
 
 def find_images(paths: Iterable[Union[str, os.PathLike]]) -> list[Path]:

@@ -463,6 +463,12 @@ def load_weights(model: nn.Module, path_or_url: PathOrUrl, *, strict: bool = Tru
     """
     state_dict, info = load_checkpoint(path_or_url, sha256=sha256, cache_dir=cache_dir, offline=offline,
                                        progress=progress)
+    classifier = state_dict.get("fc.weight")
+    if info.classes is not None and classifier is not None and classifier.ndim == 2 \
+            and len(info.classes) != classifier.shape[0]:  # checked before the model is touched
+        raise CheckpointError(f"{info.path}: names {len(info.classes)} classes for a classifier of "
+                              f"{classifier.shape[0]} outputs; the file's class names do not fit its weights (a "
+                              f"damaged or edited file)")
     load_state_dict(model, state_dict, strict=strict, exclude=exclude, source=str(info.path), info=info)
     if info.classes is not None and not any(k.startswith("fc.") for k in info.skipped_keys):
         model.classes = list(info.classes)

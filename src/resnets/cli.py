@@ -28,7 +28,6 @@ from .deploy.session_config import SessionConfig
 from .errors import ResnetsError, UsageError, missing_dependency, range_problem
 from .factory import NoDefaultWeights, choose_weights, create_model
 from .models import get_model_spec, import_models, list_models
-from .models.blocks import SHORTCUT_OPTIONS
 from .models.preprocessing import MAX_INPUT_SIDE
 from .models.summary import InfoOptions, ListOptions, format_table, summarize
 from .weights.hub import is_repository

@@ -57,22 +57,28 @@ def test_fused_members_end_as_separate_runs(tmp_path):
 @pytest.mark.slow
 def test_a_killed_fused_run_resumes_bitwise(tmp_path):
     flags = ["resnet20", "--seeds", "0,1", *RUN_FLAGS, "--iterations", "120"]  # checkpoints at 30, 60, 90, 120
-    reference = tmp_path / "reference"
-    start = time.monotonic()
-    done = run_cli("train", *flags, "--out", str(reference))
-    assert done.returncode == 0, done.stderr
-    assert "finished resnet20-seed0" in done.stdout and "finished resnet20-seed1" in done.stdout
-    duration = time.monotonic() - start
-    killed = tmp_path / "killed"
-    for fraction in (0.6, 0.75, 0.45, 0.85):
-        process = subprocess.Popen([*RESNETS, "train", *flags, "--out", str(killed)], stdout=subprocess.DEVNULL,
+
+    def start(out: Path) -> tuple[subprocess.Popen, float]:
+        """The process and the moment the last member's config.json appeared (its setup done, the steps next)."""
+        process = subprocess.Popen([*RESNETS, "train", *flags, "--out", str(out)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env=cli_env())
-        time.sleep(fraction * duration)
+        while not (out / "resnet20-seed1" / "config.json").exists() and process.poll() is None:
+            time.sleep(0.005)
+        return process, time.monotonic()
+
+    reference = tmp_path / "reference"
+    process, began = start(reference)
+    assert process.wait(timeout=300) == 0
+    training = time.monotonic() - began
+    killed = tmp_path / "killed"
+    for fraction in (0.5, 0.3, 0.7, 0.15, 0.6, 0.4):
+        process, began = start(killed)
+        time.sleep(max(0.0, began + fraction * training - time.monotonic()))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
             steps = [json.loads(p.read_text())["step"] for p in killed.glob("*/last.json")]
-            if (killed / "resnet20-seed0" / "config.json").exists() and min(steps or [0]) < 120:
+            if min(steps or [0]) < 120:
                 break
         process.wait()
         subprocess.run(["rm", "-rf", str(killed)], check=True)
@@ -80,6 +86,7 @@ def test_a_killed_fused_run_resumes_bitwise(tmp_path):
         pytest.fail("no kill landed while the fused run was training")
     resumed = run_cli("train", *flags, "--out", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert "finished resnet20-seed0" in resumed.stdout and "finished resnet20-seed1" in resumed.stdout
     for name in ("resnet20-seed0", "resnet20-seed1"):
         _same_weights(reference / name, killed / name)
         assert [r["val_loss"] for r in _metrics(killed / name)] == [r["val_loss"] for r in _metrics(reference / name)]

@@ -3,13 +3,10 @@ downloader (a loopback server, never the internet), and adapting weights to in_c
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import re
-import threading
 import warnings
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import torch
 from torch import nn
 
 import resnets
-from model_helpers import randomise_bn
+from model_helpers import CountingHandler, randomise_bn, served_state_dict
 from resnets.cli import main
 from resnets.deploy import decode_image, preprocess
 from resnets.download import DownloadError, cache_entry
@@ -159,36 +156,12 @@ def test_names_that_do_not_fit_are_refused_with_the_known_tags():
 # -- fetching through the downloader ------------------------------------------------------------
 
 
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        _CountingHandler.requests.append(self.path)
-        super().do_GET()
-
-
 @pytest.fixture
 def served(tmp_path):
     """A loopback HTTP server over a folder, and a resnet20 saved there the way torchvision saves
     (torch.save of a state dict, the sha256 prefix in the name)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_CountingHandler,
-                                                                                  directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    model = randomise_bn(resnets.create_model("resnet20")).eval()
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    name = f"resnet20-{digest[:8]}.pth"
-    (folder / name).write_bytes(buffer.getvalue())
-    _CountingHandler.requests = []
-    yield model, f"http://127.0.0.1:{server.server_address[1]}/{name}", digest
-    server.shutdown()
-    server.server_close()
+    with served_state_dict(tmp_path / "served") as (model, url, digest, _):
+        yield model, url, digest
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +176,7 @@ def test_a_named_url_is_downloaded_verified_and_cached_once(served, tmp_path):
     loaded = resnets.create_model("resnet20", weights="test_c10")
     cached = cache_entry(url, tmp_path / "cache" / "checkpoints")
     assert cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == digest
-    assert len(_CountingHandler.requests) == 1
+    assert len(CountingHandler.requests) == 1
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(_outputs(model, x), _outputs(loaded, x))
     assert loaded.classes == class_names("cifar10") and loaded.preprocessing == CIFAR10_PREPROCESSING
@@ -211,7 +184,7 @@ def test_a_named_url_is_downloaded_verified_and_cached_once(served, tmp_path):
     again = resnets.create_model("resnet20", weights="resnet20.test_c10")
     default = resnets.create_model("resnet20", pretrained=True)
     assert resnets.get_weights("resnet20.test_c10").get_path(offline=True) == cached
-    assert len(_CountingHandler.requests) == 1
+    assert len(CountingHandler.requests) == 1
     assert torch.equal(_outputs(again, x), _outputs(default, x))
 
 
@@ -221,7 +194,7 @@ def test_a_wrong_hash_is_refused_and_nothing_cached(served, tmp_path):
     resnets.register_weights(Weights(name="resnet20.test_c10", url=url, sha256=wrong, meta=_cifar_meta()))
     with pytest.raises(DownloadError, match=f"does not match the expected {wrong}"):
         resnets.create_model("resnet20", weights="test_c10")
-    assert len(_CountingHandler.requests) == 1
+    assert len(CountingHandler.requests) == 1
     cache = tmp_path / "cache"
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no file, no half-written temporary
 
@@ -242,7 +215,7 @@ def test_offline_and_not_cached_is_one_line_naming_the_url(served, tmp_path, mon
     code, out, err = _cli(capsys, *args, "--weights", "test_c10")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and url in err and "--weights PATH" in err
-    assert _CountingHandler.requests == []  # offline never touched the network
+    assert CountingHandler.requests == []  # offline never touched the network
 
 
 def test_a_shipped_file_is_found_in_the_package_folder_and_hash_checked(tmp_path, monkeypatch):
@@ -463,7 +436,7 @@ def test_every_weights_flag_takes_a_name(served, tmp_path, capsys):
     for args in commands:
         code, _, err = _cli(capsys, *args)
         assert code == 0, (args[0], err)
-    assert len(_CountingHandler.requests) == 1  # downloaded once, then read from the cache
+    assert len(CountingHandler.requests) == 1  # downloaded once, then read from the cache
     assert resnets.read_metadata(tmp_path / "ft" / "last.safetensors")["pretrained"] == "test_c10"
 
 
@@ -512,10 +485,10 @@ def test_a_model_named_with_its_weights_loads_them_with_pretrained(served, tmp_p
     same = resnets.create_model("resnet20.test_b100", weights="test_b100")  # said twice, the same: accepted
     assert torch.equal(_outputs(same, x), _outputs(reference, x))
     # without pretrained (timm's meaning): the network those weights need, freshly initialised, nothing fetched
-    _CountingHandler.requests = []
+    CountingHandler.requests = []
     fresh = resnets.create_model("resnet20.test_b100")
     assert (fresh.shortcut, fresh.num_classes, fresh.checkpoint_info) == ("B", 100, None)
-    assert fresh.preprocessing == CIFAR10_PREPROCESSING and not _CountingHandler.requests
+    assert fresh.preprocessing == CIFAR10_PREPROCESSING and not CountingHandler.requests
     assert not torch.equal(_outputs(fresh, x), _outputs(reference, x))
     backbone = resnets.create_model("resnet20.test_b100", features_only=True, out_indices=(1, 3))
     assert [f.shape[1] for f in backbone(x)] == [16, 64] and backbone.shortcut == "B"

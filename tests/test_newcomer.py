@@ -4,16 +4,12 @@ what happened."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
-import http.server
-import io
 import json
 import logging
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +20,7 @@ import torchvision
 import resnets
 from cli_helpers import cli_env, run_main
 from data_helpers import encode, random_rgb, write_tree
-from model_helpers import randomise_bn
+from model_helpers import CountingHandler, randomise_bn, served_state_dict
 from resnets.cli import main
 from resnets.errors import MissingFileError, UsageError
 from resnets.factory import choose_weights
@@ -120,41 +116,18 @@ def test_a_tag_alone_names_its_weights_or_is_refused_in_one_line():
 # -- the caches users already have ----------------------------------------------------------------
 
 
-class _Counting(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        _Counting.requests.append(self.path)
-        super().do_GET()
-
-
 @pytest.fixture
 def published(tmp_path):
     """A resnet20 saved as torchvision saves its weights (torch.save of a state dict, the sha256 prefix in the
     name), served over loopback HTTP, and a catalogue entry for it named as torchvision's ResNet18 V1 is (the real
     entry set aside: the test's file is small)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Counting, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    model = randomise_bn(resnets.create_model("resnet20")).eval()
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    name = f"resnet20-{digest[:8]}.pth"
-    (folder / name).write_bytes(buffer.getvalue())
-    named._WEIGHTS.pop("resnet18.tv_in1k")
-    meta = WeightsMeta(dataset="cifar10", preprocessing=model.preprocessing, classes="cifar10")
-    entry = resnets.register_weights(Weights(name="resnet20.tvtest", url=f"http://127.0.0.1:{server.server_address[1]}"
-                                             f"/{name}", sha256=digest, meta=meta,
-                                             torchvision="ResNet18_Weights.IMAGENET1K_V1"))
-    _Counting.requests = []
-    yield model, entry, buffer.getvalue()
-    server.shutdown()
-    server.server_close()
+    with served_state_dict(tmp_path / "served") as (model, url, digest, data):
+        named._WEIGHTS.pop("resnet18.tv_in1k")
+        meta = WeightsMeta(dataset="cifar10", preprocessing=model.preprocessing, classes="cifar10")
+        entry = resnets.register_weights(Weights(name="resnet20.tvtest", url=url, sha256=digest, meta=meta,
+                                                 torchvision="ResNet18_Weights.IMAGENET1K_V1"))
+        CountingHandler.requests = []
+        yield model, entry, data
 
 
 def test_a_file_in_torch_hubs_cache_is_used_hash_checked(published, tmp_path, caplog, capsys):
@@ -167,7 +140,7 @@ def test_a_file_in_torch_hubs_cache_is_used_hash_checked(published, tmp_path, ca
     with caplog.at_level(logging.INFO, logger="resnets.weights"):
         model = resnets.create_model("resnet20", weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
     assert torch.equal(_outputs(model, x), _outputs(reference, x))
-    assert model.checkpoint_info.path == theirs and _Counting.requests == []  # nothing downloaded
+    assert model.checkpoint_info.path == theirs and CountingHandler.requests == []  # nothing downloaded
     assert f"resnet20.tvtest: {theirs} (found in torch.hub's cache)" in caplog.text
     assert entry.locate().cache == "torch.hub"
     # the command line says which cache the file came from
@@ -176,7 +149,7 @@ def test_a_file_in_torch_hubs_cache_is_used_hash_checked(published, tmp_path, ca
     capsys.readouterr()
     code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "tvtest", str(image))
     assert code == 0 and f"resnets predict: resnet20.tvtest: {theirs} (found in torch.hub's cache)" in err
-    assert _Counting.requests == []
+    assert CountingHandler.requests == []
 
 
 def test_a_damaged_file_in_torch_hubs_cache_is_not_used(published, tmp_path, capsys):
@@ -189,10 +162,10 @@ def test_a_damaged_file_in_torch_hubs_cache_is_not_used(published, tmp_path, cap
     # fetched into our own cache instead; the user's file is left as it was
     assert located.cache == "resnets" and located.downloaded and located.path != theirs
     assert located.path.read_bytes() == data and theirs.read_bytes() != data
-    assert len(_Counting.requests) == 1
+    assert len(CountingHandler.requests) == 1
     with pytest.warns(UserWarning):  # said each time the damaged copy is met
         again = entry.locate()
-    assert again.path == located.path and not again.downloaded and len(_Counting.requests) == 1
+    assert again.path == located.path and not again.downloaded and len(CountingHandler.requests) == 1
     # offline with only the damaged copy: one line naming both caches
     located.path.unlink()
     image = tmp_path / "a.png"

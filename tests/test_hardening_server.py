@@ -18,6 +18,7 @@ import torch
 
 import resnets
 from resnets.deploy import InferenceSession
+from server_helpers import open_upload, read_until_closed
 from resnets.errors import ResnetsError
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -113,10 +114,7 @@ def test_an_image_larger_than_the_whole_budget_is_413_before_decoding():
 
 def _slow_upload(url: str, stop: threading.Event, seconds: float = 1.5) -> socket.socket:
     """A connection that sends a /predict request's headers, then its body a byte every 100 ms (for ``seconds``)."""
-    host, port = url.rsplit("/", 1)[-1].split(":")
-    client = socket.create_connection((host, int(port)), timeout=10)
-    client.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
-                   f"Content-Length: 100000\r\n\r\n".encode())
+    client = open_upload(url, 100000, timeout=10)
     started = time.monotonic()
 
     def drip():  # stopped before the server cuts it off, so that the 408 is not lost to a reset connection
@@ -126,14 +124,6 @@ def _slow_upload(url: str, stop: threading.Event, seconds: float = 1.5) -> socke
 
     threading.Thread(target=drip, daemon=True).start()
     return client
-
-
-def _answer(client: socket.socket) -> tuple[int, dict]:
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
 
 
 def test_slow_bodies_hold_no_prediction_slot_and_are_cut_off_at_the_minimum_rate():
@@ -147,7 +137,7 @@ def test_slow_bodies_hold_no_prediction_slot_and_are_cut_off_at_the_minimum_rate
             time.sleep(0.5)  # every slow request is in, reading its body
             goods = [_post(f"{url}/predict", SMALL) for _ in range(6)]
             assert [status for status, _, _ in goods] == [200] * 6
-            answers = [_answer(client) for client in slow]
+            answers = [read_until_closed(client) for client in slow]
         finally:
             stop.set()
             for client in slow:
@@ -170,7 +160,7 @@ def test_the_minimum_rate_can_be_turned_off_leaving_the_read_timeout():
         client = _slow_upload(url, stop, seconds=0.6)
         try:
             started = time.monotonic()
-            status, body = _answer(client)
+            status, body = read_until_closed(client)
         finally:
             stop.set()
             client.close()

@@ -7,7 +7,6 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import torch
 
 import resnets
 from resnets.deploy import InferenceSession, load_batch
+from server_helpers import open_upload, read_until_closed
 from resnets.deploy.server import ServerConfig, create_app, listen
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -96,24 +96,6 @@ def strict_server():
     """A server with a 2 s read timeout (and no minimum body rate) that runs at most 2 predictions at once."""
     yield from _run_server(ServerConfig(max_batch_size=8, read_timeout=2.0, min_body_rate=0, max_concurrent=2,
                                         warm_up=False))
-
-
-def _open_upload(url: str, length: int = 1000) -> socket.socket:
-    """A raw connection that has sent a /predict request's headers and none of its body."""
-    host, port = url.rsplit("/", 1)[-1].split(":")
-    client = socket.create_connection((host, int(port)), timeout=6)
-    client.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
-                   f"Content-Length: {length}\r\n\r\n".encode())
-    return client
-
-
-def _read_until_closed(client: socket.socket) -> tuple[int, dict]:
-    """The status and JSON body of the answer, read until the server closes the connection."""
-    data = b""
-    while chunk := client.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
 
 
 def test_health_and_metadata(server):
@@ -221,7 +203,7 @@ def test_aspect_ratio_bombs_are_refused_before_resizing(server):
 
 def test_slow_body_gets_408_and_the_connection_is_closed(strict_server):
     url, _, app = strict_server
-    client = _open_upload(url)
+    client = open_upload(url)
     stop = threading.Event()
 
     def drip():  # one byte every 100 ms for 1.9 s: each read is quick, the body never completes in time
@@ -235,7 +217,7 @@ def test_slow_body_gets_408_and_the_connection_is_closed(strict_server):
     started = time.monotonic()
     dripper.start()
     try:
-        status, result = _read_until_closed(client)  # a server without a read timeout never answers
+        status, result = read_until_closed(client)  # a server without a read timeout never answers
     finally:
         stop.set()
         dripper.join()

@@ -19,8 +19,7 @@ from ..data.evaluation import build_eval_loader
 from ..data.sources import resolve_source
 from ..errors import UsageError
 from ..factory import create_model
-from ..results import Result
-from ..scoring import evaluate
+from ..scoring import Scores, evaluate
 from .calibration import AccuracyCheck, compare_top1
 from .session import InferenceSession, SessionConfig, check_finite
 
@@ -50,27 +49,22 @@ def choose_split(recorded_split: Optional[dict], data) -> tuple[str, str, object
                    f"have been trained on make it no held-out score"), source
 
 
-@dataclass
-class Evaluation(Result):
+@dataclass(kw_only=True)
+class Evaluation(Scores):
     """What :func:`evaluate_checkpoint` (``resnets eval``) measures and on what: the scores, the split and why
     it was chosen, the precision computed in; ``to_dict()`` is ``resnets eval --json``'s object."""
 
-    loss: float
-    top1: float
-    top5: float
-    n: int
+    per_class_accuracy: Optional[dict] = None  # by class name, with ``per_class``
     amp: str
     channels_last: bool
     split: str
     split_reason: str
     num_classes: int
     data_classes: list
-    confusion: Optional[list] = None
     backend: Optional[str] = None
     precision: Optional[str] = None
     precision_check: Optional[dict] = None
     refused: Optional[dict] = None
-    per_class_accuracy: Optional[dict] = None
     confusion_png: Optional[str] = None
 
 
@@ -163,9 +157,8 @@ def evaluate_checkpoint(model_name: str, weights: str, data: str, *, split: str 
     model.eval()  # evaluate() sets it for a module; the check below hands it a function
     scores = evaluate(_finite(predictor), batches, len(classes), amp=amp,
                       confusion=per_class or confusion_png is not None, device=torch_device)
-    result = Evaluation(loss=scores.loss, top1=scores.top1, top5=scores.top5, n=scores.n, amp=amp,
-                        channels_last=channels_last, split=split, split_reason=reason, num_classes=len(classes),
-                        data_classes=data_classes, confusion=scores.confusion)
+    result = Evaluation(**{**scores.to_dict(), "per_class_accuracy": None}, amp=amp, channels_last=channels_last,
+                        split=split, split_reason=reason, num_classes=len(classes), data_classes=data_classes)
     if session is not None:
         result.backend, result.precision = session.backend, session.precision
         if session.config.precision != "fp32":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from .._options import check_bounds, option
 from ..errors import UsageError
@@ -66,9 +66,6 @@ class RunConfig:
     def averages(self) -> bool:
         """Whether the recipe keeps averaged weights (EMA or SWA)."""
         return self.recipe.swa_start is not None or self.recipe.ema_decay > 0
-
-    def replace(self, **changes: Any) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         """config.json's mapping: the recipe and the teacher as plain mappings, fields not yet known left out."""

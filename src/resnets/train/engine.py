@@ -35,6 +35,7 @@ from torch import nn
 from .._device import quiet_cuda_home_notice
 from ..data import build_loaders
 from ..errors import ResnetsError, UsageError
+from ..results import Result
 from ..factory import create_model
 from ..models import get_model_spec
 from ..models.summary import network_depth
@@ -72,9 +73,9 @@ class TrainingInterrupted(ResnetsError):
 
 
 @dataclass
-class TrainResult:
+class TrainResult(Result):
     """What :func:`train` returns: the last evaluation's figures (None where the run had no validation split)
-    and where the weights are. ``result["val_top1"]`` and ``to_dict()`` read the metrics line as it was
+    and where the weights are. Its mapping (``result["val_top1"]``, ``to_dict()``) is the metrics line as it was
     written to ``metrics.jsonl``."""
 
     out: Path
@@ -93,17 +94,8 @@ class TrainResult:
     def val_loss(self) -> Optional[float]:
         return self.metrics.get("val_loss")
 
-    def __getitem__(self, key: str):
-        return self.metrics[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.metrics
-
     def __bool__(self) -> bool:  # a process other than rank 0 has nothing to report
         return bool(self.metrics)
-
-    def get(self, key: str, default=None):
-        return self.metrics.get(key, default)
 
     def to_dict(self) -> dict:
         return dict(self.metrics)
@@ -191,8 +183,8 @@ def setup(options: TrainOptions, dist: Distributed) -> Run:
     # the starting model (a hook's, e.g. pretrained), whose preprocessing the data pipeline follows
     initial = hook.initial_model(options.model, config.model_kwargs)
     train_loader, val_loader, info = _data(options, config, dist, hook, initial)
-    config = config.replace(split=info.split, classes=list(info.classes),
-                            pipeline=info.pipeline)  # a resume reads its images as it did (the pipelines differ)
+    # a resume reads its images as it did (the pipelines differ)
+    config = dataclasses.replace(config, split=info.split, classes=list(info.classes), pipeline=info.pipeline)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise UsageError(f"{config.data}: {info.train_size} training images make no batch of "
@@ -208,8 +200,8 @@ def setup(options: TrainOptions, dist: Distributed) -> Run:
         teacher = load_teacher(d.teacher, d.weights, num_classes=info.num_classes, channels=info.channels,
                                mean=info.mean, std=info.std, classes=info.classes).to(dist.device,
                                                                                      config.channels_last)
-    config = config.replace(weights_sha256=weights_digests(Path(options.out), config, checkpoint is not None,
-                                                           init_weights=initial, teacher_weights=teacher))
+    config = dataclasses.replace(config, weights_sha256=weights_digests(
+        Path(options.out), config, checkpoint is not None, init_weights=initial, teacher_weights=teacher))
     # on CUDA the fused kernel: one launch per parameter group instead of several per step
     optimizer = torch.optim.SGD(_param_groups(model, recipe, hook.lr_multipliers()), lr=recipe.lr,
                                 momentum=recipe.momentum, nesterov=recipe.nesterov,
@@ -292,6 +284,7 @@ def _data(options: TrainOptions, config: RunConfig, dist: Distributed, hook: Tra
     train_loader, val_loader, info = build_loaders(config.data, batch_size=recipe.batch_size // dist.world_size,
                                                    rank=dist.rank, world_size=dist.world_size, **data_options)
     if dist.world_size > 1 and dist.is_main:
+        # rank 0 evaluates the whole validation split, unsharded
         _, val_loader, _ = build_loaders(config.data, batch_size=recipe.batch_size, rank=0, world_size=1,
                                          **{**data_options, "split": info.split})
     if info.num_classes < 2:
@@ -402,10 +395,11 @@ def _check_input_channels(model: nn.Module, name: str, channels: int, data: str)
                          f"{data} gives {channels}-channel images; use in_chans={channels} or other data")
 
 
-def run_loop(run: Run) -> TrainResult:
-    """The training loop: a step per batch until the run's end, an evaluation and checkpoint every
-    ``eval_interval`` steps. Ctrl-C finishes the step in progress, checkpoints it and stops (a second one
-    stops at once); one process only: under torchrun the ranks would not agree on the step."""
+@contextlib.contextmanager
+def ctrl_c(catch: bool) -> Iterator[list]:
+    """While the steps run: Ctrl-C (SIGINT) only noted in the list this yields, so that the step in progress
+    finishes and is checkpointed; a second one stops at once. Only where ``catch`` (one process, the main
+    thread: under torchrun the ranks would not agree on the step)."""
     interrupted: list[int] = []
 
     def on_interrupt(signum, frame):
@@ -413,9 +407,19 @@ def run_loop(run: Run) -> TrainResult:
             raise KeyboardInterrupt
         interrupted.append(signum)
 
-    catch = run.dist.world_size == 1 and threading.current_thread() is threading.main_thread()
+    catch = catch and threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGINT, on_interrupt) if catch else None
     try:
+        yield interrupted
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+def run_loop(run: Run) -> TrainResult:
+    """The training loop: a step per batch until the run's end, an evaluation and checkpoint every
+    ``eval_interval`` steps; Ctrl-C checkpoints the step in progress and stops (:func:`ctrl_c`)."""
+    with ctrl_c(run.dist.world_size == 1) as interrupted:
         announce(run)
         run.model.train()
         for images, labels in run.batches():
@@ -423,9 +427,6 @@ def run_loop(run: Run) -> TrainResult:
             after_step(run)
             if interrupted and run.step < run.total_steps:  # at the last step, the run is complete anyway
                 interrupt(run)
-    finally:
-        if catch:
-            signal.signal(signal.SIGINT, previous_handler)
     return finish(run)
 
 
@@ -555,8 +556,13 @@ def finish(run: Run) -> TrainResult:
     if run.best is not None and run.best.get("step") is not None and run.dist.is_main and run.val_loader is not None:
         run.progress.line(f"best.safetensors: step {run.best['step']}, validation top-1 {run.best['val_top1']:.2f}% "
                           f"loss {run.best['val_loss']:.4f}; last.safetensors: step {run.last_eval.get('step')}")
+    return result_of(run)
+
+
+def result_of(run: Run, diverged: Optional[str] = None) -> TrainResult:
+    """Where a run stands, as :func:`train` returns it (``diverged``: why a fused run's member stopped)."""
     return TrainResult(out=run.out, step=run.step, total_steps=run.total_steps, metrics=dict(run.last_eval),
-                       best=run.best, main=run.dist.is_main)
+                       best=run.best, diverged=diverged, main=run.dist.is_main)
 
 
 def _training_state(run: Run) -> dict:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,8 +24,8 @@ import torch
 
 from ..errors import UsageError
 from .distributed import Distributed
-from .engine import (Run, TrainingDiverged, TrainingInterrupted, TrainResult, after_step, announce, finish,
-                     interrupt, setup, train_step)
+from .engine import (Run, TrainingDiverged, TrainingInterrupted, TrainResult, after_step, announce, ctrl_c,
+                     finish, interrupt, result_of, setup, train_step)
 from .engine import train as train_one
 from .options import TrainOptions
 from .rundir import run_lock
@@ -101,19 +99,10 @@ def train_fused(options: TrainOptions) -> FusedResult:
 
 def fused_loop(runs: list[Run]) -> dict[int, TrainResult]:
     """A step of each member in turn until every one has finished or diverged."""
-    interrupted: list[int] = []
-
-    def on_interrupt(signum, frame):
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(signum)
-
-    catch = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, on_interrupt) if catch else None
     streams = [torch.cuda.Stream(run.device) if run.device.type == "cuda" else None for run in runs]
     active = {}
     results: dict[int, TrainResult] = {}
-    try:
+    with ctrl_c(True) as interrupted:
         for i, run in enumerate(runs):
             announce(run)
             run.model.train()
@@ -126,9 +115,6 @@ def fused_loop(runs: list[Run]) -> dict[int, TrainResult]:
                     del active[i]
             if interrupted and active:
                 _interrupt_all([runs[i] for i in active])
-    finally:
-        if catch:
-            signal.signal(signal.SIGINT, previous_handler)
     return results
 
 
@@ -146,9 +132,8 @@ def _advance(run: Run, batches, stream: Optional["torch.cuda.Stream"]) -> Option
             train_step(run, *batch)
             after_step(run)
     except TrainingDiverged as error:
-        run.progress.line(f"{Path(run.options.out).name}: {error} The other members go on.")
-        return TrainResult(out=run.out, step=run.step, total_steps=run.total_steps, metrics=dict(run.last_eval),
-                           best=run.best, diverged=str(error))
+        run.progress.line(f"{run.out.name}: {error} The other members go on.")
+        return result_of(run, diverged=str(error))
     return None
 
 

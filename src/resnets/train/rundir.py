@@ -92,7 +92,7 @@ def _settings(options: TrainOptions, world_size: int, device: torch.device, fill
         recipe_name=given(options.recipe, DEFAULT_RECIPE),
         # the pipeline chosen when the run started (runs of before it was recorded take any); a new run records
         # the one its data chooses
-        **({} if fill else {"pipeline": options.pipeline if options.pipeline != "auto" and recorded is not None
+        **({} if fill else {"pipeline": options.pipeline if options.pipeline != "auto"
                             and recorded.pipeline is not None else None}))
 
 

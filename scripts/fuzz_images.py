@@ -1,5 +1,5 @@
-"""Fuzz the image decoders (``resnets.data.decode.decode_bytes``, ``resnets.deploy.decode_image``) with
-hypothesis: PNG, JPEG, GIF, TIFF, BMP and WebP images (animated, 16-bit and float ones among them) with
+"""Fuzz the image decoders (``resnets.data.decode.decode_bytes``, ``resnets.deploy.decode_image``, and the
+server's header read ``resnets.deploy.images.header_size``) with hypothesis: PNG, JPEG, GIF, TIFF, BMP and WebP images (animated, 16-bit and float ones among them) with
 bytes overwritten, cut short or extended, and plain random bytes. Any input must give a uint8 image within
 the pixel limit or a ResnetsError; another exception is a bug (hypothesis shrinks it and prints it), and a
 crash of the process (a decoder's segmentation fault) leaves the input that caused it in ``--last``.
@@ -42,7 +42,7 @@ def seed_images() -> list[bytes]:
 def check_decoders(data: bytes, last: Optional[Path] = None) -> None:
     """Decode ``data`` every way the package does; anything but an image or a ResnetsError raises."""
     from resnets.data import decode
-    from resnets.deploy.images import decode_image
+    from resnets.deploy.images import decode_image, header_size
     from resnets.errors import ResnetsError
 
     if last is not None:
@@ -54,6 +54,8 @@ def check_decoders(data: bytes, last: Optional[Path] = None) -> None:
             continue
         assert image.dtype.is_floating_point is False and image.ndim == 3 and image.shape[0] == channels
         assert image.shape[1] * image.shape[2] <= decode.MAX_IMAGE_PIXELS
+    size = header_size(data)  # the server's header read: a size or None, never an exception (a 500)
+    assert size is None or (len(size) == 3 and all(isinstance(v, int) for v in size))
     try:
         image = decode_image(data, source="fuzz")
     except ResnetsError:

@@ -111,8 +111,8 @@ def header_size(data: bytes) -> Optional[tuple[int, int, int]]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 return image.width, image.height, len(image.getbands())
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError):  # UnidentifiedImageError: OSError
-        return None
+    except Exception:  # Pillow raises many types for corrupt headers (IndexError, struct.error...), as decode_image
+        return None  # finds: it is what names the file's problem
 
 
 def preprocess(image: torch.Tensor, preprocessing: Preprocessing, *, source: str = "image") -> torch.Tensor:

@@ -174,7 +174,8 @@ def main(argv=None) -> int:
                torch=torch.__version__, model=args.model, batch_size_per_member=b, amp=args.amp,
                channels_last=channels_last, steps=args.steps, strategies=rows,
                vmap_vs_sequential_max_weight_difference={str(k): v for k, v in differences.items()})
-    print(f"{args.model}, {k} members x batch {b}, {args.amp}, {args.steps} steps on {name} (torch {torch.__version__})")
+    print(f"{args.model}, {k} members x batch {b}, {args.amp}, {args.steps} steps on {name} "
+          f"(torch {torch.__version__})")
     print(f"{'strategy':<12} {'members':>7} {'images/s':>10} {'x alone':>8}")
     for strategy, row in rows.items():
         if "error" in row:

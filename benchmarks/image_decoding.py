@@ -2,8 +2,8 @@
 JPEG data sets, and whether they give the same pixels.
 
 The data pipelines decode with ``resnets.data.decode.decode_bytes``: torchvision.io for JPEG while it
-exists, Pillow otherwise (and for PNG, whose torchvision decoder crashes on a corrupt checksum). Rounds are interleaved, best
-of ``--repeats`` per decoder.
+exists, Pillow otherwise (and for PNG, whose torchvision decoder crashes on a corrupt checksum). Rounds are
+interleaved, best of ``--repeats`` per decoder.
 
     python benchmarks/image_decoding.py [--count 3000] [--repeats 3]
 """

@@ -1,6 +1,7 @@
 """Fuzz the image decoders (``resnets.data.decode.decode_bytes``, ``resnets.deploy.decode_image``, and the
-server's header read ``resnets.deploy.images.header_size``) with hypothesis: PNG, JPEG, GIF, TIFF, BMP and WebP images (animated, 16-bit and float ones among them) with
-bytes overwritten, cut short or extended, and plain random bytes. Any input must give a uint8 image within
+server's header read ``resnets.deploy.images.header_size``) with hypothesis: PNG, JPEG, GIF, TIFF, BMP and
+WebP images (animated, 16-bit and float ones among them) with bytes overwritten, cut short or extended, and
+plain random bytes. Any input must give a uint8 image within
 the pixel limit or a ResnetsError; another exception is a bug (hypothesis shrinks it and prints it), and a
 crash of the process (a decoder's segmentation fault) leaves the input that caused it in ``--last``.
 

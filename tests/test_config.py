@@ -68,7 +68,8 @@ def test_choices_are_checked_with_the_bounds(tmp_path):
 
     for make, says in ((lambda: TrainOptions(model="resnet20", out=tmp_path, pipeline="fast"),
                         "pipeline must be one of auto, small, large, got 'fast'"),
-                       (lambda: Recipe(iterations=5, warmup_mode="slow"), "warmup_mode must be one of linear, constant"),
+                       (lambda: Recipe(iterations=5, warmup_mode="slow"),
+                        "warmup_mode must be one of linear, constant"),
                        (lambda: FinetuneOptions(model="resnet20", out=tmp_path, data="d", weights="w", strategy="x"),
                         "strategy must be one of linear-probe, full, gradual"),
                        (lambda: DegradationConfig(out=tmp_path, data="d", budget="slow"), "budget must be one of")):

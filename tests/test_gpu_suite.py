@@ -110,8 +110,8 @@ def test_the_fused_parts_land_in_the_json(suite, tmp_path):
     assert (fused["model"], fused["members"], fused["iterations"]) == ("resnet20", 2, 2)
     assert fused["images_per_s"] > 0 and fused["single_images_per_s"] > 0
     assert fused["ratio"] == round(fused["images_per_s"] / fused["single_images_per_s"], 2)
-    assert sorted((tmp_path / "runs" / "fused-resnet20").iterdir()) == [
-        tmp_path / "runs" / "fused-resnet20" / "resnet20-seed0", tmp_path / "runs" / "fused-resnet20" / "resnet20-seed1"]
+    members = tmp_path / "runs" / "fused-resnet20"
+    assert sorted(members.iterdir()) == [members / "resnet20-seed0", members / "resnet20-seed1"]
     table = doc["cifar_table"]
     assert sorted(table) == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
     for row in table.values():

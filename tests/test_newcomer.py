@@ -172,7 +172,8 @@ def test_a_damaged_file_in_torch_hubs_cache_is_not_used(published, tmp_path, cap
     image.write_bytes(encode(random_rgb(np.random.default_rng(0))))
     code, _, err = _cli(capsys, "predict", "resnet20", "--weights", "tvtest", str(image))
     assert code == 0 and "(downloaded into the resnets cache)" in err
-    assert "resnets predict: warning: the weights resnet20.tvtest:" in err and "not used" in err  # online: fetched again, and said
+    # online: fetched again, and said
+    assert "resnets predict: warning: the weights resnet20.tvtest:" in err and "not used" in err
     located.path.unlink()
     with pytest.warns(UserWarning), pytest.raises(MissingFileError, match=r"not in torch.hub's cache .* nor in the "
                                                                           r"resnets cache; .* is not used: sha256"):

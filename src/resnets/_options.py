@@ -44,7 +44,8 @@ def same_as(cls: type, name: str, default: Any = None, **meta: Any) -> Any:
     redeclared = sorted(meta.keys() & {"low", "high", "low_open", "high_open", "choices"})
     if redeclared:
         raise TypeError(f"{name}: {redeclared[0]} is declared by {cls.__name__}.{name}, not here")
-    inherited = {k: v for k, v in origin.metadata.items() if k in ("low", "high", "low_open", "high_open", "choices", "help")}
+    inherited = {k: v for k, v in origin.metadata.items()
+                 if k in ("low", "high", "low_open", "high_open", "choices", "help")}
     merged = {**inherited, **meta, "origin": origin.metadata.get("origin", f"{cls.__name__}.{name}")}
     if default in (dict, list):
         return field(default_factory=default, metadata=merged)

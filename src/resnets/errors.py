@@ -127,5 +127,6 @@ def range_problem(value: float, low: float, high: float = math.inf, *, low_open:
 
 
 __all__ = ["DiskFullError", "MissingDependencyError", "MissingFileError", "OPTIONAL_EXTRAS", "ResnetsError",
-           "UsageError", "available", "check_choice", "check_number", "missing_dependency", "range_problem", "range_text",
+           "UsageError", "available", "check_choice", "check_number", "missing_dependency", "range_problem",
+           "range_text",
            "require"]

@@ -70,11 +70,12 @@ class EvalOptions(ModelOptions):
                                                            "figures)")
     confusion: Optional[str] = option(help="write the confusion matrix to this PNG")
     per_class: bool = option(False, help="per-class accuracy")
-    backend: Optional[str] = same_as(SessionConfig, "backend", None, help="evaluate through an inference session (BN folded; ONNX "
-                                                           "Runtime, OpenVINO) instead of the plain model")
-    precision: Optional[str] = same_as(SessionConfig, "precision", None, help="evaluate through an inference session at this "
-                                                               "precision (see predict --help) and report its top-1 "
-                                                               "against fp32's")
+    backend: Optional[str] = same_as(SessionConfig, "backend", None,
+                                     help="evaluate through an inference session (BN folded; ONNX Runtime, "
+                                          "OpenVINO) instead of the plain model")
+    precision: Optional[str] = same_as(SessionConfig, "precision", None,
+                                       help="evaluate through an inference session at this precision (see predict "
+                                            "--help) and report its top-1 against fp32's")
     calibration: Optional[str] = option(help=CALIBRATION_HELP, metavar="DATA")
     json: bool = option(False, help="print one JSON object")
 

@@ -8,5 +8,6 @@ from .hooks import TrainHook
 from .options import TrainOptions
 from .recipe import Recipe, RecipeError, learning_rate, list_recipes, load_recipe
 
-__all__ = ["FusedResult", "TrainResult", "train_fused", "Recipe", "RecipeError", "RunDirError", "TrainHook", "TrainOptions", "TrainingDiverged",
-           "TrainingInterrupted", "evaluate", "learning_rate", "list_recipes", "load_recipe", "read_metrics", "train"]
+__all__ = ["FusedResult", "Recipe", "RecipeError", "RunDirError", "TrainHook", "TrainOptions", "TrainResult",
+           "TrainingDiverged", "TrainingInterrupted", "evaluate", "learning_rate", "list_recipes", "load_recipe",
+           "read_metrics", "train", "train_fused"]
